@@ -1,0 +1,144 @@
+/**
+ * The HTTP application: middleware, routes, the OpenAPI document and the one place where
+ * errors become the JSON error shape `{"error": {"code", "message", "details"}}`.
+ */
+import './context.js';
+import { OpenAPIHono } from '@hono/zod-openapi';
+import { swaggerUI } from '@hono/swagger-ui';
+import { getConnInfo } from '@hono/node-server/conninfo';
+import type { Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { HTTPException } from 'hono/http-exception';
+import { requestId } from 'hono/request-id';
+import { routePath } from 'hono/route';
+import { lt } from 'drizzle-orm';
+import { seenSignatures } from '../db/schema.js';
+import { HttpError } from '../errors.js';
+import { bearerAuth, requestSignature } from './auth.js';
+import type { AppDeps } from './deps.js';
+import { RateLimiter } from './rate-limit.js';
+import { registerHealth } from './routes/health.js';
+import { registerJobs } from './routes/jobs.js';
+import { registerTrain } from './routes/train.js';
+
+export function createApp(deps: AppDeps): OpenAPIHono {
+  const app = new OpenAPIHono({
+    defaultHook: (result) => {
+      if (!result.success) {
+        throw new HttpError(
+          400,
+          'VALIDATION_ERROR',
+          `invalid request ${result.target}: ${result.error.issues.length} problem(s)`,
+          result.error.issues.map((i) => ({ path: i.path, message: i.message, code: i.code })),
+        );
+      }
+    },
+  });
+
+  app.use(requestId({ headerName: 'X-Request-Id' }));
+  app.use(async function accessLog(c, next) {
+    const started = performance.now();
+    const log = deps.logger.child({ request_id: c.get('requestId') });
+    c.set('log', log);
+    await next();
+    const seconds = (performance.now() - started) / 1000;
+    const route = routePath(c) || 'unmatched';
+    deps.metrics.httpDuration.observe({ method: c.req.method, route, status: String(c.res.status) }, seconds);
+    if (route !== '/metrics' && route !== '/health') {
+      log.info(
+        { method: c.req.method, route, path: c.req.path, status: c.res.status, ms: Math.round(seconds * 1e4) / 10 },
+        'request',
+      );
+    }
+  });
+
+  app.use(
+    '/api/*',
+    bodyLimit({
+      maxSize: deps.config.maxBodyBytes,
+      onError: () => {
+        throw new HttpError(413, 'PAYLOAD_TOO_LARGE', `request body over ${deps.config.maxBodyBytes} bytes`);
+      },
+    }),
+  );
+  app.use('/api/*', bearerAuth({ token: deps.secrets.apiToken }));
+
+  const limiter = new RateLimiter(deps.config.trainRateLimitPerMinute);
+  app.post('/api/v1/train', async function rateLimit(c, next) {
+    const retryAfter = limiter.take(clientKey(c));
+    if (retryAfter > 0) {
+      throw new HttpError(429, 'RATE_LIMITED', `too many training requests; retry in ${retryAfter} s`, null, {
+        'Retry-After': String(retryAfter),
+      });
+    }
+    await next();
+  });
+  let remembered = 0;
+  app.post(
+    '/api/v1/train',
+    requestSignature({
+      secrets: deps.config.requestSigningSecrets,
+      toleranceSeconds: deps.config.signatureToleranceSeconds,
+      remember: async (signature, expiresAt) => {
+        const { db } = deps.database;
+        if (++remembered % 100 === 0) await db.delete(seenSignatures).where(lt(seenSignatures.expiresAt, new Date()));
+        const rows = await db
+          .insert(seenSignatures)
+          .values({ signature, expiresAt })
+          .onConflictDoNothing()
+          .returning({ signature: seenSignatures.signature });
+        return rows.length === 1;
+      },
+    }),
+  );
+
+  registerTrain(app, deps);
+  registerJobs(app, deps);
+  registerHealth(app, deps);
+
+  app.get('/metrics', async (c) => {
+    return c.text(await deps.metrics.registry.metrics(), 200, { 'Content-Type': deps.metrics.registry.contentType });
+  });
+
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer' });
+  app.doc31('/openapi.json', {
+    openapi: '3.1.0',
+    info: {
+      title: 'trainhook',
+      version: deps.version,
+      description: 'Headless YOLO training server: signed job intake, signed webhooks, live status.',
+      license: { name: 'AGPL-3.0-only' },
+    },
+  });
+  app.get('/docs', swaggerUI({ url: '/openapi.json' }));
+
+  app.notFound((c) => c.json({ error: { code: 'NOT_FOUND', message: `no route ${c.req.method} ${c.req.path}` } }, 404));
+  app.onError((err, c) => {
+    if (err instanceof HttpError) {
+      for (const [k, v] of Object.entries(err.headers)) c.header(k, v);
+      const details = err.details as { job?: unknown } | null;
+      // 409 on a duplicate job_id carries the existing job at the top level too.
+      const extra = err.status === 409 && details && typeof details === 'object' && 'job' in details ? { job: details.job } : {};
+      return c.json(
+        { error: { code: err.code, message: err.message, details: err.details ?? null }, ...extra },
+        err.status as 400,
+      );
+    }
+    if (err instanceof HTTPException) {
+      const status = err.status;
+      const code = status === 400 ? 'INVALID_JSON' : `HTTP_${status}`;
+      return c.json({ error: { code, message: err.message || 'bad request', details: null } }, status);
+    }
+    (c.get('log') ?? deps.logger).error({ err }, 'unhandled error');
+    return c.json({ error: { code: 'INTERNAL_ERROR', message: 'internal server error', details: null } }, 500);
+  });
+  return app;
+}
+
+function clientKey(c: Context): string {
+  try {
+    return getConnInfo(c).remote.address ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}

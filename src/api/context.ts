@@ -1,0 +1,9 @@
+import type { Logger } from '../logger.js';
+
+declare module 'hono' {
+  interface ContextVariableMap {
+    log: Logger;
+    requestId: string;
+  }
+}
+export {};

@@ -1,0 +1,134 @@
+import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
+import { HttpError } from '../../errors.js';
+import { jobEpochRows, listJobs } from '../../jobs/queries.js';
+import { jobSummary, jobView, statesFor } from '../../jobs/view.js';
+import type { AppDeps } from '../deps.js';
+import { JobIdParam, JobSchema, UUID_RE, errorResponses } from '../schemas.js';
+
+const getRoute = createRoute({
+  method: 'get',
+  path: '/api/v1/jobs/{id}',
+  summary: 'One job: status, phase, progress, metrics, error, dataset info, model and artifacts',
+  security: [{ bearer: [] }],
+  request: { params: JobIdParam },
+  responses: {
+    200: { description: 'The job', content: { 'application/json': { schema: JobSchema } } },
+    ...errorResponses(401, 404),
+  },
+});
+
+const listRoute = createRoute({
+  method: 'get',
+  path: '/api/v1/jobs',
+  summary: 'Jobs, newest first',
+  security: [{ bearer: [] }],
+  request: {
+    query: z
+      .object({
+        status: z.enum(['queued', 'training', 'completed', 'failed', 'cancelled']).optional(),
+        limit: z.coerce.number().int().min(1).max(500).default(50),
+        offset: z.coerce.number().int().min(0).default(0),
+      })
+      .strict(),
+  },
+  responses: {
+    200: {
+      description: 'A page of jobs',
+      content: {
+        'application/json': { schema: z.object({ total: z.number(), limit: z.number(), offset: z.number(), jobs: z.array(z.unknown()) }) },
+      },
+    },
+    ...errorResponses(400, 401),
+  },
+});
+
+const cancelRoute = createRoute({
+  method: 'delete',
+  path: '/api/v1/jobs/{id}',
+  summary: 'Cancel a job: the worker stops at the next batch, last.pt and partial metrics are kept',
+  security: [{ bearer: [] }],
+  request: { params: JobIdParam },
+  responses: {
+    200: {
+      description: 'Cancelled',
+      content: {
+        'application/json': { schema: z.object({ job_id: z.string(), status: z.literal('cancelled'), message: z.string() }) },
+      },
+    },
+    ...errorResponses(401, 404, 409),
+  },
+});
+
+const metricsRoute = createRoute({
+  method: 'get',
+  path: '/api/v1/jobs/{id}/metrics',
+  summary: 'Per-epoch metrics of a job',
+  security: [{ bearer: [] }],
+  request: { params: JobIdParam },
+  responses: {
+    200: {
+      description: 'One row per finished epoch',
+      content: {
+        'application/json': {
+          schema: z.object({
+            job_id: z.string(),
+            epochs: z.array(z.object({ epoch: z.number(), epoch_seconds: z.number().nullable(), metrics: z.record(z.string(), z.number().nullable()) })),
+          }),
+        },
+      },
+    },
+    ...errorResponses(401, 404),
+  },
+});
+
+function notFound(id: string): HttpError {
+  return new HttpError(404, 'JOB_NOT_FOUND', `no job ${id}`);
+}
+
+export function registerJobs(app: OpenAPIHono, deps: AppDeps): void {
+  app.openapi(getRoute, async (c) => {
+    const { id } = c.req.valid('param');
+    if (!UUID_RE.test(id)) throw notFound(id);
+    const job = await deps.jobs.get(id);
+    if (!job) throw notFound(id);
+    const queuePosition = job.state === 'queued' ? (await deps.jobs.estimatedStart(job)).position : undefined;
+    return c.json(jobView(job, { baseUrl: deps.baseUrl(c.req.url), queuePosition }) as z.infer<typeof JobSchema>, 200);
+  });
+
+  app.openapi(listRoute, async (c) => {
+    const q = c.req.valid('query');
+    const { total, rows } = await listJobs(deps.database.db, {
+      states: q.status ? statesFor(q.status) : undefined,
+      limit: q.limit,
+      offset: q.offset,
+    });
+    const baseUrl = deps.baseUrl(c.req.url);
+    return c.json({ total, limit: q.limit, offset: q.offset, jobs: rows.map((r) => jobSummary(r, baseUrl)) }, 200);
+  });
+
+  app.openapi(cancelRoute, async (c) => {
+    const { id } = c.req.valid('param');
+    if (!UUID_RE.test(id)) throw notFound(id);
+    const outcome = await deps.jobs.cancel(id);
+    if (outcome === 'not_found') throw notFound(id);
+    if ('finished' in outcome) {
+      throw new HttpError(409, 'JOB_FINISHED', `job ${id} has already finished (${outcome.finished.state})`, {
+        job: jobView(outcome.finished, { baseUrl: deps.baseUrl(c.req.url) }),
+      });
+    }
+    c.get('log').info({ job_id: id }, 'job cancelled');
+    return c.json({ job_id: id, status: 'cancelled' as const, message: 'Job cancelled successfully' }, 200);
+  });
+
+  app.openapi(metricsRoute, async (c) => {
+    const { id } = c.req.valid('param');
+    if (!UUID_RE.test(id)) throw notFound(id);
+    const job = await deps.jobs.get(id);
+    if (!job) throw notFound(id);
+    const rows = await jobEpochRows(deps.database.db, id);
+    return c.json(
+      { job_id: id, epochs: rows.map((r) => ({ epoch: r.epoch, epoch_seconds: r.epochSeconds, metrics: r.metrics })) },
+      200,
+    );
+  });
+}

@@ -1,0 +1,68 @@
+import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
+import { TrainRequestSchema } from '../../jobs/request.js';
+import { jobView } from '../../jobs/view.js';
+import type { AppDeps } from '../deps.js';
+import { HttpError } from '../../errors.js';
+import { JobSchema, LinksSchema, errorResponses } from '../schemas.js';
+
+const route = createRoute({
+  method: 'post',
+  path: '/api/v1/train',
+  summary: 'Submit a training job',
+  description:
+    'Queues a training job. When REQUEST_SIGNING_SECRET is set, the request must carry X-Trainhook-Timestamp and X-Trainhook-Signature (v1=hex HMAC-SHA256 of "timestamp.body").',
+  security: [{ bearer: [] }],
+  request: { body: { required: true, content: { 'application/json': { schema: TrainRequestSchema } } } },
+  responses: {
+    202: {
+      description: 'Job queued',
+      content: {
+        'application/json': {
+          schema: z.object({
+            job_id: z.string(),
+            status: z.literal('queued'),
+            message: z.string(),
+            queue_position: z.number(),
+            estimated_start_time: z.string().nullable(),
+            links: LinksSchema,
+          }),
+        },
+      },
+    },
+    409: {
+      description: 'job_id exists; the body carries the existing job',
+      content: {
+        'application/json': {
+          schema: z.object({ error: z.object({ code: z.string(), message: z.string(), details: z.unknown() }), job: JobSchema }),
+        },
+      },
+    },
+    ...errorResponses(400, 401, 413, 429, 503),
+  },
+});
+
+export function registerTrain(app: OpenAPIHono, deps: AppDeps): void {
+  app.openapi(route, async (c) => {
+    const body = c.req.valid('json');
+    const { job, created } = await deps.jobs.submit(body);
+    const baseUrl = deps.baseUrl(c.req.url);
+    if (!created) {
+      const existing = jobView(job, { baseUrl });
+      throw new HttpError(409, 'JOB_EXISTS', `job ${job.id} already exists`, { job: existing });
+    }
+    const { position, at } = await deps.jobs.estimatedStart(job);
+    c.get('log').info({ job_id: job.id, queue_position: position }, 'job queued');
+    const view = jobView(job, { baseUrl });
+    return c.json(
+      {
+        job_id: job.id,
+        status: 'queued' as const,
+        message: 'Training job queued successfully',
+        queue_position: position,
+        estimated_start_time: at?.toISOString() ?? null,
+        links: view.links,
+      },
+      202,
+    );
+  });
+}

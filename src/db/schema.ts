@@ -1,0 +1,142 @@
+/**
+ * The database is the truth about every job (SPEC §1). One drizzle schema for PGlite and
+ * PostgreSQL; migrations in migrations/ are generated from it with drizzle-kit.
+ */
+import { sql } from 'drizzle-orm';
+import {
+  bigserial,
+  boolean,
+  doublePrecision,
+  index,
+  integer,
+  jsonb,
+  pgEnum,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+  uuid,
+} from 'drizzle-orm/pg-core';
+
+/**
+ * Job states in a deliberate order (pg-boss): SQL may ask `state < 'completed'` for "not
+ * finished". claimed = a node took the job and holds its lease; running = its worker started.
+ */
+export const JOB_STATES = ['queued', 'claimed', 'running', 'completed', 'failed', 'cancelled'] as const;
+export type JobState = (typeof JOB_STATES)[number];
+export const jobState = pgEnum('job_state', JOB_STATES);
+
+export const PHASES = ['queued', 'downloading', 'preparing', 'training', 'validating', 'finalizing', 'done'] as const;
+export type Phase = (typeof PHASES)[number];
+
+const tstz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
+
+export const jobs = pgTable(
+  'jobs',
+  {
+    id: uuid('id').primaryKey(),
+    /** Submission order: the queue is served by seq, and a re-queued job keeps its place. */
+    seq: bigserial('seq', { mode: 'number' }).notNull().unique(),
+    name: text('name').notNull(),
+    state: jobState('state').notNull().default('queued'),
+    phase: text('phase').$type<Phase>().notNull().default('queued'),
+    progress: doublePrecision('progress').notNull().default(0),
+    currentEpoch: integer('current_epoch').notNull().default(0),
+    totalEpochs: integer('total_epochs').notNull(),
+    /** The request as accepted, without callback_secret (kept in its own column). */
+    request: jsonb('request').$type<Record<string, unknown>>().notNull(),
+    callbackUrl: text('callback_url'),
+    callbackSecret: text('callback_secret'),
+    requestedDevice: text('requested_device').notNull().default('auto'),
+    device: text('device'),
+    nodeId: text('node_id'),
+    leaseExpiresAt: tstz('lease_expires_at'),
+    /** How many times a node started this job (a resume after a crash counts). */
+    attempts: integer('attempts').notNull().default(0),
+    etaSeconds: integer('eta_seconds'),
+    metricsCurrent: jsonb('metrics_current').$type<Record<string, number | null>>(),
+    metricsBest: jsonb('metrics_best').$type<Record<string, number | null>>(),
+    error: jsonb('error').$type<{ code: string; message: string; details: unknown; phase: string; epoch: number | null }>(),
+    datasetInfo: jsonb('dataset_info').$type<Record<string, unknown>>(),
+    model: jsonb('model').$type<Record<string, unknown>>(),
+    artifacts: jsonb('artifacts').$type<Array<{ name: string; path: string; size: number }>>(),
+    resources: jsonb('resources').$type<Record<string, unknown>>(),
+    createdAt: tstz('created_at').notNull().defaultNow(),
+    updatedAt: tstz('updated_at').notNull().defaultNow(),
+    startedAt: tstz('started_at'),
+    finishedAt: tstz('finished_at'),
+  },
+  (t) => [
+    index('jobs_state_seq_idx').on(t.state, t.seq),
+    index('jobs_created_at_idx').on(t.createdAt.desc()),
+    index('jobs_lease_idx').on(t.leaseExpiresAt).where(sql`state in ('claimed', 'running')`),
+  ],
+);
+export type JobRow = typeof jobs.$inferSelect;
+
+/** One row per finished epoch; the primary key makes a resumed epoch overwrite, never double. */
+export const jobEpochs = pgTable(
+  'job_epochs',
+  {
+    jobId: uuid('job_id')
+      .notNull()
+      .references(() => jobs.id, { onDelete: 'cascade' }),
+    epoch: integer('epoch').notNull(),
+    metrics: jsonb('metrics').$type<Record<string, number | null>>().notNull(),
+    epochSeconds: doublePrecision('epoch_seconds'),
+    createdAt: tstz('created_at').notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.jobId, t.epoch] })],
+);
+
+/**
+ * Callback outbox (SPEC §3): written in the same transaction as the job change that caused it.
+ * id is the Standard Webhooks webhook-id, stable across retries.
+ */
+export const OUTBOX_STATES = ['pending', 'delivered', 'superseded', 'dead'] as const;
+export const callbackEvents = pgTable(
+  'callback_events',
+  {
+    id: text('id').primaryKey(),
+    seq: bigserial('seq', { mode: 'number' }).notNull().unique(),
+    jobId: uuid('job_id')
+      .notNull()
+      .references(() => jobs.id, { onDelete: 'cascade' }),
+    type: text('type').notNull(),
+    payload: jsonb('payload').$type<Record<string, unknown>>().notNull(),
+    state: text('state').$type<(typeof OUTBOX_STATES)[number]>().notNull().default('pending'),
+    attempts: integer('attempts').notNull().default(0),
+    nextAttemptAt: tstz('next_attempt_at').notNull().defaultNow(),
+    lockedBy: text('locked_by'),
+    lockedUntil: tstz('locked_until'),
+    lastError: text('last_error'),
+    createdAt: tstz('created_at').notNull().defaultNow(),
+    deliveredAt: tstz('delivered_at'),
+  },
+  (t) => [
+    index('callback_events_pending_idx').on(t.jobId, t.seq).where(sql`state = 'pending'`),
+    index('callback_events_due_idx').on(t.nextAttemptAt).where(sql`state = 'pending'`),
+  ],
+);
+
+export const callbackAttempts = pgTable(
+  'callback_attempts',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    eventId: text('event_id')
+      .notNull()
+      .references(() => callbackEvents.id, { onDelete: 'cascade' }),
+    attemptedAt: tstz('attempted_at').notNull().defaultNow(),
+    statusCode: integer('status_code'),
+    latencyMs: doublePrecision('latency_ms'),
+    error: text('error'),
+    manual: boolean('manual').notNull().default(false),
+  },
+  (t) => [index('callback_attempts_event_idx').on(t.eventId)],
+);
+
+/** Request signatures seen within the tolerance window: a replay is refused on every node. */
+export const seenSignatures = pgTable('seen_signatures', {
+  signature: text('signature').primaryKey(),
+  expiresAt: tstz('expires_at').notNull(),
+});

@@ -1,0 +1,67 @@
+/** Reads of jobs: one job, a page of jobs, queue positions, counts by state. */
+import { and, asc, count, desc, eq, inArray, lt, sql } from 'drizzle-orm';
+import type { DbOrTx } from '../db/client.js';
+import { jobEpochs, jobs, type JobRow, type JobState } from '../db/schema.js';
+
+export async function getJob(db: DbOrTx, id: string): Promise<JobRow | undefined> {
+  const [row] = await db.select().from(jobs).where(eq(jobs.id, id)).limit(1);
+  return row;
+}
+
+export async function listJobs(
+  db: DbOrTx,
+  opts: { states?: JobState[] | undefined; limit: number; offset: number },
+): Promise<{ total: number; rows: JobRow[] }> {
+  const where = opts.states ? inArray(jobs.state, opts.states) : undefined;
+  const [totalRow] = await db.select({ n: count() }).from(jobs).where(where);
+  const rows = await db
+    .select()
+    .from(jobs)
+    .where(where)
+    .orderBy(desc(jobs.seq))
+    .limit(opts.limit)
+    .offset(opts.offset);
+  return { total: totalRow?.n ?? 0, rows };
+}
+
+/** Jobs waiting, in the order they will start. */
+export async function queuedJobs(db: DbOrTx): Promise<Pick<JobRow, 'id' | 'seq' | 'name' | 'createdAt' | 'totalEpochs'>[]> {
+  return db
+    .select({ id: jobs.id, seq: jobs.seq, name: jobs.name, createdAt: jobs.createdAt, totalEpochs: jobs.totalEpochs })
+    .from(jobs)
+    .where(eq(jobs.state, 'queued'))
+    .orderBy(asc(jobs.seq));
+}
+
+/** 1-based place in line of a queued job (0 when it is not queued). */
+export async function queuePosition(db: DbOrTx, job: Pick<JobRow, 'seq' | 'state'>): Promise<number> {
+  if (job.state !== 'queued') return 0;
+  const [row] = await db
+    .select({ n: count() })
+    .from(jobs)
+    .where(and(eq(jobs.state, 'queued'), lt(jobs.seq, job.seq)));
+  return (row?.n ?? 0) + 1;
+}
+
+export async function countByState(db: DbOrTx): Promise<Record<JobState, number>> {
+  const rows = await db.select({ state: jobs.state, n: count() }).from(jobs).groupBy(jobs.state);
+  const out: Record<JobState, number> = { queued: 0, claimed: 0, running: 0, completed: 0, failed: 0, cancelled: 0 };
+  for (const r of rows) out[r.state] = r.n;
+  return out;
+}
+
+/** Mean wall time of recently completed jobs, the basis of estimated start times. */
+export async function recentMeanDurationSeconds(db: DbOrTx): Promise<number | null> {
+  const rows = await db
+    .select({ s: sql<number>`extract(epoch from (${jobs.finishedAt} - ${jobs.startedAt}))::float8` })
+    .from(jobs)
+    .where(and(eq(jobs.state, 'completed')))
+    .orderBy(desc(jobs.seq))
+    .limit(20);
+  const values = rows.map((r) => Number(r.s)).filter((s) => Number.isFinite(s) && s > 0);
+  return values.length ? values.reduce((a, b) => a + b, 0) / values.length : null;
+}
+
+export async function jobEpochRows(db: DbOrTx, jobId: string) {
+  return db.select().from(jobEpochs).where(eq(jobEpochs.jobId, jobId)).orderBy(asc(jobEpochs.epoch));
+}

@@ -1,0 +1,211 @@
+/**
+ * Every change of a job's state, each one UPDATE that checks the state it leaves, so two
+ * nodes (or a node and a DELETE) can never both win. The job loop is handed these functions
+ * and holds no SQL itself.
+ *
+ *   queued ──claim──▶ claimed ──start──▶ running ──complete──▶ completed
+ *     ▲                  │                  │ ──fail──────▶ failed
+ *     └──requeue (lease expired / node restarted)┘
+ *   any unfinished state ──cancel──▶ cancelled
+ */
+import { and, eq, inArray, lt, or, sql } from 'drizzle-orm';
+import type { Db, DbOrTx, Tx } from '../db/client.js';
+import { jobEpochs, jobs, type JobRow, type Phase } from '../db/schema.js';
+
+const UNFINISHED = ['queued', 'claimed', 'running'] as const;
+const ACTIVE = ['claimed', 'running'] as const;
+
+export type JobPatch = Partial<
+  Pick<
+    JobRow,
+    | 'phase'
+    | 'progress'
+    | 'currentEpoch'
+    | 'totalEpochs'
+    | 'etaSeconds'
+    | 'metricsCurrent'
+    | 'metricsBest'
+    | 'datasetInfo'
+    | 'model'
+    | 'artifacts'
+    | 'resources'
+    | 'error'
+  >
+>;
+
+export async function insertJob(
+  db: DbOrTx,
+  values: typeof jobs.$inferInsert,
+): Promise<JobRow | undefined> {
+  const [row] = await db.insert(jobs).values(values).onConflictDoNothing({ target: jobs.id }).returning();
+  return row;
+}
+
+/**
+ * Takes the oldest queued job this device may run. SKIP LOCKED lets several nodes claim at
+ * once without waiting on each other's rows.
+ */
+export async function claimNextJob(
+  db: Db,
+  opts: { nodeId: string; device: string; leaseSeconds: number },
+): Promise<JobRow | undefined> {
+  return db.transaction(async (tx) => {
+    const [next] = await tx
+      .select({ id: jobs.id })
+      .from(jobs)
+      .where(
+        and(eq(jobs.state, 'queued'), or(eq(jobs.requestedDevice, 'auto'), eq(jobs.requestedDevice, opts.device))),
+      )
+      .orderBy(jobs.seq)
+      .limit(1)
+      .for('update', { skipLocked: true });
+    if (!next) return undefined;
+    const [row] = await tx
+      .update(jobs)
+      .set({
+        state: 'claimed',
+        nodeId: opts.nodeId,
+        device: opts.device,
+        leaseExpiresAt: sql`now() + make_interval(secs => ${opts.leaseSeconds})`,
+        attempts: sql`${jobs.attempts} + 1`,
+        updatedAt: sql`now()`,
+      })
+      .where(and(eq(jobs.id, next.id), eq(jobs.state, 'queued')))
+      .returning();
+    return row;
+  });
+}
+
+export async function markRunning(db: DbOrTx, id: string, nodeId: string): Promise<JobRow | undefined> {
+  const [row] = await db
+    .update(jobs)
+    .set({ state: 'running', startedAt: sql`coalesce(${jobs.startedAt}, now())`, updatedAt: sql`now()` })
+    .where(and(eq(jobs.id, id), eq(jobs.nodeId, nodeId), inArray(jobs.state, ACTIVE)))
+    .returning();
+  return row;
+}
+
+/** Progress, phase and metrics of a job this node holds; undefined when it no longer holds it. */
+export async function updateActiveJob(
+  db: DbOrTx,
+  id: string,
+  nodeId: string,
+  patch: JobPatch,
+): Promise<JobRow | undefined> {
+  const [row] = await db
+    .update(jobs)
+    .set({ ...patch, updatedAt: sql`now()` })
+    .where(and(eq(jobs.id, id), eq(jobs.nodeId, nodeId), inArray(jobs.state, ACTIVE)))
+    .returning();
+  return row;
+}
+
+/** Upsert: an epoch repeated after a resume replaces its row instead of counting twice. */
+export async function recordEpoch(
+  db: DbOrTx,
+  row: { jobId: string; epoch: number; metrics: Record<string, number | null>; epochSeconds: number | null },
+): Promise<void> {
+  await db
+    .insert(jobEpochs)
+    .values(row)
+    .onConflictDoUpdate({
+      target: [jobEpochs.jobId, jobEpochs.epoch],
+      set: { metrics: row.metrics, epochSeconds: row.epochSeconds, createdAt: sql`now()` },
+    });
+}
+
+export async function finishJob(
+  db: DbOrTx,
+  id: string,
+  nodeId: string,
+  state: 'completed' | 'failed',
+  patch: JobPatch,
+): Promise<JobRow | undefined> {
+  const [row] = await db
+    .update(jobs)
+    .set({
+      ...patch,
+      state,
+      phase: 'done' satisfies Phase,
+      ...(state === 'completed' ? { progress: 100, etaSeconds: 0 } : { etaSeconds: null }),
+      leaseExpiresAt: null,
+      finishedAt: sql`now()`,
+      updatedAt: sql`now()`,
+    })
+    .where(and(eq(jobs.id, id), eq(jobs.nodeId, nodeId), inArray(jobs.state, ACTIVE)))
+    .returning();
+  return row;
+}
+
+/** Cancels an unfinished job; undefined when it does not exist or has already finished. */
+export async function cancelJob(tx: Tx, id: string): Promise<JobRow | undefined> {
+  const [row] = await tx
+    .update(jobs)
+    .set({
+      state: 'cancelled',
+      phase: 'done',
+      etaSeconds: null,
+      leaseExpiresAt: null,
+      finishedAt: sql`now()`,
+      updatedAt: sql`now()`,
+      error: sql`jsonb_build_object('code', 'CANCELLED', 'message', 'Job cancelled by request',
+        'details', null, 'phase', ${jobs.phase}::text,
+        'epoch', case when ${jobs.currentEpoch} > 0 then ${jobs.currentEpoch} end)`,
+    })
+    .where(and(eq(jobs.id, id), inArray(jobs.state, UNFINISHED)))
+    .returning();
+  return row;
+}
+
+/** Extends the leases of the jobs this node runs; returns the ids it still holds. */
+export async function renewLeases(db: Db, nodeId: string, ids: string[], leaseSeconds: number): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const rows = await db
+    .update(jobs)
+    .set({ leaseExpiresAt: sql`now() + make_interval(secs => ${leaseSeconds})` })
+    .where(and(inArray(jobs.id, ids), eq(jobs.nodeId, nodeId), inArray(jobs.state, ACTIVE)))
+    .returning({ id: jobs.id });
+  return new Set(rows.map((r) => r.id));
+}
+
+/**
+ * Puts back in the queue every job whose node is gone: a lease that expired, or this very node
+ * before its restart (same NODE_ID, so nothing of it can still be running). The job keeps its
+ * seq, so it goes back to its place in line, and its run directory, so it resumes from last.pt.
+ */
+export async function requeueOrphans(db: Db, restartedNodeId: string | null): Promise<JobRow[]> {
+  const orphaned = restartedNodeId
+    ? or(lt(jobs.leaseExpiresAt, sql`now()`), eq(jobs.nodeId, restartedNodeId))
+    : lt(jobs.leaseExpiresAt, sql`now()`);
+  return db
+    .update(jobs)
+    .set({
+      state: 'queued',
+      phase: 'queued',
+      nodeId: null,
+      device: null,
+      leaseExpiresAt: null,
+      etaSeconds: null,
+      updatedAt: sql`now()`,
+    })
+    .where(and(inArray(jobs.state, ACTIVE), orphaned))
+    .returning();
+}
+
+/** This node stops (graceful shutdown): its job goes back to the queue and resumes later. */
+export async function requeueJob(db: DbOrTx, id: string, nodeId: string): Promise<JobRow | undefined> {
+  const [row] = await db
+    .update(jobs)
+    .set({
+      state: 'queued',
+      phase: 'queued',
+      nodeId: null,
+      device: null,
+      leaseExpiresAt: null,
+      etaSeconds: null,
+      updatedAt: sql`now()`,
+    })
+    .where(and(eq(jobs.id, id), eq(jobs.nodeId, nodeId), inArray(jobs.state, ACTIVE)))
+    .returning();
+  return row;
+}

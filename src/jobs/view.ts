@@ -1,0 +1,81 @@
+/**
+ * What the API says about a job (SPEC §2). status is what the upstream app stores; the
+ * internal states claimed and running both read as "training". Secrets never appear here.
+ */
+import type { JobRow, JobState } from '../db/schema.js';
+
+export type ApiStatus = 'queued' | 'training' | 'completed' | 'failed' | 'cancelled';
+
+export function apiStatus(state: JobState): ApiStatus {
+  return state === 'claimed' || state === 'running' ? 'training' : state;
+}
+
+export function statesFor(status: ApiStatus): JobState[] {
+  return status === 'training' ? ['claimed', 'running'] : [status];
+}
+
+export interface JobLinks {
+  self: string;
+  status_page: string;
+  stream: string;
+}
+
+export function jobLinks(baseUrl: string, id: string): JobLinks {
+  return {
+    self: `${baseUrl}/api/v1/jobs/${id}`,
+    status_page: `${baseUrl}/jobs/${id}`,
+    stream: `${baseUrl}/stream/progress/${id}`,
+  };
+}
+
+const iso = (d: Date | null) => (d ? d.toISOString() : null);
+
+export function jobView(row: JobRow, extra: { baseUrl: string; queuePosition?: number }) {
+  const request = row.request as { model_config?: { base_model?: string; task?: string } };
+  return {
+    job_id: row.id,
+    name: row.name,
+    status: apiStatus(row.state),
+    phase: row.phase,
+    progress: Math.round(row.progress * 100) / 100,
+    current_epoch: row.currentEpoch,
+    total_epochs: row.totalEpochs,
+    queue_position: extra.queuePosition ?? null,
+    device: row.device,
+    metrics: { current: row.metricsCurrent ?? null, best: row.metricsBest ?? null },
+    created_at: row.createdAt.toISOString(),
+    started_at: iso(row.startedAt),
+    finished_at: iso(row.finishedAt),
+    eta_seconds: row.etaSeconds,
+    error: row.error ?? null,
+    dataset_info: row.datasetInfo ?? null,
+    model: row.model ?? null,
+    artifacts: row.artifacts?.map((a) => ({ name: a.name, size: a.size })) ?? [],
+    config: {
+      task: request.model_config?.task ?? 'detect',
+      base_model: request.model_config?.base_model ?? null,
+    },
+    callback_url: row.callbackUrl,
+    links: jobLinks(extra.baseUrl, row.id),
+  };
+}
+export type JobView = ReturnType<typeof jobView>;
+
+/** The short form in lists. */
+export function jobSummary(row: JobRow, baseUrl: string) {
+  return {
+    job_id: row.id,
+    name: row.name,
+    model_name: row.name,
+    status: apiStatus(row.state),
+    phase: row.phase,
+    progress: Math.round(row.progress * 100) / 100,
+    current_epoch: row.currentEpoch,
+    total_epochs: row.totalEpochs,
+    created_at: row.createdAt.toISOString(),
+    started_at: iso(row.startedAt),
+    finished_at: iso(row.finishedAt),
+    error: row.error ? { code: row.error.code, message: row.error.message } : null,
+    links: jobLinks(baseUrl, row.id),
+  };
+}

@@ -1,0 +1,147 @@
+/**
+ * Builds a whole trainhook server from a config: database (migrated), scheduler, job service,
+ * HTTP app, and starts listening. main.ts calls this; tests call it too, in-process or as a
+ * child process, so what is tested is what runs.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import { serve, type ServerType } from '@hono/node-server';
+import { count, eq } from 'drizzle-orm';
+import type { DestinationStream } from 'pino';
+import { createApp } from './api/app.js';
+import type { AppDeps } from './api/deps.js';
+import type { Config } from './config.js';
+import { openDatabase } from './db/client.js';
+import { migrate } from './db/migrate.js';
+import { jobs } from './db/schema.js';
+import { JobEvents } from './jobs/events.js';
+import { JobService, type TransitionHook } from './jobs/service.js';
+import { createLogger, type Logger } from './logger.js';
+import { createMetrics } from './metrics.js';
+import { resolveDevices } from './scheduler/devices.js';
+import { Scheduler, type Executor } from './scheduler/scheduler.js';
+import { loadServerSecrets } from './security/secrets.js';
+import { lockWorkdir } from './workdir-lock.js';
+import { VERSION } from './version.js';
+
+export interface ServerHandle {
+  url: string;
+  port: number;
+  logger: Logger;
+  deps: AppDeps;
+  scheduler: Scheduler;
+  close(): Promise<void>;
+}
+
+export interface ServerOverrides {
+  logDestination?: DestinationStream;
+  /** Builds the executor; the default trains for real (jobs/execute.ts). */
+  makeExecutor?: (ctx: ExecutorContext) => Executor;
+}
+
+export interface ExecutorContext {
+  config: Config;
+  logger: Logger;
+  database: AppDeps['database'];
+  events: JobEvents;
+  hook: TransitionHook;
+  nodeId: string;
+  metrics: AppDeps['metrics'];
+}
+
+export async function startServer(config: Config, overrides: ServerOverrides = {}): Promise<ServerHandle> {
+  fs.mkdirSync(config.workdir, { recursive: true });
+  const logger = createLogger(config.logLevel, overrides.logDestination);
+  const unlock = config.databaseUrl ? () => {} : lockWorkdir(config.workdir);
+  const secrets = loadServerSecrets(config);
+  const database = await openDatabase(config);
+  const applied = await migrate(database);
+  if (applied.length) logger.info({ migrations: applied }, 'database migrated');
+
+  const devices = config.runJobs ? await resolveDevices(config.devices) : [];
+  const nodeId =
+    config.nodeId ??
+    `${os.hostname()}:${crypto.createHash('sha256').update(config.workdir).digest('hex').slice(0, 8)}`;
+  const events = new JobEvents(logger);
+  const queueSize = async () => {
+    const [row] = await database.db.select({ n: count() }).from(jobs).where(eq(jobs.state, 'queued'));
+    return row?.n ?? 0;
+  };
+  // The scheduler is built below; the gauge reads it lazily at scrape time.
+  let activeJobs = () => 0;
+  const metrics = createMetrics({ activeJobs: () => activeJobs(), queueSize });
+  // The callback outbox plugs in here (webhooks issue); until then a change writes nothing more.
+  const hook: TransitionHook = async () => {};
+
+  const ctx: ExecutorContext = { config, logger, database, events, hook, nodeId, metrics };
+  // Imported lazily: an API-only node (RUN_JOBS=false) never loads the training path.
+  const makeExecutor = config.runJobs
+    ? (overrides.makeExecutor ?? (await import('./jobs/execute.js')).createExecutor)
+    : () => async () => {};
+  const scheduler = new Scheduler({
+    database,
+    nodeId,
+    devices,
+    leaseSeconds: config.leaseSeconds,
+    executor: makeExecutor(ctx),
+    events,
+    logger,
+  });
+  const jobService = new JobService({
+    database,
+    slots: scheduler,
+    events,
+    hook,
+    maxQueueLength: config.maxQueueLength,
+  });
+
+  activeJobs = () => scheduler.activeCount;
+  const deps: AppDeps = {
+    config,
+    logger,
+    database,
+    jobs: jobService,
+    events,
+    metrics,
+    secrets,
+    version: VERSION,
+    gpuAvailable: devices.some((d) => d.startsWith('cuda')),
+    queueSize,
+    activeJobs: () => scheduler.activeCount,
+    baseUrl: (requestUrl) => config.publicUrl ?? new URL(requestUrl).origin,
+  };
+
+  const app = createApp(deps);
+  const server: ServerType = await new Promise((resolve) => {
+    const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s));
+  });
+  const port = (server.address() as AddressInfo).port;
+  const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+
+  await scheduler.start();
+  logger.info({ url, devices, node_id: nodeId, database: database.kind, version: VERSION }, 'trainhook listening');
+  if (secrets.apiTokenGenerated) {
+    // Printed once, on the start that generated it, outside the JSON log (like a notebook server).
+    process.stderr.write(
+      `\n  trainhook generated an API token (stored in ${secrets.apiTokenFile}, mode 0600):\n\n      ${secrets.apiToken}\n\n  Send it as: Authorization: Bearer <token>\n\n`,
+    );
+  }
+
+  let closing: Promise<void> | null = null;
+  return {
+    url,
+    port,
+    logger,
+    deps,
+    scheduler,
+    close: () =>
+      (closing ??= (async () => {
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+        await scheduler.stop();
+        await database.close();
+        unlock();
+      })()),
+  };
+}
