@@ -1,0 +1,223 @@
+/**
+ * Safe, streaming ZIP extraction (yauzl, lazy entries, read from the file on disk).
+ *
+ * Memory stays flat whatever the archive size: one entry at a time is piped to disk. Nothing
+ * in an entry's header is trusted for the caps: inflated bytes are counted as they stream
+ * (headers are only used to refuse early), and the CRC-32 of every file is checked (yauzl
+ * does not).
+ *
+ * Error codes (SPEC §4):
+ *  - DATASET_CORRUPTED: the archive cannot be read: not a ZIP, truncated, bad CRC, broken
+ *    deflate data, sizes that disagree with the data.
+ *  - DATASET_INVALID, details {entry, reason}: a readable archive with a hostile or unsupported
+ *    entry: absolute path, drive letter, `..`, NUL, symlink, device/FIFO/socket, encryption,
+ *    an unknown compression method, too many entries, too many bytes, a compression ratio
+ *    over the cap (zip bombs).
+ * Skipped silently: macOS metadata (__MACOSX/, .DS_Store, AppleDouble `._*`) and Thumbs.db.
+ */
+import { createWriteStream } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import zlib from 'node:zlib';
+import yauzl from 'yauzl';
+import { JobError } from '../errors.js';
+
+export type ExtractLimits = {
+  maxEntries: number;
+  maxUncompressedBytes: number;
+  maxCompressionRatio: number;
+};
+
+export type ExtractResult = { files: number; directories: number; bytes: number; skipped: number };
+
+/** Entries smaller than this are not held to the ratio cap: small text files (labels) compress very well legitimately. */
+const RATIO_FLOOR_BYTES = 1024 * 1024;
+
+const S_IFMT = 0o170000;
+const S_IFREG = 0o100000;
+const S_IFDIR = 0o040000;
+const S_IFLNK = 0o120000;
+
+function invalid(entry: string, reason: string, message: string): JobError {
+  return new JobError('DATASET_INVALID', `the dataset ZIP has a refused entry "${entry}": ${message}`, { entry, reason });
+}
+
+function corrupted(message: string, entry?: string, cause?: unknown): JobError {
+  const where = entry ? ` (at entry "${entry}")` : '';
+  return new JobError(
+    'DATASET_CORRUPTED',
+    `the dataset file is not a readable ZIP archive${where}: ${message}; re-create the ZIP and upload it again`,
+    entry ? { entry } : null,
+    { cause },
+  );
+}
+
+/**
+ * The entry's path, made safe, or a refusal. Backslashes become slashes first (Windows
+ * PowerShell 5 writes them), so `..\\x` and `C:\\x` are judged as the paths they would become.
+ * Returns null for entries to skip.
+ */
+export function safeEntryPath(name: string): { rel: string; dir: boolean } | null {
+  if (/[\u0000-\u001f]/.test(name)) throw invalid(name, 'CONTROL_CHARACTER', 'control characters in the name');
+  const slashed = name.replace(/\\/g, '/');
+  if (slashed.startsWith('/')) throw invalid(name, 'ABSOLUTE_PATH', 'absolute path');
+  if (/^[a-zA-Z]:/.test(slashed)) throw invalid(name, 'ABSOLUTE_PATH', 'drive-letter path');
+  const parts = slashed.split('/').filter((p) => p !== '' && p !== '.');
+  if (parts.includes('..')) throw invalid(name, 'PATH_TRAVERSAL', '".." in the path');
+  if (parts.length === 0) return null;
+  const base = parts[parts.length - 1]!;
+  if (parts.includes('__MACOSX') || base === '.DS_Store' || base.startsWith('._') || base === 'Thumbs.db') return null;
+  return { rel: parts.join('/'), dir: slashed.endsWith('/') };
+}
+
+function entryKind(entry: yauzl.Entry, name: string): 'file' | 'dir' {
+  // Unix mode lives in the high 16 bits; judged whenever set, whatever host wrote the archive.
+  const mode = (entry.externalFileAttributes >>> 16) & S_IFMT;
+  if (mode === S_IFLNK) throw invalid(name, 'SYMLINK', 'symbolic links are not allowed');
+  if (mode !== 0 && mode !== S_IFREG && mode !== S_IFDIR) {
+    throw invalid(name, 'SPECIAL_FILE', 'device, FIFO and socket entries are not allowed');
+  }
+  // MS-DOS directory attribute (0x10) or a trailing slash mark a directory.
+  return mode === S_IFDIR || (entry.externalFileAttributes & 0x10) !== 0 ? 'dir' : 'file';
+}
+
+function openZip(file: string): Promise<yauzl.ZipFile> {
+  return new Promise((resolve, reject) => {
+    yauzl.open(
+      file,
+      { lazyEntries: true, autoClose: false, decodeStrings: false, validateEntrySizes: true },
+      (err, zip) => (err ? reject(corrupted(err.message, undefined, err)) : resolve(zip)),
+    );
+  });
+}
+
+function nextEntry(zip: yauzl.ZipFile): Promise<yauzl.Entry | null> {
+  return new Promise((resolve, reject) => {
+    const done = () => {
+      zip.off('entry', onEntry);
+      zip.off('end', onEnd);
+      zip.off('error', onError);
+    };
+    const onEntry = (e: yauzl.Entry) => (done(), resolve(e));
+    const onEnd = () => (done(), resolve(null));
+    const onError = (err: Error) => (done(), reject(corrupted(err.message, undefined, err)));
+    zip.on('entry', onEntry);
+    zip.once('end', onEnd);
+    zip.once('error', onError);
+    zip.readEntry();
+  });
+}
+
+function openEntry(zip: yauzl.ZipFile, entry: yauzl.Entry, name: string) {
+  return new Promise<NodeJS.ReadableStream>((resolve, reject) => {
+    zip.openReadStream(entry, (err, stream) => (err ? reject(corrupted(err.message, name, err)) : resolve(stream)));
+  });
+}
+
+export async function extractZip(
+  zipPath: string,
+  destDir: string,
+  limits: ExtractLimits,
+  opts: { onProgress?: (done: number, total: number) => void; signal?: AbortSignal } = {},
+): Promise<ExtractResult> {
+  const root = path.resolve(destDir);
+  await mkdir(root, { recursive: true });
+  const zip = await openZip(zipPath);
+  // Without a listener, an error yauzl emits between our reads would crash the process.
+  zip.on('error', () => {});
+  const result: ExtractResult = { files: 0, directories: 0, bytes: 0, skipped: 0 };
+  try {
+    if (zip.entryCount > limits.maxEntries) {
+      throw invalid('(archive)', 'TOO_MANY_ENTRIES', `${zip.entryCount} entries, over the limit of ${limits.maxEntries}`);
+    }
+    const madeDirs = new Set<string>([root]);
+    const ensureDir = async (dir: string) => {
+      if (madeDirs.has(dir)) return;
+      await mkdir(dir, { recursive: true });
+      madeDirs.add(dir);
+    };
+    for (let index = 0; ; index++) {
+      if (opts.signal?.aborted) throw new JobError('CANCELLED', 'extraction cancelled');
+      const entry = await nextEntry(zip);
+      if (!entry) break;
+      opts.onProgress?.(index, zip.entryCount);
+      const raw = entry.fileName as unknown as Buffer; // decodeStrings: false
+      const name = yauzl.getFileNameLowLevel(entry.generalPurposeBitFlag, raw, entry.extraFields, true);
+      if (index + 1 > limits.maxEntries) throw invalid(name, 'TOO_MANY_ENTRIES', `more than ${limits.maxEntries} entries`);
+      const safe = safeEntryPath(name);
+      const kind = entryKind(entry, name);
+      if (!safe) {
+        result.skipped++;
+        continue;
+      }
+      const target = path.join(root, safe.rel);
+      // Belt and braces: whatever the checks above missed, nothing lands outside root.
+      if (!target.startsWith(root + path.sep)) throw invalid(name, 'PATH_TRAVERSAL', 'path leaves the dataset folder');
+      if (safe.dir || kind === 'dir') {
+        await ensureDir(target);
+        result.directories++;
+        continue;
+      }
+      if ((entry.generalPurposeBitFlag & 0x1) !== 0) throw invalid(name, 'ENCRYPTED', 'encrypted entries are not supported');
+      if (entry.compressionMethod !== 0 && entry.compressionMethod !== 8) {
+        throw invalid(name, 'UNSUPPORTED_COMPRESSION', `compression method ${entry.compressionMethod} is not supported (use deflate or store)`);
+      }
+      // Early refusals from the headers; the counted bytes below are what is enforced.
+      if (result.bytes + entry.uncompressedSize > limits.maxUncompressedBytes) {
+        throw invalid(name, 'TOO_LARGE', `the archive expands past the ${limits.maxUncompressedBytes}-byte limit`);
+      }
+      if (entry.uncompressedSize > RATIO_FLOOR_BYTES && entry.uncompressedSize > limits.maxCompressionRatio * Math.max(1, entry.compressedSize)) {
+        throw invalid(name, 'COMPRESSION_RATIO', `compression ratio over ${limits.maxCompressionRatio}:1 (zip bomb?)`);
+      }
+      await ensureDir(path.dirname(target));
+      result.bytes += await writeEntry(zip, entry, name, target, limits, result.bytes);
+      result.files++;
+    }
+    opts.onProgress?.(zip.entryCount, zip.entryCount);
+    return result;
+  } finally {
+    zip.close();
+  }
+}
+
+async function writeEntry(
+  zip: yauzl.ZipFile,
+  entry: yauzl.Entry,
+  name: string,
+  target: string,
+  limits: ExtractLimits,
+  bytesSoFar: number,
+): Promise<number> {
+  const input = await openEntry(zip, entry, name);
+  let bytes = 0;
+  let crc = 0;
+  const maxForEntry = Math.max(RATIO_FLOOR_BYTES, limits.maxCompressionRatio * Math.max(1, entry.compressedSize));
+  const meter = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      bytes += chunk.length;
+      if (bytesSoFar + bytes > limits.maxUncompressedBytes) {
+        return cb(invalid(name, 'TOO_LARGE', `the archive expands past the ${limits.maxUncompressedBytes}-byte limit`));
+      }
+      if (bytes > maxForEntry) {
+        return cb(invalid(name, 'COMPRESSION_RATIO', `compression ratio over ${limits.maxCompressionRatio}:1 (zip bomb?)`));
+      }
+      crc = zlib.crc32(chunk, crc);
+      cb(null, chunk);
+    },
+  });
+  try {
+    await pipeline(input, meter, createWriteStream(target));
+  } catch (err) {
+    if (err instanceof JobError) throw err;
+    const code = (err as { code?: string }).code;
+    if (code === 'ENOTDIR' || code === 'EISDIR' || code === 'EEXIST') {
+      throw invalid(name, 'PATH_CONFLICT', 'a file and a folder share this path');
+    }
+    if (code === 'ENOSPC' || code === 'EDQUOT') throw err; // the server's problem, not the archive's
+    throw corrupted((err as Error).message, name, err);
+  }
+  if (crc >>> 0 !== entry.crc32 >>> 0) throw corrupted('CRC-32 mismatch', name);
+  return bytes;
+}

@@ -1,0 +1,198 @@
+/**
+ * prepareDataset end to end: generated ZIPs served over real HTTP from 127.0.0.1
+ * (allow-listed), through download → extract → layout → check → normalized data.yaml.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import YAML from 'yaml';
+import type { Config } from '../config.js';
+import { JobError } from '../errors.js';
+import { createOutboundDispatcher } from '../net/outbound.js';
+import { serveBytes, startFileServer, type FileServer } from '../../test/helpers/file-server.js';
+import { rawZip } from '../../test/helpers/raw-zip.js';
+import { writeSyntheticDataset, zipDirectory } from '../../test/helpers/synthetic-dataset.js';
+import { prepareDataset, type PrepareOptions } from './index.js';
+
+const limits: Config['dataset'] = {
+  maxDownloadBytes: 50 * 1024 * 1024,
+  maxUncompressedBytes: 100 * 1024 * 1024,
+  maxEntries: 10_000,
+  maxCompressionRatio: 200,
+  downloadTimeoutMs: 5000,
+  downloadRetries: 2,
+};
+
+let srv: FileServer;
+let tmp: string;
+const dispatcher = createOutboundDispatcher(['127.0.0.1']);
+const zips = new Map<string, Buffer>();
+
+async function serveDataset(name: string, opts: Parameters<typeof writeSyntheticDataset>[1], prefix?: string, mutate?: (root: string) => Promise<void>) {
+  const root = path.join(tmp, 'src', name);
+  await writeSyntheticDataset(root, opts);
+  if (mutate) await mutate(root);
+  const zip = path.join(tmp, 'zips', `${name}.zip`);
+  await zipDirectory(root, zip, { prefix });
+  const bytes = await readFile(zip);
+  zips.set(name, bytes);
+  srv.route(`/${name}.zip`, serveBytes(bytes));
+}
+function serveRaw(name: string, bytes: Buffer) {
+  zips.set(name, bytes);
+  srv.route(`/${name}.zip`, serveBytes(bytes));
+}
+
+before(async () => {
+  srv = await startFileServer();
+  tmp = await mkdtemp(path.join(os.tmpdir(), 'trainhook-prepare-'));
+  const classes = ['circle', 'square', 'triangle'];
+  await serveDataset('detect-ul', { task: 'detect', train: 12, val: 6, imgsz: 48, classes, seed: 1 }, 'my-dataset');
+  await serveDataset('detect-rf', { task: 'detect', layout: 'roboflow', format: 'jpg', train: 9, val: 3, imgsz: 48, classes, seed: 2 });
+  await serveDataset('segment-ul', { task: 'segment', train: 8, val: 4, imgsz: 48, classes, seed: 3 });
+  await serveDataset('segment-rf', { task: 'segment', layout: 'roboflow', train: 7, val: 5, imgsz: 48, classes, seed: 4 }, 'export');
+  await serveDataset('no-val', { task: 'detect', train: 3, val: 1, imgsz: 32, classes, seed: 5 }, undefined, async (root) => {
+    await writeFile(path.join(root, 'data.yaml'), 'train: images/train\nnames: [a, b, c]\n');
+  });
+  await serveDataset('bad-labels', { task: 'detect', train: 3, val: 1, imgsz: 32, classes, seed: 6 }, 'ds', async (root) => {
+    await writeFile(path.join(root, 'labels/train/train_00001.txt'), '0 0.5 0.5 0.2 0.2\n5 0.5 0.5 0.2 0.2\n');
+  });
+  serveRaw('zip-slip', rawZip([{ name: 'data.yaml', data: 'train: a\nval: b\nnames: [a]\n' }, { name: '../evil.txt', data: 'pwned' }]));
+  serveRaw('symlink', rawZip([{ name: 'ds/link', data: '/etc/passwd', unixMode: 0o120777, method: 0 }]));
+  serveRaw('bomb', rawZip([{ name: 'big.bin', data: Buffer.alloc(20 * 1024 * 1024) }]));
+  serveRaw('not-a-zip', Buffer.from('<html><body>Access Denied</body></html>'));
+  srv.route('/flaky.zip', (req, res, hit) => (hit === 1 ? res.writeHead(502).end() : serveBytes(zips.get('detect-ul')!)(req, res, hit)));
+});
+after(async () => {
+  await srv.close();
+  await dispatcher.close();
+  await rm(tmp, { recursive: true, force: true });
+});
+
+let n = 0;
+const jobDir = () => path.join(tmp, 'jobs', `job-${n++}`);
+const opts = (task: 'detect' | 'segment', o: Partial<PrepareOptions> = {}): PrepareOptions => ({ dispatcher, limits, task, backoffMs: 10, ...o });
+
+async function expectJobError(p: Promise<unknown>, code: string, check?: (e: JobError) => void) {
+  await assert.rejects(p, (e: unknown) => {
+    assert.ok(e instanceof JobError, String(e));
+    assert.equal(e.code, code, e.message);
+    check?.(e);
+    return true;
+  });
+}
+
+describe('prepareDataset', () => {
+  const cases = [
+    { name: 'detect-ul', task: 'detect', train: 12, val: 6 },
+    { name: 'detect-rf', task: 'detect', train: 9, val: 3 },
+    { name: 'segment-ul', task: 'segment', train: 8, val: 4 },
+    { name: 'segment-rf', task: 'segment', train: 7, val: 5 },
+  ] as const;
+  for (const c of cases) {
+    it(`prepares ${c.name}: counts, normalized data.yaml, ZIP deleted`, async () => {
+      const dir = jobDir();
+      const fractions: number[] = [];
+      const sha256 = createHash('sha256').update(zips.get(c.name)!).digest('hex');
+      const r = await prepareDataset({ url: srv.url(`/${c.name}.zip?sig=secret`), sha256 }, dir, opts(c.task, { onPhaseProgress: (f) => fractions.push(f) }));
+      assert.equal(r.info.train_images, c.train);
+      assert.equal(r.info.val_images, c.val);
+      assert.equal(r.info.total_images, c.train + c.val);
+      assert.deepEqual(r.info.classes, ['circle', 'square', 'triangle']);
+      assert.ok(Object.values(r.info.class_distribution).reduce((a, b) => a + b) >= c.train + c.val);
+      assert.deepEqual(r.warnings, []);
+      assert.equal(r.dataYaml, path.join(dir, 'data.yaml'));
+      const doc = YAML.parse(await readFile(r.dataYaml, 'utf8')) as Record<string, string>;
+      assert.deepEqual(Object.keys(doc), ['path', 'train', 'val', 'nc', 'names']);
+      for (const k of ['path', 'train', 'val'] as const) {
+        assert.ok(path.isAbsolute(doc[k]!) && doc[k]!.startsWith(path.join(dir, 'dataset')), doc[k]);
+        assert.ok(existsSync(doc[k]!));
+      }
+      assert.equal(existsSync(path.join(dir, 'dataset.zip')), false);
+      assert.equal(fractions.at(-1), 1);
+      assert.ok(fractions.every((f, i) => i === 0 || f >= fractions[i - 1]!), 'progress only goes up');
+    });
+  }
+
+  it('returns the stored result on re-entry without downloading again', async () => {
+    const dir = jobDir();
+    const first = await prepareDataset({ url: srv.url('/detect-ul.zip') }, dir, opts('detect'));
+    const hits = srv.hits('/detect-ul.zip');
+    const again = await prepareDataset({ url: srv.url('/detect-ul.zip') }, dir, opts('detect'));
+    assert.equal(srv.hits('/detect-ul.zip'), hits);
+    assert.deepEqual(again, first);
+  });
+
+  it('retries a 502 and then succeeds', async () => {
+    const r = await prepareDataset({ url: srv.url('/flaky.zip') }, jobDir(), opts('detect'));
+    assert.equal(r.info.total_images, 18);
+    assert.equal(srv.hits('/flaky.zip'), 2);
+  });
+
+  it('fails a 404 without retrying', async () => {
+    await expectJobError(prepareDataset({ url: srv.url('/nope.zip') }, jobDir(), opts('detect')), 'DATASET_DOWNLOAD_FAILED');
+    assert.equal(srv.hits('/nope.zip'), 1);
+  });
+
+  it('fails a sha256 mismatch', async () => {
+    await expectJobError(prepareDataset({ url: srv.url('/detect-ul.zip'), sha256: 'a'.repeat(64) }, jobDir(), opts('detect')), 'DATASET_DOWNLOAD_FAILED', (e) =>
+      assert.match(e.message, /sha256 mismatch/),
+    );
+  });
+
+  it('refuses 127.0.0.1 when not allow-listed and 169.254.169.254 always', async () => {
+    const strict = createOutboundDispatcher([]);
+    try {
+      await expectJobError(prepareDataset({ url: srv.url('/detect-ul.zip') }, jobDir(), opts('detect', { dispatcher: strict })), 'DATASET_DOWNLOAD_FAILED', (e) =>
+        assert.equal((e.details as { reason: string }).reason, 'SSRF_BLOCKED'),
+      );
+      await expectJobError(prepareDataset({ url: 'http://169.254.169.254/latest/meta-data/' }, jobDir(), opts('detect')), 'DATASET_DOWNLOAD_FAILED', (e) =>
+        assert.match(e.message, /link-local/),
+      );
+    } finally {
+      await strict.close();
+    }
+  });
+
+  it('refuses hostile archives and cleans up', async () => {
+    const cases = [
+      ['zip-slip', 'DATASET_INVALID', '../evil.txt'],
+      ['symlink', 'DATASET_INVALID', 'ds/link'],
+      ['bomb', 'DATASET_INVALID', 'big.bin'],
+      ['not-a-zip', 'DATASET_CORRUPTED', undefined],
+    ] as const;
+    for (const [name, code, entry] of cases) {
+      const dir = jobDir();
+      await expectJobError(prepareDataset({ url: srv.url(`/${name}.zip`) }, dir, opts('detect')), code, (e) => {
+        if (entry) assert.equal((e.details as { entry: string }).entry, entry);
+      });
+      assert.equal(existsSync(path.join(dir, 'dataset.zip')), false);
+      assert.equal(existsSync(path.join(dir, 'dataset')), false);
+      assert.equal(existsSync(path.join(dir, 'evil.txt')) || existsSync(path.join(dir, '..', 'evil.txt')), false);
+    }
+  });
+
+  it('refuses a dataset without a val split', async () => {
+    await expectJobError(prepareDataset({ url: srv.url('/no-val.zip') }, jobDir(), opts('detect')), 'DATASET_INVALID', (e) =>
+      assert.match(e.message, /no val split/),
+    );
+  });
+
+  it('reports bad label lines with file, line and dataset_info', async () => {
+    const dir = jobDir();
+    await expectJobError(prepareDataset({ url: srv.url('/bad-labels.zip') }, dir, opts('detect')), 'DATASET_INVALID', (e) => {
+      const d = e.details as { problems: { file: string; line: number; message: string }[]; total_problems: number; dataset_info: { total_images: number } };
+      assert.deepEqual(d.problems, [
+        { file: 'ds/labels/train/train_00001.txt', line: 2, message: 'class 5 is out of range (data.yaml has 3 classes: 0..2)' },
+      ]);
+      assert.equal(d.total_problems, 1);
+      assert.equal(d.dataset_info.total_images, 4);
+    });
+    assert.equal(existsSync(path.join(dir, 'data.yaml')), false);
+    assert.equal(existsSync(path.join(dir, 'dataset-info.json')), false);
+  });
+});

@@ -1,0 +1,216 @@
+/**
+ * Finds a dataset's data.yaml and resolves it to absolute, checked split folders, then
+ * writes the normalized data.yaml the worker trains from (SPEC §4, §5).
+ *
+ * Accepted: the Ultralytics layout (images/{train,val} + labels/…, or any folders named in
+ * data.yaml relative to it) and the Roboflow export ({train,valid,test}/{images,labels} with
+ * `../train/images` paths, resolved as Ultralytics does by dropping the leading `../`).
+ * A user's data.yaml is never passed through: `download:` (which Ultralytics may execute) and
+ * any other key are dropped, and every path is absolute and inside the dataset folder.
+ */
+import { readdir, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { readFile } from 'node:fs/promises';
+import YAML from 'yaml';
+import { JobError } from '../errors.js';
+
+export const SPLITS = ['train', 'val', 'test'] as const;
+export type Split = (typeof SPLITS)[number];
+
+export type DatasetLayout = {
+  /** Folder holding data.yaml; every split lies inside it. */
+  root: string;
+  /** The user's data.yaml, relative to the extraction folder (for messages). */
+  dataYaml: string;
+  names: string[];
+  /** Absolute image folders per split; test only when present. */
+  splits: { train: string[]; val: string[]; test?: string[] };
+  warnings: string[];
+};
+
+const YAML_NAMES = ['data.yaml', 'data.yml'];
+
+function invalid(message: string, details: Record<string, unknown> = {}): JobError {
+  return new JobError('DATASET_INVALID', message, details);
+}
+
+async function isDir(p: string): Promise<boolean> {
+  return stat(p).then((s) => s.isDirectory(), () => false);
+}
+async function isFile(p: string): Promise<boolean> {
+  return stat(p).then((s) => s.isFile(), () => false);
+}
+
+/** data.yaml (or the only *.yaml) in a folder, or null. */
+async function yamlIn(dir: string): Promise<string | null> {
+  for (const n of YAML_NAMES) if (await isFile(path.join(dir, n))) return path.join(dir, n);
+  const yamls = (await readdir(dir, { withFileTypes: true })).filter((e) => e.isFile() && /\.ya?ml$/i.test(e.name));
+  return yamls.length === 1 ? path.join(dir, yamls[0]!.name) : null;
+}
+
+/** data.yaml at the root of the extraction, or inside its one top-level folder. */
+export async function findDataYaml(extractDir: string): Promise<string> {
+  const atRoot = await yamlIn(extractDir);
+  if (atRoot) return atRoot;
+  const dirs = (await readdir(extractDir, { withFileTypes: true })).filter((e) => e.isDirectory());
+  if (dirs.length === 1) {
+    const inner = await yamlIn(path.join(extractDir, dirs[0]!.name));
+    if (inner) return inner;
+  }
+  throw invalid(
+    'no data.yaml found: put data.yaml at the root of the ZIP or inside its single top-level folder ' +
+      `(top-level folders found: ${dirs.map((d) => d.name).join(', ') || 'none'})`,
+    { reason: 'NO_DATA_YAML' },
+  );
+}
+
+/** names as a list, or a map whose keys are exactly 0..n-1 (as Ultralytics requires). */
+export function parseNames(raw: unknown, nc: unknown): string[] {
+  let names: string[];
+  if (raw === undefined || raw === null) {
+    if (typeof nc !== 'number' || !Number.isInteger(nc) || nc < 1) {
+      throw invalid('data.yaml has no names (a list of class names, or a map {0: name, 1: name, …})', { reason: 'NO_NAMES' });
+    }
+    names = Array.from({ length: nc }, (_, i) => `class_${i}`); // what Ultralytics does without names
+  } else if (Array.isArray(raw)) {
+    names = raw.map((n) => String(n ?? ''));
+  } else if (typeof raw === 'object') {
+    const entries = Object.entries(raw as Record<string, unknown>);
+    const byIndex = new Map<number, string>();
+    for (const [k, v] of entries) {
+      const i = Number(k);
+      if (!/^\d+$/.test(k.trim()) || !Number.isSafeInteger(i)) {
+        throw invalid(`data.yaml names: key "${k}" is not a class index (keys must be 0..n-1)`, { reason: 'BAD_NAMES' });
+      }
+      byIndex.set(i, String(v ?? ''));
+    }
+    const missing = [];
+    for (let i = 0; i < entries.length; i++) if (!byIndex.has(i)) missing.push(i);
+    if (missing.length) {
+      throw invalid(
+        `data.yaml names: keys must be 0..${entries.length - 1} with no gaps; missing ${missing.slice(0, 10).join(', ')}`,
+        { reason: 'BAD_NAMES', missing },
+      );
+    }
+    names = Array.from({ length: entries.length }, (_, i) => byIndex.get(i)!);
+  } else {
+    throw invalid('data.yaml names must be a list or a map {0: name, …}', { reason: 'BAD_NAMES' });
+  }
+  if (names.length === 0) throw invalid('data.yaml names is empty', { reason: 'BAD_NAMES' });
+  const blank = names.findIndex((n) => n.trim() === '');
+  if (blank >= 0) throw invalid(`data.yaml names: class ${blank} has an empty name`, { reason: 'BAD_NAMES' });
+  if (nc !== undefined && nc !== null && nc !== names.length) {
+    throw invalid(`data.yaml says nc: ${String(nc)} but lists ${names.length} names`, { reason: 'NC_MISMATCH' });
+  }
+  return names;
+}
+
+const inside = (root: string, p: string) => p === root || p.startsWith(root + path.sep);
+
+/**
+ * One split entry to an absolute folder inside the dataset, the way Ultralytics resolves it
+ * (relative to the dataset root; a leading `../` that leads nowhere is dropped, which is what
+ * makes Roboflow's `../train/images` work). Absolute paths from the author's machine
+ * (/content/…, C:\…) are re-rooted by their longest tail that exists here.
+ */
+async function resolveSplitDir(item: string, base: string, yamlDir: string, root: string): Promise<string | null> {
+  const rel = item.replace(/\\/g, '/');
+  const candidates: string[] = [];
+  if (path.isAbsolute(rel) || /^[a-zA-Z]:\//.test(rel)) {
+    const parts = rel.replace(/^[a-zA-Z]:/, '').split('/').filter(Boolean);
+    for (let i = 0; i < parts.length; i++) candidates.push(path.join(base, ...parts.slice(i)));
+  } else {
+    candidates.push(path.resolve(base, rel), path.resolve(yamlDir, rel));
+    if (rel.startsWith('../')) candidates.push(path.resolve(base, rel.slice(3)), path.resolve(yamlDir, rel.slice(3)));
+  }
+  for (const c of candidates) if (inside(root, c) && (await isDir(c))) return c;
+  return null;
+}
+
+export async function readLayout(extractDir: string): Promise<DatasetLayout> {
+  const root = path.resolve(extractDir);
+  const yamlPath = await findDataYaml(root);
+  const yamlDir = path.dirname(yamlPath);
+  const shown = path.relative(root, yamlPath);
+  let doc: unknown;
+  try {
+    // The yaml library caps alias expansion (billion laughs) by default.
+    doc = YAML.parse(await readFile(yamlPath, 'utf8'));
+  } catch (err) {
+    throw invalid(`${shown} is not valid YAML: ${(err as Error).message.split('\n')[0]}`, { reason: 'BAD_YAML', file: shown });
+  }
+  if (!doc || typeof doc !== 'object' || Array.isArray(doc)) {
+    throw invalid(`${shown} must be a YAML mapping with train, val and names`, { reason: 'BAD_YAML', file: shown });
+  }
+  const data = doc as Record<string, unknown>;
+  const warnings: string[] = [];
+  if ('download' in data) warnings.push(`${shown}: the download key was ignored (it is never run)`);
+  if (data.val === undefined && data.validation !== undefined) data.val = data.validation;
+
+  // `path` is the dataset root in Ultralytics. Relative and present here: from the yaml's
+  // folder. Absolute, or not in the archive: it names the author's machine (/content/… in
+  // Colab, `coco8` under Ultralytics' datasets dir), so the yaml's folder is the root. Not
+  // worth a warning: that is how most exports look, and a split that then cannot be found
+  // fails loudly below.
+  let base = yamlDir;
+  if (typeof data.path === 'string' && data.path.trim() !== '') {
+    const p = data.path.trim();
+    const candidate = path.resolve(yamlDir, p);
+    if (!path.isAbsolute(p) && inside(root, candidate) && (await isDir(candidate))) base = candidate;
+  }
+
+  const names = parseNames(data.names, data.nc);
+  const splits: DatasetLayout['splits'] = { train: [], val: [] };
+  for (const split of SPLITS) {
+    const value = data[split];
+    if (value === undefined || value === null || value === '') {
+      if (split !== 'test') {
+        throw invalid(`${shown} has no ${split} split (add "${split}: <images folder>")`, { reason: 'MISSING_SPLIT', split });
+      }
+      continue;
+    }
+    const items = Array.isArray(value) ? value : [value];
+    const dirs: string[] = [];
+    for (const raw of items) {
+      if (typeof raw !== 'string' || raw.trim() === '') {
+        throw invalid(`${shown}: ${split} must be a folder path or a list of them`, { reason: 'BAD_SPLIT', split });
+      }
+      const item = raw.trim();
+      if (/\.txt$/i.test(item) && !(await isDir(path.resolve(base, item)))) {
+        throw invalid(`${shown}: ${split}: "${item}": image lists in .txt files are not supported; point ${split} at an images folder`, {
+          reason: 'BAD_SPLIT',
+          split,
+        });
+      }
+      const dir = await resolveSplitDir(item, base, yamlDir, root);
+      if (!dir) {
+        if (split === 'test') {
+          warnings.push(`${shown} names a test split "${item}" that is not in the archive; it was ignored`);
+          continue;
+        }
+        throw invalid(`${shown}: the ${split} folder "${item}" is not in the archive`, { reason: 'MISSING_SPLIT', split, path: item });
+      }
+      if (!dirs.includes(dir)) dirs.push(dir);
+    }
+    if (split === 'test') {
+      if (dirs.length) splits.test = dirs;
+    } else {
+      splits[split] = dirs;
+    }
+  }
+  return { root: base, dataYaml: shown, names, splits, warnings };
+}
+
+/** The data.yaml the worker gets: absolute paths, names as a list, nc; nothing else. */
+export function renderDataYaml(layout: DatasetLayout): string {
+  const one = (dirs: string[]) => (dirs.length === 1 ? dirs[0]! : dirs);
+  const doc: Record<string, unknown> = {
+    path: layout.root,
+    train: one(layout.splits.train),
+    val: one(layout.splits.val),
+  };
+  if (layout.splits.test?.length) doc.test = one(layout.splits.test);
+  doc.nc = layout.names.length;
+  doc.names = layout.names;
+  return YAML.stringify(doc);
+}

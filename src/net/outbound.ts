@@ -1,0 +1,147 @@
+/**
+ * The one SSRF guard for every outgoing HTTP request (datasets, base models, callbacks).
+ *
+ * The check runs at connect time, inside the undici connector: the DNS answer that is judged is
+ * the one the socket then connects to, so a name that resolves to a public address at
+ * validation time and to 127.0.0.1 a second later (DNS rebinding) is still refused. Literal-IP
+ * URLs never reach DNS, so they are judged before connecting; and the socket's peer address is
+ * judged again once connected, as a second line should a lookup path ever be bypassed.
+ *
+ * Redirects: the dispatcher follows none (undici 7 Agents do not, and nothing here adds the
+ * redirect interceptor). Callers that want redirects follow them by hand with
+ * `assertUrlAllowed` on each hop; every hop also goes through this connector.
+ */
+import dns from 'node:dns';
+import net from 'node:net';
+import { Agent, buildConnector } from 'undici';
+import { OutboundPolicy } from './ip-policy.js';
+
+export const SSRF_BLOCKED = 'SSRF_BLOCKED';
+
+export class OutboundBlockedError extends Error {
+  override readonly name = 'OutboundBlockedError';
+  readonly code = SSRF_BLOCKED;
+  constructor(
+    readonly host: string,
+    readonly address: string | null,
+    readonly reason: string,
+  ) {
+    const at = address && address !== host ? ` (${address})` : '';
+    super(
+      `refused to connect to ${host}${at}: ${reason} address; add it to OUTBOUND_ALLOW if this server may reach it`,
+    );
+  }
+}
+
+export function isOutboundBlockedError(err: unknown): err is OutboundBlockedError {
+  return err instanceof OutboundBlockedError || (err instanceof Error && (err as { code?: unknown }).code === SSRF_BLOCKED);
+}
+
+/** Resolves a host name to every address it has (injectable so tests can simulate rebinding). */
+export type Resolver = (hostname: string, family: 0 | 4 | 6) => Promise<{ address: string; family: number }[]>;
+
+const systemResolver: Resolver = (hostname, family) =>
+  dns.promises.lookup(hostname, { all: true, family, verbatim: true });
+
+export type OutboundOptions = {
+  /** Connect timeout per attempt, ms (default 10 s). */
+  connectTimeoutMs?: number;
+  resolve?: Resolver;
+  /** Extra undici Agent options (timeouts, pool sizes); `connect` is always ours. */
+  agent?: Omit<Agent.Options, 'connect'>;
+};
+
+const stripBrackets = (h: string) => (h.startsWith('[') && h.endsWith(']') ? h.slice(1, -1) : h);
+
+/**
+ * An undici Agent that refuses loopback, private, link-local, CGNAT, unique-local, multicast,
+ * unspecified and other special-purpose addresses (IPv4-mapped forms included) unless the host
+ * name, the IP or a CIDR holding it is in `allow`.
+ */
+export function createOutboundDispatcher(allow: readonly string[], opts: OutboundOptions = {}): Agent {
+  const policy = new OutboundPolicy(allow);
+  const resolve = opts.resolve ?? systemResolver;
+
+  // net.connect's lookup hook: called with the host name only for non-IP hosts. With
+  // autoSelectFamily (Node 20 default) it asks for all addresses; otherwise for one.
+  const lookup = (hostname: string, options: dns.LookupOptions, callback: (...args: unknown[]) => void) => {
+    const family = options.family === 4 || options.family === 6 ? options.family : 0;
+    resolve(hostname, family).then(
+      (addresses) => {
+        if (addresses.length === 0) {
+          const err = Object.assign(new Error(`no address for ${hostname}`), { code: 'ENOTFOUND', hostname });
+          return callback(err);
+        }
+        // Connect only to the answers the policy accepts (a name may list ::1 and 127.0.0.1 with
+        // only one allow-listed); refuse when none is left.
+        let usable = addresses;
+        if (!policy.hostAllowed(hostname)) {
+          usable = addresses.filter((a) => policy.checkAddress(a.address).ok);
+          if (usable.length === 0) {
+            const a = addresses[0]!;
+            const verdict = policy.checkAddress(a.address);
+            return callback(new OutboundBlockedError(hostname, a.address, verdict.ok ? 'refused' : verdict.reason));
+          }
+        }
+        if (options.all) return callback(null, usable);
+        const first = usable[0]!;
+        return callback(null, first.address, first.family);
+      },
+      (err: unknown) => callback(err),
+    );
+  };
+
+  const base = buildConnector({ timeout: opts.connectTimeoutMs ?? 10_000, lookup: lookup as net.LookupFunction });
+
+  const connect: buildConnector.connector = (options, callback) => {
+    const host = stripBrackets(options.hostname);
+    const nameAllowed = policy.hostAllowed(host);
+    if (net.isIP(host) && !nameAllowed) {
+      const verdict = policy.checkAddress(host);
+      if (!verdict.ok) return callback(new OutboundBlockedError(host, host, verdict.reason), null);
+    }
+    base(options, (err, socket) => {
+      if (err) return callback(err, null);
+      const remote = socket!.remoteAddress;
+      if (!nameAllowed && remote) {
+        const verdict = policy.checkAddress(remote);
+        if (!verdict.ok) {
+          socket!.destroy();
+          return callback(new OutboundBlockedError(host, remote, verdict.reason), null);
+        }
+      }
+      callback(null, socket!);
+    });
+  };
+
+  return new Agent({ ...opts.agent, connect });
+}
+
+/**
+ * Early, clear refusal of a URL before any work is queued for it: http(s) only, literal IPs and
+ * `localhost` names judged now. Names are judged again (after DNS) at connect time.
+ */
+export function assertUrlAllowed(url: string | URL, allow: readonly string[]): URL {
+  let u: URL;
+  try {
+    u = typeof url === 'string' ? new URL(url) : url;
+  } catch {
+    throw Object.assign(new Error('not a valid URL'), { code: 'INVALID_URL' });
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+    throw Object.assign(new Error(`unsupported URL scheme ${u.protocol} (only http and https)`), { code: 'INVALID_URL' });
+  }
+  const policy = new OutboundPolicy(allow);
+  const host = stripBrackets(u.hostname);
+  if (policy.hostAllowed(host)) return u;
+  if (net.isIP(host)) {
+    const verdict = policy.checkAddress(host);
+    if (!verdict.ok) throw new OutboundBlockedError(host, host, verdict.reason);
+  } else if (host === 'localhost' || host.endsWith('.localhost')) {
+    // RFC 6761: these names always mean loopback, whatever DNS says.
+    if (!policy.checkAddress('127.0.0.1').ok && !policy.checkAddress('::1').ok) {
+      throw new OutboundBlockedError(host, null, 'loopback');
+    }
+  }
+  return u;
+}
