@@ -1,4 +1,7 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
+import { jobDir } from '../../jobs/paths.js';
 import { HttpError } from '../../errors.js';
 import { jobEpochRows, listJobs } from '../../jobs/queries.js';
 import { jobSummary, jobView, statesFor } from '../../jobs/view.js';
@@ -81,11 +84,53 @@ const metricsRoute = createRoute({
   },
 });
 
+const checkpointsRoute = createRoute({
+  method: 'get',
+  path: '/api/v1/jobs/{id}/checkpoints',
+  summary: 'Checkpoints written so far (last.pt, best.pt, epochN.pt)',
+  security: [{ bearer: [] }],
+  request: { params: JobIdParam },
+  responses: {
+    200: {
+      description: 'Checkpoint files of the job, newest first',
+      content: {
+        'application/json': {
+          schema: z.object({
+            job_id: z.string(),
+            checkpoints: z.array(z.object({ name: z.string(), size: z.number(), modified_at: z.string() })),
+          }),
+        },
+      },
+    },
+    ...errorResponses(401, 404),
+  },
+});
+
 function notFound(id: string): HttpError {
   return new HttpError(404, 'JOB_NOT_FOUND', `no job ${id}`);
 }
 
+/** Checkpoints the worker left in workdir/jobs/{id}/weights/ (files, not rows: they are the truth). */
+export function listCheckpoints(workdir: string, id: string) {
+  const dir = path.join(jobDir(workdir, id), 'weights');
+  if (!fs.existsSync(dir)) return [];
+  return fs
+    .readdirSync(dir)
+    .filter((name) => name.endsWith('.pt'))
+    .map((name) => {
+      const st = fs.statSync(path.join(dir, name));
+      return { name, size: st.size, modified_at: st.mtime.toISOString() };
+    })
+    .sort((a, b) => b.modified_at.localeCompare(a.modified_at));
+}
+
 export function registerJobs(app: OpenAPIHono, deps: AppDeps): void {
+  app.openapi(checkpointsRoute, async (c) => {
+    const { id } = c.req.valid('param');
+    if (!UUID_RE.test(id) || !(await deps.jobs.get(id))) throw notFound(id);
+    return c.json({ job_id: id, checkpoints: listCheckpoints(deps.config.workdir, id) }, 200);
+  });
+
   app.openapi(getRoute, async (c) => {
     const { id } = c.req.valid('param');
     if (!UUID_RE.test(id)) throw notFound(id);
