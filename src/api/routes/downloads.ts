@@ -1,0 +1,184 @@
+/**
+ * Downloads of a job's model and artifacts (SPEC §2).
+ *
+ * With the API token: GET /api/v1/jobs/{id}/model and /api/v1/jobs/{id}/artifacts/{name} answer
+ * a signed link `{url, expires_at}` (or, with ?download=true, the file itself), and
+ * /api/v1/jobs/{id}/artifacts lists every file with its link.
+ * Without it: GET /downloads/{id}/{name}?exp=…&sig=… (the links in training_completed
+ * callbacks) streams the file while the link is valid; expired or edited links get 403.
+ */
+import fs from 'node:fs';
+import { Readable } from 'node:stream';
+import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import { contentType, jobFiles, openableFile, resolveName } from '../../callbacks/files.js';
+import type { JobRow } from '../../db/schema.js';
+import { HttpError } from '../../errors.js';
+import { downloadPath, signDownloadLink, verifyDownloadLink } from '../../security/links.js';
+import type { AppDeps } from '../deps.js';
+import { JobIdParam, UUID_RE, errorResponses } from '../schemas.js';
+
+const LinkSchema = z
+  .object({ job_id: z.string(), name: z.string(), size_bytes: z.number(), url: z.string(), expires_at: z.string() })
+  .openapi('DownloadLink');
+
+const DownloadQuery = z
+  .object({
+    download: z
+      .enum(['true', 'false', '1', '0'])
+      .optional()
+      .openapi({ description: 'true: answer the file itself instead of a signed link' }),
+  })
+  .strict();
+
+const fileResponse = {
+  description: 'The file (with ?download=true)',
+  content: { 'application/octet-stream': { schema: z.string().openapi({ format: 'binary' }) } },
+};
+
+const NameParam = z.object({
+  name: z.string().openapi({
+    param: { name: 'name', in: 'path' },
+    description:
+      'A file name from the job (confusion_matrix.png, results.csv, args.yaml, best.pt, last.pt, worker.log) or a callback key (confusion_matrix, pr_curve, f1_curve, results_csv, training_logs, model)',
+    example: 'results.csv',
+  }),
+});
+
+const modelRoute = createRoute({
+  method: 'get',
+  path: '/api/v1/jobs/{id}/model',
+  summary: "A signed, expiring download link for the job's trained model (best.pt)",
+  security: [{ bearer: [] }],
+  request: { params: JobIdParam, query: DownloadQuery },
+  responses: {
+    200: { description: 'Signed link', content: { 'application/json': { schema: LinkSchema } } },
+    ...errorResponses(401, 404),
+  },
+});
+
+const artifactRoute = createRoute({
+  method: 'get',
+  path: '/api/v1/jobs/{id}/artifacts/{name}',
+  summary: 'A signed, expiring download link for one artifact of a job',
+  security: [{ bearer: [] }],
+  request: { params: JobIdParam.merge(NameParam), query: DownloadQuery },
+  responses: {
+    200: { description: 'Signed link', content: { 'application/json': { schema: LinkSchema } } },
+    ...errorResponses(401, 404),
+  },
+});
+
+const artifactsRoute = createRoute({
+  method: 'get',
+  path: '/api/v1/jobs/{id}/artifacts',
+  summary: 'Every downloadable file of a job, each with a signed link',
+  security: [{ bearer: [] }],
+  request: { params: JobIdParam },
+  responses: {
+    200: {
+      description: 'Files',
+      content: { 'application/json': { schema: z.object({ job_id: z.string(), files: z.array(LinkSchema) }) } },
+    },
+    ...errorResponses(401, 404),
+  },
+});
+
+const signedRoute = createRoute({
+  method: 'get',
+  path: '/downloads/{id}/{name}',
+  summary: 'Download through a signed link (no token: the signature and expiry are the credential)',
+  request: {
+    params: JobIdParam.merge(NameParam),
+    query: z.object({ exp: z.string().optional(), sig: z.string().optional() }),
+  },
+  responses: {
+    200: fileResponse,
+    403: errorResponses(403)[403]!,
+    404: errorResponses(404)[404]!,
+  },
+});
+
+export function registerDownloads(app: OpenAPIHono, deps: AppDeps): void {
+  const { workdir } = deps.config;
+
+  const loadJob = async (id: string): Promise<JobRow> => {
+    const job = UUID_RE.test(id) ? await deps.jobs.get(id) : undefined;
+    if (!job) throw new HttpError(404, 'JOB_NOT_FOUND', `no job ${id}`);
+    return job;
+  };
+
+  const linkFor = (c: Context, job: JobRow, name: string, size: number) => ({
+    job_id: job.id,
+    name,
+    size_bytes: size,
+    ...signDownloadLink({
+      key: deps.secrets.linkSigningKey,
+      baseUrl: deps.baseUrl(c.req.url),
+      jobId: job.id,
+      name,
+      ttlSeconds: deps.config.downloadLinkTtlSeconds,
+    }),
+  });
+
+  const answer = (c: Context, job: JobRow, requested: string, download: boolean) => {
+    const name = resolveName(job, workdir, requested);
+    const file = name ? openableFile(job, workdir, name) : null;
+    if (!name || !file) {
+      throw new HttpError(404, 'FILE_NOT_FOUND', `job ${job.id} has no file ${requested}`, {
+        available: [...jobFiles(job, workdir).keys()].filter((n) => openableFile(job, workdir, n)),
+      });
+    }
+    return download ? sendFile(c, name, file) : c.json(linkFor(c, job, name, file.size), 200);
+  };
+
+  app.openapi(modelRoute, async (c) => {
+    const job = await loadJob(c.req.valid('param').id);
+    const q = c.req.valid('query');
+    return answer(c, job, 'model', q.download === 'true' || q.download === '1') as never;
+  });
+
+  app.openapi(artifactRoute, async (c) => {
+    const { id, name } = c.req.valid('param');
+    const q = c.req.valid('query');
+    return answer(c, await loadJob(id), name, q.download === 'true' || q.download === '1') as never;
+  });
+
+  app.openapi(artifactsRoute, async (c) => {
+    const job = await loadJob(c.req.valid('param').id);
+    const files = [...jobFiles(job, workdir).keys()].flatMap((name) => {
+      const f = openableFile(job, workdir, name);
+      return f ? [linkFor(c, job, name, f.size)] : [];
+    });
+    return c.json({ job_id: job.id, files }, 200);
+  });
+
+  app.openapi(signedRoute, async (c) => {
+    const { id, name } = c.req.valid('param');
+    const { exp, sig } = c.req.valid('query');
+    const check = verifyDownloadLink({ key: deps.secrets.linkSigningKey, path: downloadPath(id, name), exp, sig });
+    if (!check.ok) {
+      if (check.reason === 'expired') throw new HttpError(403, 'LINK_EXPIRED', 'this download link has expired; ask the API for a new one');
+      throw new HttpError(403, 'LINK_INVALID', 'this download link is not valid (missing, malformed or altered signature)');
+    }
+    const job = await loadJob(id);
+    const file = openableFile(job, workdir, name);
+    if (!file) throw new HttpError(404, 'FILE_NOT_FOUND', `job ${id} has no file ${name}`);
+    return sendFile(c, name, file) as never;
+  });
+}
+
+function sendFile(c: Context, name: string, file: { path: string; size: number }): Response {
+  // Bounded to the size announced: a log still being written must not outgrow Content-Length.
+  const body =
+    file.size === 0
+      ? ''
+      : (Readable.toWeb(fs.createReadStream(file.path, { start: 0, end: file.size - 1 })) as unknown as ReadableStream);
+  return c.body(body, 200, {
+    'Content-Type': contentType(name),
+    'Content-Length': String(file.size),
+    'Content-Disposition': `attachment; filename="${name}"`,
+    'Cache-Control': 'private, no-store',
+    'X-Content-Type-Options': 'nosniff',
+  });
+}

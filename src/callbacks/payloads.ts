@@ -1,0 +1,144 @@
+/**
+ * The bodies of the three callbacks, exactly seed 003 §4.2.1–4.2.3 (key order included), built
+ * from the job row as committed in the transaction that causes them. Pure functions: what a
+ * body says is decided here, when and how it is sent is the outbox's business.
+ */
+import fs from 'node:fs';
+import type { JobRow } from '../db/schema.js';
+import { apiStatus } from '../jobs/view.js';
+import type { SignedLink } from '../security/links.js';
+import { CALLBACK_ARTIFACTS, LOG_FILE, MODEL_FILE, jobFiles, type CallbackArtifact } from './files.js';
+
+export const CALLBACK_TYPES = ['training_progress', 'training_completed', 'training_failed'] as const;
+export type CallbackType = (typeof CALLBACK_TYPES)[number];
+
+export interface PayloadContext {
+  workdir: string;
+  /** A signed download link for one file of a job. */
+  link(jobId: string, name: string): SignedLink;
+  now?: Date;
+}
+
+type Num = number | null;
+
+/** Seconds precision, as in the seed's examples. */
+export const isoSeconds = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+const round = (n: number, digits: number) => Math.round(n * 10 ** digits) / 10 ** digits;
+const num = (m: Record<string, unknown> | null | undefined, key: string): Num => {
+  const v = m?.[key];
+  return typeof v === 'number' && Number.isFinite(v) ? v : null;
+};
+
+function currentMetrics(m: Record<string, Num> | null | undefined) {
+  return {
+    box_loss: num(m, 'box_loss'),
+    cls_loss: num(m, 'cls_loss'),
+    dfl_loss: num(m, 'dfl_loss'),
+    precision: num(m, 'precision'),
+    recall: num(m, 'recall'),
+    mAP50: num(m, 'mAP50'),
+    'mAP50-95': num(m, 'mAP50-95'),
+  };
+}
+
+function bestMetrics(m: Record<string, Num> | null | undefined) {
+  return { mAP50: num(m, 'mAP50'), 'mAP50-95': num(m, 'mAP50-95'), epoch: num(m, 'epoch') };
+}
+
+export function progressPayload(job: JobRow, ctx: PayloadContext) {
+  return {
+    type: 'training_progress' as const,
+    job_id: job.id,
+    timestamp: isoSeconds(ctx.now ?? new Date()),
+    progress: {
+      percentage: round(job.progress, 2),
+      current_epoch: job.currentEpoch,
+      total_epochs: job.totalEpochs,
+      phase: job.phase,
+      eta_seconds: job.etaSeconds,
+    },
+    metrics: { current: currentMetrics(job.metricsCurrent), best: bestMetrics(job.metricsBest) },
+    // Filled by the resource monitor (gpu_utilization, memory_used_gb, temperature_c); null before.
+    resources: job.resources ?? null,
+  };
+}
+
+export function completedPayload(job: JobRow, ctx: PayloadContext) {
+  const files = jobFiles(job, ctx.workdir);
+  const model = (job.model ?? {}) as { size_bytes?: unknown; best_epoch?: unknown; format?: unknown };
+  const modelLink = files.has(MODEL_FILE) ? ctx.link(job.id, MODEL_FILE) : null;
+  const sizeBytes = typeof model.size_bytes === 'number' ? model.size_bytes : null;
+  const bestEpoch = num(model as Record<string, unknown>, 'best_epoch') ?? num(job.metricsBest, 'epoch');
+  const started = job.startedAt ?? job.createdAt;
+  const finished = job.finishedAt ?? ctx.now ?? new Date();
+  const artifacts = {} as Record<CallbackArtifact, string | null>;
+  for (const key of Object.keys(CALLBACK_ARTIFACTS) as CallbackArtifact[]) {
+    const name = CALLBACK_ARTIFACTS[key].find((n) => files.has(n) && (n !== LOG_FILE || fs.existsSync(files.get(n)!)));
+    artifacts[key] = name ? ctx.link(job.id, name).url : null;
+  }
+  const m = job.metricsCurrent;
+  return {
+    type: 'training_completed' as const,
+    job_id: job.id,
+    timestamp: isoSeconds(ctx.now ?? new Date()),
+    status: 'completed' as const,
+    duration_seconds: Math.max(0, Math.round((finished.getTime() - started.getTime()) / 1000)),
+    model: {
+      name: job.name,
+      download_url: modelLink?.url ?? null,
+      size_mb: sizeBytes === null ? null : round(sizeBytes / 1024 ** 2, 2),
+      format: typeof model.format === 'string' ? model.format : 'pytorch',
+      expires_at: modelLink?.expires_at ?? null,
+    },
+    final_metrics: {
+      mAP50: num(m, 'mAP50'),
+      'mAP50-95': num(m, 'mAP50-95'),
+      precision: num(m, 'precision'),
+      recall: num(m, 'recall'),
+      box_loss: num(m, 'box_loss'),
+      cls_loss: num(m, 'cls_loss'),
+      dfl_loss: num(m, 'dfl_loss'),
+      best_epoch: bestEpoch,
+      // Epochs actually trained (early stopping by `patience` may end before the configured count).
+      total_epochs: job.currentEpoch > 0 ? job.currentEpoch : job.totalEpochs,
+    },
+    artifacts,
+    dataset_info: datasetInfo(job.datasetInfo),
+  };
+}
+
+function datasetInfo(info: Record<string, unknown> | null | undefined) {
+  if (!info) return null;
+  return {
+    total_images: num(info, 'total_images'),
+    train_images: num(info, 'train_images'),
+    val_images: num(info, 'val_images'),
+    classes: Array.isArray(info['classes']) ? (info['classes'] as string[]) : [],
+    class_distribution: (info['class_distribution'] as Record<string, number> | undefined) ?? {},
+  };
+}
+
+/** training_failed: failures, and cancellations (error code CANCELLED, status "cancelled"). */
+export function failedPayload(job: JobRow, ctx: PayloadContext) {
+  const e = job.error;
+  const cancelled = job.state === 'cancelled';
+  return {
+    type: 'training_failed' as const,
+    job_id: job.id,
+    timestamp: isoSeconds(ctx.now ?? new Date()),
+    status: apiStatus(job.state) === 'cancelled' ? ('cancelled' as const) : ('failed' as const),
+    error: {
+      code: e?.code ?? (cancelled ? 'CANCELLED' : 'UNKNOWN_ERROR'),
+      message: e?.message ?? (cancelled ? 'Job cancelled by request' : 'The job failed'),
+      details: e?.details ?? null,
+      phase: e?.phase ?? job.phase,
+      epoch: e?.epoch ?? null,
+    },
+    partial_metrics: job.metricsCurrent ? { ...currentMetrics(job.metricsCurrent), epoch: num(job.metricsCurrent, 'epoch') } : null,
+  };
+}
+
+export type CallbackPayload =
+  | ReturnType<typeof progressPayload>
+  | ReturnType<typeof completedPayload>
+  | ReturnType<typeof failedPayload>;
