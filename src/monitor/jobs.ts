@@ -1,0 +1,48 @@
+/**
+ * Binds the monitor to the database: the jobs this node runs, their `resources` column (written
+ * through transitions.updateActiveJob, so only while this node holds the job) and their log file.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { and, eq, inArray, sql } from 'drizzle-orm';
+import type { Database } from '../db/client.js';
+import { jobs } from '../db/schema.js';
+import { updateActiveJob } from '../jobs/transitions.js';
+import type { JobResourceSink } from './monitor.js';
+
+export function jobResourceSink(database: Database, nodeId: string, workdir: string): JobResourceSink {
+  return {
+    running: () =>
+      database.db
+        .select({ id: jobs.id, device: jobs.device, resources: jobs.resources })
+        .from(jobs)
+        .where(and(eq(jobs.nodeId, nodeId), inArray(jobs.state, ['claimed', 'running']))),
+    attach: async (jobId, resources) => {
+      await updateActiveJob(database.db, jobId, nodeId, { resources: { ...resources } });
+    },
+    // The worker's log (jobs/execute.ts jobDir); appends are O_APPEND, so lines do not interleave.
+    log: async (jobId, line) => {
+      const dir = path.join(workdir, 'jobs', jobId);
+      await fs.promises.mkdir(dir, { recursive: true });
+      await fs.promises.appendFile(path.join(dir, 'worker.log'), line);
+    },
+  };
+}
+
+/**
+ * Jobs that ever reached each status, from the database (training_jobs_total). Monotonic as a
+ * counter must be: finished states are final and rows are not deleted; "queued" counts every
+ * accepted job and "training" every job that ever started. The same on every node of a shared
+ * database and across restarts, so aggregate with max(), not sum().
+ */
+export async function jobTotals(database: Database): Promise<Record<string, number>> {
+  const [row] = await database.rows<Record<string, unknown>>(sql`
+    select count(*)::int as queued,
+           count(*) filter (where started_at is not null)::int as training,
+           count(*) filter (where state = 'completed')::int as completed,
+           count(*) filter (where state = 'failed')::int as failed,
+           count(*) filter (where state = 'cancelled')::int as cancelled
+      from jobs`);
+  const n = (k: string) => Number(row?.[k] ?? 0);
+  return { queued: n('queued'), training: n('training'), completed: n('completed'), failed: n('failed'), cancelled: n('cancelled') };
+}

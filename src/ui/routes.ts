@@ -1,0 +1,211 @@
+/**
+ * The status pages (SPEC §6, seed 003 §5): GET / (dashboard) and GET /jobs/{id} (one job),
+ * the login form, Cancel and Download logs, the partial the dashboard reloads, static assets,
+ * and (through registerStreams) the live streams the pages listen to.
+ */
+import type { OpenAPIHono } from '@hono/zod-openapi';
+import { serveStatic } from '@hono/node-server/serve-static';
+import { getConnInfo } from '@hono/node-server/conninfo';
+import type { Context, Next } from 'hono';
+import type { AppDeps } from '../api/deps.js';
+import { RateLimiter } from '../api/rate-limit.js';
+import { jobLogFile, logDownload } from '../api/routes/logs.js';
+import { UUID_RE } from '../api/schemas.js';
+import { resourcesView } from '../monitor/view.js';
+import { registerStreams } from '../stream/routes.js';
+import { UiAuth, safeNext, type Access } from './auth.js';
+import { dashboardData, jobPageData } from './data.js';
+import { PUBLIC_DIR, render } from './render.js';
+
+const CSP = [
+  "default-src 'self'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self' data:",
+  "connect-src 'self'",
+  "object-src 'none'",
+  "base-uri 'none'",
+  "form-action 'self'",
+  "frame-ancestors 'none'",
+].join('; ');
+
+/** Notices a redirect may ask the job page to show (a fixed list: nothing from the URL is echoed). */
+const NOTICES: Record<string, string> = {
+  cancelled: 'Cancellation requested: the worker stops at the next batch and keeps last.pt.',
+  finished: 'This job had already finished; nothing was cancelled.',
+};
+
+export function registerUi(app: OpenAPIHono, deps: AppDeps): void {
+  const auth = new UiAuth({
+    apiToken: deps.secrets.apiToken,
+    publicRead: deps.config.uiPublicRead,
+    publicUrl: deps.config.publicUrl,
+  });
+  const loginLimiter = new RateLimiter(10);
+
+  const headers = async function uiHeaders(c: Context, next: Next) {
+    await next();
+    c.header('Content-Security-Policy', CSP);
+    c.header('X-Content-Type-Options', 'nosniff');
+    c.header('Referrer-Policy', 'same-origin');
+    c.header('X-Frame-Options', 'DENY');
+  };
+  for (const p of ['/', '/login', '/logout', '/jobs/*', '/partials/*', '/static/*']) app.use(p, headers);
+
+  app.use(
+    '/static/*',
+    serveStatic({
+      root: PUBLIC_DIR,
+      rewriteRequestPath: (p) => p.replace(/^\/static/, ''),
+      onFound: (_path, c) => {
+        c.header('Cache-Control', 'public, max-age=300');
+      },
+    }),
+  );
+
+  registerStreams(app, deps, auth);
+
+  /** Page-wide template data. */
+  const base = (c: Context, access: Access, title: string) => ({
+    title,
+    version: deps.version,
+    heartbeatMs: deps.config.stream.heartbeatMs,
+    access,
+    csrf: access.session ? auth.csrfToken(access.session) : null,
+    here: c.req.path + (new URL(c.req.url).search || ''),
+  });
+  const html = (c: Context, body: string, status = 200) => {
+    c.header('Cache-Control', 'no-store');
+    return c.html(body, status as 200);
+  };
+  const errorPage = (c: Context, access: Access, status: number, heading: string, message: string) =>
+    html(c, render('./error', { ...base(c, access, heading), status, heading, message }), status);
+
+  /** Pages: the reader must be allowed to read, else the login form. */
+  const readable = (c: Context): Access | Response => {
+    const access = auth.access(c);
+    if (access.read) return access;
+    const next = c.req.path + (new URL(c.req.url).search || '');
+    return c.redirect(`/login?next=${encodeURIComponent(next)}`, 303);
+  };
+
+  app.get('/login', (c) => {
+    const access = auth.access(c);
+    const next = safeNext(c.req.query('next'));
+    if (access.via === 'cookie') return c.redirect(next, 303);
+    return html(c, render('./login', { ...base(c, access, 'Log in'), next, error: null }));
+  });
+
+  app.post('/login', async (c) => {
+    const access = auth.access(c);
+    const origin = c.req.header('origin');
+    if (origin && !auth.sameOrigin(c)) return errorPage(c, access, 403, 'Forbidden', 'Log in from this server’s own page.');
+    const retry = loginLimiter.take(clientKey(c));
+    if (retry > 0) {
+      c.header('Retry-After', String(retry));
+      return errorPage(c, access, 429, 'Too many attempts', `Try again in ${retry} s.`);
+    }
+    const form = await c.req.parseBody();
+    const next = safeNext(typeof form['next'] === 'string' ? form['next'] : undefined);
+    const token = typeof form['token'] === 'string' ? form['token'] : '';
+    if (!token || !auth.checkToken(token)) {
+      c.get('log').warn('status page login refused');
+      return html(c, render('./login', { ...base(c, access, 'Log in'), next, error: 'That is not the API token of this server.' }), 401);
+    }
+    auth.setSession(c, auth.issue());
+    return c.redirect(next, 303);
+  });
+
+  app.post('/logout', async (c) => {
+    const access = auth.access(c);
+    if (access.via === 'cookie') {
+      const form = await c.req.parseBody();
+      if (!auth.sameOrigin(c) || !auth.checkCsrf(access.session!, typeof form['csrf'] === 'string' ? form['csrf'] : undefined)) {
+        return errorPage(c, access, 403, 'Forbidden', 'The form was not sent from this server’s page; reload and try again.');
+      }
+    }
+    auth.clearSession(c);
+    return c.redirect('/login', 303);
+  });
+
+  app.get('/', async (c) => {
+    const access = readable(c);
+    if (access instanceof Response) return access;
+    const streamId = deps.streams.currentId(); // before the reads: no change falls between
+    const data = await dashboardData(deps);
+    return html(c, render('./dashboard', { ...base(c, access, 'Dashboard'), ...data, streamId, scripts: ['live.js', 'dashboard.js'] }));
+  });
+
+  app.get('/partials/dashboard', async (c) => {
+    const access = auth.access(c);
+    if (!access.read) return c.text('unauthorized', 401);
+    const data = await dashboardData(deps);
+    return html(c, render('./dashboard-live', { ...base(c, access, 'Dashboard'), ...data }));
+  });
+
+  app.get('/partials/resources', async (c) => {
+    const access = auth.access(c);
+    if (!access.read) return c.text('unauthorized', 401);
+    return html(c, render('./resources', { ...base(c, access, 'Resources'), resources: resourcesView(deps.monitor.latest()) }));
+  });
+
+  app.get('/jobs/:id', async (c) => {
+    const access = readable(c);
+    if (access instanceof Response) return access;
+    const id = c.req.param('id');
+    const streamId = deps.streams.currentId();
+    const row = UUID_RE.test(id) ? await deps.jobs.get(id) : undefined;
+    if (!row) return errorPage(c, access, 404, 'Job not found', `There is no job ${id} on this server.`);
+    const data = await jobPageData(deps, row);
+    const notice = NOTICES[c.req.query('notice') ?? ''] ?? null;
+    return html(
+      c,
+      render('./job', { ...base(c, access, `Job ${row.name}`), ...data, streamId, notice, scripts: ['live.js', 'chart.js', 'job.js'] }),
+    );
+  });
+
+  /** Logs can hold dataset URLs and paths: they need a login even when pages are public. */
+  app.get('/jobs/:id/logs', async (c) => {
+    const access = auth.access(c);
+    const id = c.req.param('id');
+    if (!access.write) return c.redirect(`/login?next=${encodeURIComponent(`/jobs/${id}`)}`, 303);
+    if (!UUID_RE.test(id) || !(await deps.jobs.get(id))) return errorPage(c, access, 404, 'Job not found', `There is no job ${id}.`);
+    return logDownload(jobLogFile(deps.config.workdir, id), id);
+  });
+
+  app.post('/jobs/:id/cancel', async (c) => {
+    const access = auth.access(c);
+    const id = c.req.param('id');
+    const wantsJson = (c.req.header('accept') ?? '').includes('application/json');
+    const refuse = (status: number, code: string, message: string) =>
+      wantsJson ? c.json({ error: { code, message, details: null } }, status as 403) : errorPage(c, access, status, 'Not allowed', message);
+    if (!access.write) {
+      if (wantsJson) return refuse(401, 'UNAUTHORIZED', 'log in or send a bearer token to cancel jobs');
+      return c.redirect(`/login?next=${encodeURIComponent(`/jobs/${id}`)}`, 303);
+    }
+    if (access.via === 'cookie') {
+      const form = await c.req.parseBody();
+      const token = typeof form['csrf'] === 'string' ? form['csrf'] : c.req.header('x-csrf-token');
+      if (!auth.sameOrigin(c)) return refuse(403, 'CSRF_ORIGIN', 'the request did not come from this server’s page');
+      if (!auth.checkCsrf(access.session!, token)) return refuse(403, 'CSRF_TOKEN', 'missing or stale form token; reload the page');
+    }
+    if (!UUID_RE.test(id)) return refuse(404, 'JOB_NOT_FOUND', `no job ${id}`);
+    const outcome = await deps.jobs.cancel(id);
+    if (outcome === 'not_found') return refuse(404, 'JOB_NOT_FOUND', `no job ${id}`);
+    if ('finished' in outcome) {
+      if (wantsJson) return c.json({ error: { code: 'JOB_FINISHED', message: `job ${id} has already finished`, details: null } }, 409);
+      return c.redirect(`/jobs/${id}?notice=finished`, 303);
+    }
+    c.get('log').info({ job_id: id, via: access.via }, 'job cancelled from the status page');
+    if (wantsJson) return c.json({ job_id: id, status: 'cancelled', message: 'Job cancelled successfully' }, 200);
+    return c.redirect(`/jobs/${id}?notice=cancelled`, 303);
+  });
+}
+
+function clientKey(c: Context): string {
+  try {
+    return getConnInfo(c).remote.address ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
