@@ -1,0 +1,389 @@
+/**
+ * The model registry over HTTP (issue 6; seed 001 §8 "Models" and "Prediction"):
+ *
+ *   GET    /api/v1/models                 registered models, newest first (?task=, ?job_id=)
+ *   GET    /api/v1/models/{id}            one model, its exports, signed download links
+ *   DELETE /api/v1/models/{id}            removes the model and its files (409 while a job trains from it)
+ *   POST   /api/v1/models/{id}/export     {format: onnx | torchscript} → the checked export and its link
+ *   POST   /api/v1/models/{id}/predict    multipart images → detections as json, csv or coco
+ *   GET    /downloads/models/{id}/{name}  a registry file through a signed link (no token)
+ *
+ * Prediction uploads have their own body limit (PREDICT_MAX_BYTES): app.ts leaves this route
+ * out of the MAX_BODY_BYTES limit and the route applies its own after authentication.
+ */
+import fs from 'node:fs';
+import { Readable } from 'node:stream';
+import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { imageSize } from 'image-size';
+import type { ModelRow } from '../../db/schema.js';
+import { HttpError } from '../../errors.js';
+import { openableModelFile } from '../../registry/files.js';
+import { PREDICT_FORMATS, toCoco, toCsv, toJsonResults } from '../../registry/formats.js';
+import { verifyModelLink } from '../../registry/links.js';
+import { ToolError } from '../../registry/python-tool.js';
+import { listModels } from '../../registry/queries.js';
+import { EXPORT_FORMATS, type UploadedImage } from '../../registry/service.js';
+import { exportView, modelView, type LinkSigner } from '../../registry/view.js';
+import type { AppDeps } from '../deps.js';
+import { UUID_RE, errorResponses } from '../schemas.js';
+
+const ModelIdParam = z.object({
+  id: z.string().openapi({ param: { name: 'id', in: 'path' }, example: '6f1c2b1e-4c1a-4f57-9a55-0d3f2a1b7c9e' }),
+});
+
+const LinkSchema = z.object({ url: z.string(), expires_at: z.string() });
+const ExportSchema = z
+  .object({
+    model_id: z.string(),
+    format: z.string(),
+    file_name: z.string(),
+    size_bytes: z.number(),
+    sha256: z.string(),
+    created_at: z.string(),
+    check: z.unknown().openapi({ description: 'Load-and-predict check of the exported file against the .pt' }),
+    download: LinkSchema,
+  })
+  .openapi('ModelExport');
+const ModelSchema = z
+  .object({
+    model_id: z.string(),
+    name: z.string(),
+    framework: z.string(),
+    task: z.string(),
+    format: z.string(),
+    classes: z.array(z.string()),
+    num_classes: z.number(),
+    imgsz: z.number(),
+    metrics: z.record(z.string(), z.number().nullable()).nullable(),
+    size_bytes: z.number(),
+    size_mb: z.number(),
+    sha256: z.string(),
+    source_job_id: z.string().nullable(),
+    base_model: z.string().nullable(),
+    base_model_ref: z.string().openapi({ description: 'Use as base_model (or config.model) of a new job to fine-tune' }),
+    created_at: z.string(),
+    download: LinkSchema,
+    exports: z.array(ExportSchema),
+    links: z.object({ self: z.string(), export: z.string(), predict: z.string(), source_job: z.string().nullable() }),
+  })
+  .openapi('Model');
+
+const listRoute = createRoute({
+  method: 'get',
+  path: '/api/v1/models',
+  summary: 'Registered models, newest first',
+  security: [{ bearer: [] }],
+  request: {
+    query: z
+      .object({
+        task: z.enum(['detect', 'segment']).optional(),
+        job_id: z.string().uuid().optional().openapi({ description: 'The model of this job' }),
+        limit: z.coerce.number().int().min(1).max(500).default(50),
+        offset: z.coerce.number().int().min(0).default(0),
+      })
+      .strict(),
+  },
+  responses: {
+    200: {
+      description: 'A page of models',
+      content: {
+        'application/json': {
+          schema: z.object({ total: z.number(), limit: z.number(), offset: z.number(), models: z.array(ModelSchema) }),
+        },
+      },
+    },
+    ...errorResponses(400, 401),
+  },
+});
+
+const getRoute = createRoute({
+  method: 'get',
+  path: '/api/v1/models/{id}',
+  summary: 'One registered model with its exports and signed download links',
+  security: [{ bearer: [] }],
+  request: { params: ModelIdParam },
+  responses: {
+    200: { description: 'The model', content: { 'application/json': { schema: ModelSchema } } },
+    ...errorResponses(401, 404),
+  },
+});
+
+const deleteRoute = createRoute({
+  method: 'delete',
+  path: '/api/v1/models/{id}',
+  summary: 'Delete a model and its files',
+  security: [{ bearer: [] }],
+  request: { params: ModelIdParam },
+  responses: {
+    200: {
+      description: 'Deleted',
+      content: { 'application/json': { schema: z.object({ model_id: z.string(), success: z.literal(true) }) } },
+    },
+    ...errorResponses(401, 404, 409),
+  },
+});
+
+const exportRoute = createRoute({
+  method: 'post',
+  path: '/api/v1/models/{id}/export',
+  summary: 'Export a model to ONNX or TorchScript (offline, in a worker process), checked by predicting one image',
+  description:
+    'Answers when the export is done (typically seconds). The exported file is loaded and run on one image (the first validation image of the source dataset) next to the .pt: every .pt detection with confidence ≥ 0.001 (top 20) must have an exported detection of the same class with box IoU ≥ 0.9 and confidence within 0.05, else 500 EXPORT_CHECK_FAILED. An existing export is returned (200) unless force is true.',
+  security: [{ bearer: [] }],
+  request: {
+    params: ModelIdParam,
+    body: {
+      required: true,
+      content: {
+        'application/json': {
+          schema: z.object({ format: z.enum(EXPORT_FORMATS), force: z.boolean().default(false) }).strict(),
+        },
+      },
+    },
+  },
+  responses: {
+    200: { description: 'The export already made', content: { 'application/json': { schema: ExportSchema } } },
+    201: { description: 'Exported and checked', content: { 'application/json': { schema: ExportSchema } } },
+    ...errorResponses(400, 401, 404, 500),
+  },
+});
+
+const PredictQuery = z
+  .object({
+    format: z.enum(PREDICT_FORMATS).default('json'),
+    conf: z.coerce.number().min(0).max(1).default(0.25),
+    iou: z.coerce.number().min(0).max(1).default(0.7),
+    imgsz: z.coerce.number().int().min(32).max(4096).multipleOf(32).optional(),
+    max_det: z.coerce.number().int().min(1).max(10_000).default(300),
+  })
+  .strict();
+
+const downloadRoute = createRoute({
+  method: 'get',
+  path: '/downloads/models/{id}/{name}',
+  summary: 'Download a registry file (weights or export) through a signed link (no token)',
+  request: {
+    params: ModelIdParam.extend({ name: z.string().openapi({ param: { name: 'name', in: 'path' }, example: 'best.onnx' }) }),
+    query: z.object({ exp: z.string().optional(), sig: z.string().optional() }),
+  },
+  responses: {
+    200: { description: 'The file', content: { 'application/octet-stream': { schema: z.string().openapi({ format: 'binary' }) } } },
+    403: errorResponses(403)[403]!,
+    404: errorResponses(404)[404]!,
+  },
+});
+
+const PREDICT_PATH_RE = /^\/api\/v1\/models\/[^/]+\/predict\/?$/;
+/** app.ts: this request is a prediction upload (its own body limit applies, not MAX_BODY_BYTES). */
+export function isPredictUpload(method: string, path: string): boolean {
+  return method === 'POST' && PREDICT_PATH_RE.test(path);
+}
+
+const MAX_IMAGES = 100;
+/** image-size's names for what predict.py (OpenCV / PIL) reads. */
+const READABLE = new Set(['jpg', 'png', 'bmp', 'tiff', 'webp']);
+
+function toolHttpError(err: unknown): unknown {
+  if (!(err instanceof ToolError)) return err;
+  const status: Record<string, number> = { INVALID_IMAGE: 422, MODEL_NOT_FOUND: 404, TIMEOUT: 504 };
+  return new HttpError(status[err.code] ?? 500, err.code, err.message, err.details);
+}
+
+export function registerModels(app: OpenAPIHono, deps: AppDeps): void {
+  const registry = deps.registry;
+  const signer = (c: Context): LinkSigner => ({
+    key: deps.secrets.linkSigningKey,
+    baseUrl: deps.baseUrl(c.req.url),
+    ttlSeconds: deps.config.downloadLinkTtlSeconds,
+  });
+  const load = async (id: string): Promise<ModelRow> => {
+    const row = UUID_RE.test(id) ? await registry.get(id) : undefined;
+    if (!row) throw new HttpError(404, 'MODEL_NOT_FOUND', `no model ${id}`);
+    return row;
+  };
+
+  app.openapi(listRoute, async (c) => {
+    const q = c.req.valid('query');
+    const { total, rows } = await listModels(deps.database.db, { task: q.task, jobId: q.job_id, limit: q.limit, offset: q.offset });
+    const exports = await registry.exports(rows.map((r) => r.id));
+    const s = signer(c);
+    return c.json({ total, limit: q.limit, offset: q.offset, models: rows.map((r) => modelView(r, exports, s)) }, 200);
+  });
+
+  app.openapi(getRoute, async (c) => {
+    const row = await load(c.req.valid('param').id);
+    return c.json(modelView(row, await registry.exports([row.id]), signer(c)), 200);
+  });
+
+  app.openapi(deleteRoute, async (c) => {
+    const { id } = c.req.valid('param');
+    await load(id);
+    const outcome = await registry.delete(id);
+    if (outcome === 'not_found') throw new HttpError(404, 'MODEL_NOT_FOUND', `no model ${id}`);
+    if ('inUse' in outcome) {
+      throw new HttpError(409, 'MODEL_IN_USE', `model ${id} is the base model of unfinished jobs`, { jobs: outcome.inUse });
+    }
+    c.get('log').info({ model_id: id }, 'model deleted');
+    return c.json({ model_id: id, success: true as const }, 200);
+  });
+
+  app.openapi(exportRoute, async (c) => {
+    const row = await load(c.req.valid('param').id);
+    const { format, force } = c.req.valid('json');
+    try {
+      const { row: exported, created } = await registry.export(row, format, force);
+      c.get('log').info({ model_id: row.id, format, created }, 'model exported');
+      return c.json(exportView(exported, signer(c)), created ? 201 : 200);
+    } catch (err) {
+      throw toolHttpError(err);
+    }
+  });
+
+  // Documented here, handled below with a plain handler: the body is multipart with any number
+  // of files, read once with parseBody after its own size limit.
+  app.openAPIRegistry.registerPath({
+    method: 'post',
+    path: '/api/v1/models/{id}/predict',
+    summary: 'Predict on uploaded images (multipart/form-data) in a worker process',
+    description:
+      'Every file field of the form is an image (any field name, e.g. images). Options (format, conf, iou, imgsz, max_det) come from the query string, or as form fields. json: seed 001 §6.2 records (bbox = [x1, y1, x2, y2] in pixels, polygon for segment models); csv: one row per detection; coco: images/annotations/categories. The body limit is PREDICT_MAX_BYTES.',
+    security: [{ bearer: [] }],
+    request: {
+      params: ModelIdParam,
+      query: PredictQuery,
+      body: {
+        required: true,
+        content: {
+          'multipart/form-data': {
+            schema: z.object({ images: z.array(z.string().openapi({ format: 'binary' })) }),
+          },
+        },
+      },
+    },
+    responses: {
+      200: {
+        description: 'Detections',
+        content: {
+          'application/json': { schema: z.object({ model_id: z.string(), task: z.string(), results: z.array(z.unknown()) }) },
+          'text/csv': { schema: z.string() },
+        },
+      },
+      ...errorResponses(400, 401, 404, 413, 422, 500),
+    },
+  });
+
+  app.post(
+    '/api/v1/models/:id/predict',
+    bodyLimit({
+      maxSize: deps.config.predictMaxBytes,
+      onError: () => {
+        throw new HttpError(413, 'PAYLOAD_TOO_LARGE', `prediction upload over ${deps.config.predictMaxBytes} bytes (PREDICT_MAX_BYTES)`);
+      },
+    }),
+    async (c) => {
+      const model = await load(c.req.param('id'));
+      if (!/^multipart\/form-data/i.test(c.req.header('content-type') ?? '')) {
+        throw new HttpError(415, 'UNSUPPORTED_MEDIA_TYPE', 'send the images as multipart/form-data');
+      }
+      let form: Record<string, string | File | (string | File)[]>;
+      try {
+        form = await c.req.parseBody({ all: true });
+      } catch (err) {
+        if (err instanceof HttpError) throw err;
+        throw new HttpError(400, 'INVALID_MULTIPART', 'the multipart body could not be read');
+      }
+      const files: File[] = [];
+      const fields: Record<string, string> = {};
+      for (const [key, value] of Object.entries(form)) {
+        for (const v of Array.isArray(value) ? value : [value]) {
+          if (typeof v === 'string') fields[key.replace(/\[\]$/, '')] = v;
+          else files.push(v);
+        }
+      }
+      const parsed = PredictQuery.safeParse({ ...fields, ...c.req.query() });
+      if (!parsed.success) {
+        throw new HttpError(
+          400,
+          'VALIDATION_ERROR',
+          `invalid prediction options: ${parsed.error.issues.length} problem(s)`,
+          parsed.error.issues.map((i) => ({ path: i.path, message: i.message, code: i.code })),
+        );
+      }
+      if (files.length === 0) throw new HttpError(400, 'NO_IMAGES', 'no image files in the form (send them as file fields, e.g. images)');
+      if (files.length > MAX_IMAGES) throw new HttpError(400, 'TOO_MANY_IMAGES', `at most ${MAX_IMAGES} images per request`);
+
+      const images: UploadedImage[] = [];
+      const problems: { name: string; error: string }[] = [];
+      for (const [i, file] of files.entries()) {
+        const name = (file.name || `image-${i}`).replace(/[\\/]/g, '_').slice(0, 200);
+        const data = new Uint8Array(await file.arrayBuffer());
+        try {
+          const size = imageSize(data);
+          if (!READABLE.has(size.type ?? '')) problems.push({ name, error: `unsupported image type ${size.type}` });
+          else images.push({ name, data });
+        } catch {
+          problems.push({ name, error: 'not an image (unrecognized header)' });
+        }
+      }
+      if (problems.length) throw new HttpError(422, 'INVALID_IMAGE', `${problems.length} upload(s) are not readable images`, problems);
+
+      const opts = parsed.data;
+      let run;
+      try {
+        run = await registry.predict(model, images, {
+          conf: opts.conf,
+          iou: opts.iou,
+          imgsz: opts.imgsz ?? model.imgsz,
+          maxDet: opts.max_det,
+        });
+      } catch (err) {
+        throw toolHttpError(err);
+      }
+      c.get('log').info({ model_id: model.id, images: images.length, format: opts.format }, 'prediction');
+      if (opts.format === 'csv') {
+        return c.body(toCsv(run), 200, {
+          'Content-Type': 'text/csv; charset=utf-8',
+          'Content-Disposition': 'attachment; filename="predictions.csv"',
+        });
+      }
+      if (opts.format === 'coco') return c.json(toCoco(run), 200);
+      return c.json(
+        {
+          model_id: model.id,
+          model_name: model.name,
+          task: run.task,
+          conf: opts.conf,
+          iou: opts.iou,
+          imgsz: opts.imgsz ?? model.imgsz,
+          results: toJsonResults(run),
+        },
+        200,
+      );
+    },
+  );
+
+  app.openapi(downloadRoute, async (c) => {
+    const { id, name } = c.req.valid('param');
+    const { exp, sig } = c.req.valid('query');
+    const check = verifyModelLink({ key: deps.secrets.linkSigningKey, modelId: id, fileName: name, exp, sig });
+    if (!check.ok) {
+      if (check.reason === 'expired') throw new HttpError(403, 'LINK_EXPIRED', 'this download link has expired; ask the API for a new one');
+      throw new HttpError(403, 'LINK_INVALID', 'this download link is not valid (missing, malformed or altered signature)');
+    }
+    const row = await load(id);
+    const names = new Set([row.fileName, ...(await registry.exports([row.id])).map((e) => e.fileName)]);
+    const file = names.has(name) ? openableModelFile(registry.workdir, row.id, name) : null;
+    if (!file) throw new HttpError(404, 'FILE_NOT_FOUND', `model ${id} has no file ${name}`);
+    const body =
+      file.size === 0 ? '' : (Readable.toWeb(fs.createReadStream(file.path, { start: 0, end: file.size - 1 })) as unknown as ReadableStream);
+    return c.body(body, 200, {
+      'Content-Type': 'application/octet-stream',
+      'Content-Length': String(file.size),
+      'Content-Disposition': `attachment; filename="${name}"`,
+      'Cache-Control': 'private, no-store',
+      'X-Content-Type-Options': 'nosniff',
+    }) as never;
+  });
+}
