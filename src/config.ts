@@ -34,7 +34,11 @@ const EnvSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 
   MAX_BODY_BYTES: int(1024).default(1024 * 1024),
+  /** Body limit of POST /api/v1/models/{id}/predict (image uploads), instead of MAX_BODY_BYTES. */
+  PREDICT_MAX_BYTES: int(1024).default(64 * 1024 * 1024),
   MAX_QUEUE_LENGTH: int(1).default(100),
+  /** How long GET /jobs/{id} may serve a job read before (changes made on this node show at once). */
+  JOB_READ_CACHE_MS: int(0, 60_000).default(500),
   /** Requests per minute per client on POST /train. */
   TRAIN_RATE_LIMIT_PER_MINUTE: int(1).default(30),
 
@@ -63,11 +67,19 @@ const EnvSchema = z.object({
     .default(['0', '5', '300', '1800', '7200', '18000', '36000', '50400', '72000', '86400'])
     .pipe(z.array(z.string().regex(/^\d+(\.\d+)?$/, 'must be seconds').transform(Number))),
   CALLBACK_PROGRESS_MIN_INTERVAL_MS: int(0).default(500),
+  /** Callback attempts in flight at once on this node (at most one per job). */
+  CALLBACK_CONCURRENCY: int(1, 1000).default(128),
+  /** How often the dispatcher looks for callbacks written by other nodes. */
+  CALLBACK_POLL_INTERVAL_MS: int(50).default(1000),
 
   UI_PUBLIC_READ: bool.default(false),
   MONITOR_INTERVAL_SECONDS: int(1).default(5),
   GPU_TEMP_WARN_C: int(0).default(85),
   GPU_MEMORY_WARN_PERCENT: int(1, 100).default(95),
+  /** Seconds between SSE heartbeat events (seed 003 §5.3: 15). */
+  SSE_HEARTBEAT_SECONDS: z.coerce.number().positive().max(3600).default(15),
+  /** Bytes one SSE client may have waiting before it is disconnected as too slow. */
+  SSE_CLIENT_BUFFER_BYTES: int(4096).default(1024 * 1024),
 });
 
 export type Config = Readonly<{
@@ -83,7 +95,9 @@ export type Config = Readonly<{
   downloadLinkTtlSeconds: number;
   logLevel: z.infer<typeof EnvSchema>['LOG_LEVEL'];
   maxBodyBytes: number;
+  predictMaxBytes: number;
   maxQueueLength: number;
+  jobReadCacheMs: number;
   trainRateLimitPerMinute: number;
   runJobs: boolean;
   devices: string;
@@ -105,9 +119,12 @@ export type Config = Readonly<{
     timeoutMs: number;
     retryScheduleSeconds: readonly number[];
     progressMinIntervalMs: number;
+    concurrency: number;
+    pollIntervalMs: number;
   }>;
   uiPublicRead: boolean;
   monitor: Readonly<{ intervalMs: number; gpuTempWarnC: number; gpuMemoryWarnPercent: number }>;
+  stream: Readonly<{ heartbeatMs: number; clientBufferBytes: number }>;
 }>;
 
 export class ConfigError extends Error {
@@ -138,7 +155,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     downloadLinkTtlSeconds: e.DOWNLOAD_LINK_TTL_SECONDS,
     logLevel: e.LOG_LEVEL,
     maxBodyBytes: e.MAX_BODY_BYTES,
+    predictMaxBytes: e.PREDICT_MAX_BYTES,
     maxQueueLength: e.MAX_QUEUE_LENGTH,
+    jobReadCacheMs: e.JOB_READ_CACHE_MS,
     trainRateLimitPerMinute: e.TRAIN_RATE_LIMIT_PER_MINUTE,
     runJobs: e.RUN_JOBS,
     devices: e.DEVICES,
@@ -160,12 +179,18 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       timeoutMs: e.CALLBACK_TIMEOUT_SECONDS * 1000,
       retryScheduleSeconds: Object.freeze([...e.CALLBACK_RETRY_SCHEDULE]),
       progressMinIntervalMs: e.CALLBACK_PROGRESS_MIN_INTERVAL_MS,
+      concurrency: e.CALLBACK_CONCURRENCY,
+      pollIntervalMs: e.CALLBACK_POLL_INTERVAL_MS,
     }),
     uiPublicRead: e.UI_PUBLIC_READ,
     monitor: Object.freeze({
       intervalMs: e.MONITOR_INTERVAL_SECONDS * 1000,
       gpuTempWarnC: e.GPU_TEMP_WARN_C,
       gpuMemoryWarnPercent: e.GPU_MEMORY_WARN_PERCENT,
+    }),
+    stream: Object.freeze({
+      heartbeatMs: Math.round(e.SSE_HEARTBEAT_SECONDS * 1000),
+      clientBufferBytes: e.SSE_CLIENT_BUFFER_BYTES,
     }),
   });
 }

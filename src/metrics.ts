@@ -7,6 +7,41 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 export interface MetricSources {
   activeJobs(): number;
   queueSize(): Promise<number>;
+  /** Jobs that ever reached each status, from the database (monitor/jobs.ts jobTotals). */
+  jobTotals?(): Promise<Record<string, number>>;
+  /** The latest GPU sample (monitor/monitor.ts); empty on a machine without GPUs. */
+  gpus?(): GpuGaugeSource[];
+}
+
+export interface GpuGaugeSource {
+  device: string;
+  utilizationPercent: number | null;
+  memoryUsedBytes: number | null;
+  memoryTotalBytes: number | null;
+  temperatureC: number | null;
+}
+
+/** Sets one gauge per GPU at scrape time; a GPU that vanished or lacks the field is left out. */
+function gpuGauge(
+  registry: Registry,
+  sources: MetricSources,
+  name: string,
+  help: string,
+  pick: (g: GpuGaugeSource) => number | null,
+) {
+  return new Gauge({
+    name,
+    help,
+    labelNames: ['device'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const g of sources.gpus?.() ?? []) {
+        const v = pick(g);
+        if (v !== null) this.set({ device: g.device }, v);
+      }
+    },
+  });
 }
 
 export function createMetrics(sources: MetricSources) {
@@ -21,11 +56,23 @@ export function createMetrics(sources: MetricSources) {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers: [registry],
     }),
+    /**
+     * With a jobTotals source (the server's), read from the database at scrape time: jobs that
+     * ever reached each status (queued = every accepted job, training = every job that started),
+     * so the counter survives restarts and agrees across nodes (aggregate with max, not sum).
+     * Without one it counts inc() calls of this process.
+     */
     jobsTotal: new Counter({
       name: 'training_jobs_total',
-      help: 'Training jobs that reached a status since the server started, by status',
+      help: 'Training jobs that reached each status (queued = accepted, training = started), from the database',
       labelNames: ['status'] as const,
       registers: [registry],
+      async collect() {
+        if (!sources.jobTotals) return;
+        const totals = await sources.jobTotals();
+        this.reset();
+        for (const [status, n] of Object.entries(totals)) this.inc({ status }, n);
+      },
     }),
     trainingDuration: new Histogram({
       name: 'training_duration_seconds',
@@ -42,6 +89,10 @@ export function createMetrics(sources: MetricSources) {
         this.set(sources.activeJobs());
       },
     }),
+    gpuUtilization: gpuGauge(registry, sources, 'gpu_utilization_percent', 'GPU utilization, percent, by device (nvidia-smi)', (g) => g.utilizationPercent),
+    gpuMemoryUsed: gpuGauge(registry, sources, 'gpu_memory_used_bytes', 'GPU memory in use, bytes, by device', (g) => g.memoryUsedBytes),
+    gpuMemoryTotal: gpuGauge(registry, sources, 'gpu_memory_total_bytes', 'GPU memory size, bytes, by device', (g) => g.memoryTotalBytes),
+    gpuTemperature: gpuGauge(registry, sources, 'gpu_temperature_celsius', 'GPU temperature, degrees Celsius, by device', (g) => g.temperatureC),
     queueSize: new Gauge({
       name: 'queue_size',
       help: 'Jobs waiting in the queue',

@@ -11,6 +11,7 @@ import { serve, type ServerType } from '@hono/node-server';
 import { count, eq } from 'drizzle-orm';
 import type { DestinationStream } from 'pino';
 import { createApp } from './api/app.js';
+import { createCallbacks } from './callbacks/index.js';
 import type { AppDeps } from './api/deps.js';
 import type { Config } from './config.js';
 import { openDatabase } from './db/client.js';
@@ -20,9 +21,14 @@ import { JobEvents } from './jobs/events.js';
 import { JobService, type TransitionHook } from './jobs/service.js';
 import { createLogger, type Logger } from './logger.js';
 import { createMetrics } from './metrics.js';
+import { jobResourceSink, jobTotals } from './monitor/jobs.js';
+import { SystemMonitor } from './monitor/monitor.js';
 import { resolveDevices } from './scheduler/devices.js';
 import { Scheduler, type Executor } from './scheduler/scheduler.js';
 import { loadServerSecrets } from './security/secrets.js';
+import { StreamHub, snapshotFromDatabase } from './stream/hub.js';
+import { ModelRegistry } from './registry/service.js';
+import { resolvePython } from './training/python.js';
 import { lockWorkdir } from './workdir-lock.js';
 import { VERSION } from './version.js';
 
@@ -71,9 +77,39 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
   };
   // The scheduler is built below; the gauge reads it lazily at scrape time.
   let activeJobs = () => 0;
-  const metrics = createMetrics({ activeJobs: () => activeJobs(), queueSize });
-  // The callback outbox plugs in here (webhooks issue); until then a change writes nothing more.
-  const hook: TransitionHook = async () => {};
+  const monitor = new SystemMonitor({
+    ...config.monitor,
+    workdir: config.workdir,
+    logger,
+    jobs: jobResourceSink(database, nodeId, config.workdir),
+  });
+  const metrics = createMetrics({
+    activeJobs: () => activeJobs(),
+    queueSize,
+    jobTotals: () => jobTotals(database),
+    gpus: () => monitor.latest()?.gpus ?? [],
+  });
+  const streams = new StreamHub({
+    events,
+    monitor,
+    loadSnapshot: snapshotFromDatabase(database),
+    logger,
+    heartbeatMs: config.stream.heartbeatMs,
+    clientBufferBytes: config.stream.clientBufferBytes,
+  });
+  streams.start();
+  monitor.start();
+  // The callback outbox: every job change writes its callback in the same transaction.
+  const callbacks = createCallbacks({
+    config,
+    db: database.db,
+    linkSigningKey: secrets.linkSigningKey,
+    logger,
+    nodeId,
+    registry: metrics.registry,
+    events,
+  });
+  const hook: TransitionHook = callbacks.hook;
 
   const ctx: ExecutorContext = { config, logger, database, events, hook, nodeId, metrics };
   // Imported lazily: an API-only node (RUN_JOBS=false) never loads the training path.
@@ -95,9 +131,11 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     events,
     hook,
     maxQueueLength: config.maxQueueLength,
+    readCacheMs: config.jobReadCacheMs,
   });
 
   activeJobs = () => scheduler.activeCount;
+  const modelRegistry = new ModelRegistry({ database, workdir: config.workdir, python: () => resolvePython(config.python), logger });
   const deps: AppDeps = {
     config,
     logger,
@@ -106,6 +144,10 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     events,
     metrics,
     secrets,
+    registry: modelRegistry,
+    callbacks: callbacks.dispatcher,
+    monitor,
+    streams,
     version: VERSION,
     gpuAvailable: devices.some((d) => d.startsWith('cuda')),
     queueSize,
@@ -120,7 +162,16 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
   const port = (server.address() as AddressInfo).port;
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
 
+  await callbacks.start(url);
+  // Completed jobs whose model registration was lost (a crash right after completion).
+  if (config.runJobs) await modelRegistry.registerMissing();
   await scheduler.start();
+  await jobService.reloadQueue();
+  // Other nodes sharing PostgreSQL change the queue too; this node's own changes apply at once.
+  const queueReload = config.databaseUrl
+    ? setInterval(() => void jobService.reloadQueue().catch((err) => logger.warn({ err }, 'queue reload failed')), 2000)
+    : null;
+  queueReload?.unref();
   logger.info({ url, devices, node_id: nodeId, database: database.kind, version: VERSION }, 'trainhook listening');
   if (secrets.apiTokenGenerated) {
     // Printed once, on the start that generated it, outside the JSON log (like a notebook server).
@@ -138,8 +189,13 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     scheduler,
     close: () =>
       (closing ??= (async () => {
+        streams.close(); // open SSE responses would hold server.close() forever
+        if (queueReload) clearInterval(queueReload);
         await new Promise<void>((resolve) => server.close(() => resolve()));
         await scheduler.stop();
+        await modelRegistry.close();
+        await callbacks.stop();
+        await monitor.stop();
         await database.close();
         unlock();
       })()),

@@ -34,6 +34,10 @@ def prepare_environment(config_dir: str) -> Path:
     os.environ["YOLO_AUTOINSTALL"] = "false"
     os.environ["YOLO_CONFIG_DIR"] = config_dir
     os.environ.pop("ULTRALYTICS_API_KEY", None)
+    # Ultralytics sets this at import, but torch is imported first and would already have spread
+    # its OpenMP pool over every core: the model build then took 1-6 s instead of 0.1-0.4 s under
+    # load (bench/overhead.ts). Training sets its own thread count either way.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     # matplotlib must not try a GUI backend on a headless machine, and keeps its cache with ours.
     os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ.setdefault("MPLCONFIGDIR", str(Path(config_dir) / "matplotlib"))

@@ -17,9 +17,16 @@ import { HttpError } from '../errors.js';
 import { bearerAuth, requestSignature } from './auth.js';
 import type { AppDeps } from './deps.js';
 import { RateLimiter } from './rate-limit.js';
+import { registerCallbacks } from './routes/callbacks.js';
+import { registerCompare } from './routes/compare.js';
+import { registerConfig } from './routes/config.js';
+import { registerDownloads } from './routes/downloads.js';
 import { registerHealth } from './routes/health.js';
 import { registerJobs } from './routes/jobs.js';
+import { registerLogs } from './routes/logs.js';
+import { isPredictUpload, registerModels } from './routes/models.js';
 import { registerTrain } from './routes/train.js';
+import { registerUi } from '../ui/routes.js';
 
 export function createApp(deps: AppDeps): OpenAPIHono {
   const app = new OpenAPIHono({
@@ -52,14 +59,19 @@ export function createApp(deps: AppDeps): OpenAPIHono {
     }
   });
 
-  app.use(
-    '/api/*',
-    bodyLimit({
-      maxSize: deps.config.maxBodyBytes,
-      onError: () => {
-        throw new HttpError(413, 'PAYLOAD_TOO_LARGE', `request body over ${deps.config.maxBodyBytes} bytes`);
-      },
-    }),
+  const apiBodyLimit = bodyLimit({
+    maxSize: deps.config.maxBodyBytes,
+    onError: () => {
+      throw new HttpError(413, 'PAYLOAD_TOO_LARGE', `request body over ${deps.config.maxBodyBytes} bytes`);
+    },
+  });
+  // Prediction uploads get their own limit (PREDICT_MAX_BYTES) in routes/models.ts, after auth.
+  // GET and HEAD carry no body: skipping the limiter there also spares building a full
+  // Request per read (a third of a status read's CPU in bench/api.ts).
+  app.use('/api/*', (c, next) =>
+    c.req.method === 'GET' || c.req.method === 'HEAD' || isPredictUpload(c.req.method, c.req.path)
+      ? next()
+      : apiBodyLimit(c, next),
   );
   app.use('/api/*', bearerAuth({ token: deps.secrets.apiToken }));
 
@@ -93,8 +105,15 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   );
 
   registerTrain(app, deps);
+  registerCompare(app, deps); // before registerJobs: /jobs/{id} would take "compare" as an id
   registerJobs(app, deps);
+  registerConfig(app, deps);
+  registerModels(app, deps);
   registerHealth(app, deps);
+  registerLogs(app, deps);
+  registerUi(app, deps); // status pages, login, /stream/* (SSE), /static/*
+  registerCallbacks(app, deps);
+  registerDownloads(app, deps);
 
   app.get('/metrics', async (c) => {
     return c.text(await deps.metrics.registry.metrics(), 200, { 'Content-Type': deps.metrics.registry.contentType });

@@ -1,9 +1,13 @@
+import type { CallbackDispatcher } from '../callbacks/dispatcher.js';
 import type { Config } from '../config.js';
 import type { Database } from '../db/client.js';
 import type { JobEvents } from '../jobs/events.js';
 import type { JobService } from '../jobs/service.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
+import type { ModelRegistry } from '../registry/service.js';
+import type { SystemMonitor } from '../monitor/monitor.js';
+import type { StreamHub } from '../stream/hub.js';
 import type { ServerSecrets } from '../security/secrets.js';
 
 /** Everything the HTTP layer needs, handed in by main (the api never builds its own). */
@@ -15,6 +19,14 @@ export interface AppDeps {
   events: JobEvents;
   metrics: Metrics;
   secrets: ServerSecrets;
+  /** The model registry: models, exports, predictions (issue 6). */
+  registry: ModelRegistry;
+  /** The callback dispatcher: woken by a redeliver request. */
+  callbacks: Pick<CallbackDispatcher, 'wake'>;
+  /** Host and GPU samples (status page, dashboard stream, gpu_* gauges). */
+  monitor: Pick<SystemMonitor, 'latest' | 'sampleNow'>;
+  /** The live streams (SSE) the pages listen to. */
+  streams: StreamHub;
   version: string;
   gpuAvailable: boolean;
   queueSize(): Promise<number>;

@@ -9,6 +9,7 @@ import {
   doublePrecision,
   index,
   integer,
+  json,
   jsonb,
   pgEnum,
   pgTable,
@@ -91,9 +92,12 @@ export const jobEpochs = pgTable(
 
 /**
  * Callback outbox (SPEC §3): written in the same transaction as the job change that caused it.
- * id is the Standard Webhooks webhook-id, stable across retries.
+ * id is the Standard Webhooks webhook-id, stable across retries. payload is `json`, not
+ * `jsonb`: json keeps the text as written (key order of seed 003's bodies), and the dispatcher
+ * sends `payload::text` byte for byte on every retry.
  */
 export const OUTBOX_STATES = ['pending', 'delivered', 'superseded', 'dead'] as const;
+export type OutboxState = (typeof OUTBOX_STATES)[number];
 export const callbackEvents = pgTable(
   'callback_events',
   {
@@ -103,19 +107,24 @@ export const callbackEvents = pgTable(
       .notNull()
       .references(() => jobs.id, { onDelete: 'cascade' }),
     type: text('type').notNull(),
-    payload: jsonb('payload').$type<Record<string, unknown>>().notNull(),
-    state: text('state').$type<(typeof OUTBOX_STATES)[number]>().notNull().default('pending'),
+    payload: json('payload').$type<Record<string, unknown>>().notNull(),
+    state: text('state').$type<OutboxState>().notNull().default('pending'),
     attempts: integer('attempts').notNull().default(0),
     nextAttemptAt: tstz('next_attempt_at').notNull().defaultNow(),
     lockedBy: text('locked_by'),
     lockedUntil: tstz('locked_until'),
     lastError: text('last_error'),
+    /** HTTP status of the last attempt; 410 on a dead event means the receiver is gone for this job. */
+    lastStatusCode: integer('last_status_code'),
+    /** Re-queued by hand (POST …/redeliver): its next attempt is recorded as manual. */
+    manual: boolean('manual').notNull().default(false),
     createdAt: tstz('created_at').notNull().defaultNow(),
     deliveredAt: tstz('delivered_at'),
   },
   (t) => [
     index('callback_events_pending_idx').on(t.jobId, t.seq).where(sql`state = 'pending'`),
     index('callback_events_due_idx').on(t.nextAttemptAt).where(sql`state = 'pending'`),
+    index('callback_events_job_idx').on(t.jobId, t.seq),
   ],
 );
 
@@ -140,3 +149,54 @@ export const seenSignatures = pgTable('seen_signatures', {
   signature: text('signature').primaryKey(),
   expiresAt: tstz('expires_at').notNull(),
 });
+
+/**
+ * Model registry (issue 6): every completed job registers its best model; a model can be
+ * exported (ONNX, TorchScript), used for predictions and as the base of a new job
+ * (`base_model: "model:<id>"`). Files live under workdir/models/<id>/ (src/registry/files.ts),
+ * copied out of the job's folder so a model outlives its job's files. One model per source job
+ * (the unique key makes registering idempotent across restarts).
+ */
+export const models = pgTable(
+  'models',
+  {
+    id: uuid('id').primaryKey(),
+    name: text('name').notNull(),
+    framework: text('framework').notNull().default('ultralytics'),
+    task: text('task').notNull(),
+    format: text('format').notNull().default('pytorch'),
+    /** File name inside workdir/models/<id>/. */
+    fileName: text('file_name').notNull(),
+    classes: jsonb('classes').$type<string[]>().notNull(),
+    imgsz: integer('imgsz').notNull(),
+    metrics: jsonb('metrics').$type<Record<string, number | null>>(),
+    sizeBytes: integer('size_bytes').notNull(),
+    sha256: text('sha256').notNull(),
+    sourceJobId: uuid('source_job_id')
+      .unique()
+      .references(() => jobs.id, { onDelete: 'set null' }),
+    /** What the source job trained from (a base model name, URL or model:<id>): fine-tuning chains. */
+    baseModel: text('base_model'),
+    createdAt: tstz('created_at').notNull().defaultNow(),
+  },
+  (t) => [index('models_created_at_idx').on(t.createdAt.desc())],
+);
+export type ModelRow = typeof models.$inferSelect;
+
+/** Exported files of a model, one per format; `check` is the load-and-predict verification. */
+export const modelExports = pgTable(
+  'model_exports',
+  {
+    modelId: uuid('model_id')
+      .notNull()
+      .references(() => models.id, { onDelete: 'cascade' }),
+    format: text('format').notNull(),
+    fileName: text('file_name').notNull(),
+    sizeBytes: integer('size_bytes').notNull(),
+    sha256: text('sha256').notNull(),
+    check: jsonb('check').$type<Record<string, unknown>>(),
+    createdAt: tstz('created_at').notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.modelId, t.format] })],
+);
+export type ModelExportRow = typeof modelExports.$inferSelect;

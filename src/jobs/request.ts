@@ -1,8 +1,16 @@
 /**
  * The body of POST /api/v1/train (SPEC §2, seed 003 §4.1). Strict: unknown keys are errors,
  * so a typo in a hyperparameter never trains silently with a default.
+ *
+ * Two ways to say what to train: seed 003's `model_config`, or `config`, a config resolved by
+ * POST /api/v1/config/resolve (any Ultralytics training arguments, checked by src/configs)
+ * with `name` and `task` beside it. Either way the parsed request carries a model_config (the
+ * job row, callbacks and pages read it); a config request's model_config also carries the
+ * resolved config as `resolved_config`, which the worker's arguments come from.
  */
 import { z } from '@hono/zod-openapi';
+import { resolveConfig } from '../configs/resolver.js';
+import { modelConfigView } from '../configs/train-args.js';
 
 export const AugmentationSchema = z
   .object({
@@ -11,7 +19,7 @@ export const AugmentationSchema = z
     hsv_v: z.number().min(0).max(1),
     degrees: z.number().min(-180).max(180),
     translate: z.number().min(0).max(1),
-    scale: z.number().min(0).max(10),
+    scale: z.number().min(0).max(1),
     shear: z.number().min(-180).max(180),
     perspective: z.number().min(0).max(0.001),
     flipud: z.number().min(0).max(1),
@@ -85,7 +93,19 @@ export const TrainRequestSchema = z
       .refine((u) => /^https?:\/\//.test(u), 'must be an http(s) URL')
       .optional(),
     callback_secret: z.string().min(1).max(500).optional(),
-    model_config: ModelConfigSchema,
+    model_config: ModelConfigSchema.optional(),
+    /** The alternative to model_config: a resolved config and what it does not say. */
+    name: z.string().min(1).max(200).optional().openapi({ description: 'With config: the model name (required)' }),
+    framework: z.literal('ultralytics').optional().openapi({ description: 'With config (default ultralytics)' }),
+    task: z.enum(['detect', 'segment']).optional().openapi({ description: 'With config (default detect)' }),
+    config: z
+      .record(z.string(), z.unknown())
+      .optional()
+      .openapi({
+        description:
+          'Instead of model_config: Ultralytics training arguments as POST /api/v1/config/resolve returns them (developer mode; omitted keys take the base config). model is the base model.',
+        example: { model: 'yolo11n.yaml', epochs: 50, imgsz: 640, batch: 16, lr0: 0.01, cos_lr: true },
+      }),
     dataset: DatasetSchema,
     resources: ResourcesSchema.default({ device: 'auto', workers: 8 }),
   })
@@ -98,8 +118,55 @@ export const TrainRequestSchema = z
         message: 'callback_secret is required when callback_url is set',
       });
     }
+    if (body.model_config && body.config) {
+      ctx.addIssue({ code: 'custom', path: ['config'], message: 'send model_config or config, not both' });
+    } else if (!body.model_config && !body.config) {
+      ctx.addIssue({ code: 'custom', path: ['model_config'], message: 'model_config (or a resolved config) is required' });
+    }
+    for (const key of ['name', 'framework', 'task'] as const) {
+      if (body.model_config && body[key] !== undefined) {
+        ctx.addIssue({ code: 'custom', path: [key], message: `goes with config; with model_config, ${key === 'framework' ? 'leave it out' : `set model_config.${key}`}` });
+      }
+    }
+    if (body.config && !body.name) {
+      ctx.addIssue({ code: 'custom', path: ['name'], message: 'name is required with config' });
+    }
+  })
+  .transform((body, ctx) => {
+    const { model_config: modelConfig, name, framework, task, config, ...rest } = body;
+    if (modelConfig) return { ...rest, model_config: modelConfig as ModelConfig };
+    const resolved = resolveConfig({ framework, task, mode: 'developer', overrides: config });
+    if (!resolved.ok) {
+      for (const issue of resolved.issues) {
+        ctx.addIssue({ code: 'custom', path: ['config', ...issue.path.slice(1)], message: issue.message });
+      }
+      return z.NEVER;
+    }
+    const { config: resolvedConfig, task: resolvedTask } = resolved.value;
+    // The config's device chooses the slot unless resources.device does.
+    const configDevice = resolvedConfig['device'];
+    let resources = rest.resources;
+    if (typeof configDevice === 'string') {
+      if (resources.device === 'auto') resources = { ...resources, device: configDevice };
+      else if (resources.device.replace(/^(\d+)$/, 'cuda:$1') !== configDevice) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['config', 'device'],
+          message: `config.device ${configDevice} contradicts resources.device ${resources.device}`,
+        });
+        return z.NEVER;
+      }
+    }
+    return {
+      ...rest,
+      resources,
+      model_config: { ...modelConfigView(name!, resolvedTask, resolvedConfig), resolved_config: resolvedConfig } as ModelConfig,
+    };
   })
   .openapi('TrainRequest');
 
+export type ModelConfig = z.infer<typeof ModelConfigSchema> & {
+  /** Set when the request came as a resolved config: the worker's arguments come from it. */
+  resolved_config?: Record<string, unknown>;
+};
 export type TrainRequest = z.infer<typeof TrainRequestSchema>;
-export type ModelConfig = z.infer<typeof ModelConfigSchema>;

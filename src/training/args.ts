@@ -4,12 +4,17 @@
  * Pure. The worker adds data/project/name/exist_ok itself, and forces amp=false on CPU again
  * (its CUDA AMP check is patched to run offline: see worker/offline.py).
  */
+import { configToWorkerArgs } from '../configs/train-args.js';
 import type { ModelConfig } from '../jobs/request.js';
 
 export type ModelConfigInput = Pick<
   ModelConfig,
   'epochs' | 'batch_size' | 'image_size' | 'learning_rate' | 'optimizer' | 'patience' | 'seed'
-> & { augmentation?: Partial<Record<string, number>> | undefined };
+> & {
+  augmentation?: Partial<Record<string, number>> | undefined;
+  /** A request sent as a resolved config (src/configs): its arguments are used as they are. */
+  resolved_config?: Record<string, unknown> | undefined;
+};
 
 export type ResourcesInput = { workers?: number | undefined } | undefined;
 
@@ -32,6 +37,7 @@ export function toUltralyticsArgs(
   resources: ResourcesInput,
   device: string,
 ): Record<string, unknown> {
+  if (model.resolved_config) return configToWorkerArgs(model.resolved_config, device);
   const dev = normalizeDevice(device);
   const onGpu = dev !== 'cpu' && dev !== 'mps' && dev !== '';
   const args: Record<string, unknown> = {

@@ -1,7 +1,8 @@
 /**
  * Resolves a request's base_model to something the worker can load without the internet
  * (SPEC §5): a .pt under workdir/base-models/, an https URL fetched by the service (SSRF guard,
- * size cap) into that folder, or a model .yaml built from scratch. Ultralytics would try to
+ * size cap) into that folder, a registered model (`model:<id>`, its workdir/models/<id>/best.pt),
+ * or a model .yaml built from scratch. Ultralytics would try to
  * download a missing .pt from GitHub; we fail fast instead, naming where to put the file.
  */
 import crypto from 'node:crypto';
@@ -10,6 +11,7 @@ import path from 'node:path';
 import type { Dispatcher } from 'undici';
 import { downloadToFile } from '../datasets/download.js';
 import { JobError } from '../errors.js';
+import { modelWeightsFile } from '../registry/files.js';
 
 export interface BaseModelOptions {
   workdir: string;
@@ -41,8 +43,15 @@ export async function resolveBaseModel(baseModel: string, opts: BaseModelOptions
     });
     return dest;
   }
-  if (/^model:/.test(baseModel)) {
-    throw new JobError('MODEL_DOWNLOAD_FAILED', `model registry reference ${baseModel} is not supported yet`);
+  // A registered model (src/registry): its weights live under workdir/models/<id>/.
+  const registered = /^model:([\w-]{1,100})$/.exec(baseModel);
+  if (registered) {
+    const file = modelWeightsFile(opts.workdir, registered[1]!);
+    if (fs.existsSync(file)) return file;
+    throw new JobError('MODEL_DOWNLOAD_FAILED', `registered model ${registered[1]} not found (deleted, or registered on another node)`, {
+      base_model: baseModel,
+      expected_path: file,
+    });
   }
   const local = path.join(dir, baseModel);
   if (fs.existsSync(local)) return local;

@@ -134,10 +134,12 @@ export function registerJobs(app: OpenAPIHono, deps: AppDeps): void {
   app.openapi(getRoute, async (c) => {
     const { id } = c.req.valid('param');
     if (!UUID_RE.test(id)) throw notFound(id);
-    const job = await deps.jobs.get(id);
-    if (!job) throw notFound(id);
-    const queuePosition = job.state === 'queued' ? (await deps.jobs.estimatedStart(job)).position : undefined;
-    return c.json(jobView(job, { baseUrl: deps.baseUrl(c.req.url), queuePosition }) as z.infer<typeof JobSchema>, 200);
+    const found = await deps.jobs.read(id);
+    if (!found) throw notFound(id);
+    return c.json(
+      jobView(found.row, { baseUrl: deps.baseUrl(c.req.url), queuePosition: found.position }) as z.infer<typeof JobSchema>,
+      200,
+    );
   });
 
   app.openapi(listRoute, async (c) => {

@@ -44,13 +44,13 @@ const route = createRoute({
 export function registerTrain(app: OpenAPIHono, deps: AppDeps): void {
   app.openapi(route, async (c) => {
     const body = c.req.valid('json');
-    const { job, created } = await deps.jobs.submit(body);
+    const { job, created, position: placed } = await deps.jobs.submit(body);
     const baseUrl = deps.baseUrl(c.req.url);
     if (!created) {
       const existing = jobView(job, { baseUrl });
       throw new HttpError(409, 'JOB_EXISTS', `job ${job.id} already exists`, { job: existing });
     }
-    const { position, at } = await deps.jobs.estimatedStart(job);
+    const { position, at } = await deps.jobs.estimatedStart(job, placed);
     c.get('log').info({ job_id: job.id, queue_position: position }, 'job queued');
     const view = jobView(job, { baseUrl });
     return c.json(
