@@ -12,10 +12,10 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { asc, eq } from 'drizzle-orm';
 import { Webhook } from 'standardwebhooks';
-import { jobFolder } from '../src/callbacks/files.js';
+import { jobDir } from '../src/jobs/paths.js';
 import { callbackEvents } from '../src/db/schema.js';
-import type { JobChange } from '../src/jobs/events.js';
-import { finishJob, markRunning, updateActiveJob, type JobPatch } from '../src/jobs/transitions.js';
+import { jobRecorder } from '../src/jobs/recorder.js';
+import { markRunning } from '../src/jobs/transitions.js';
 import type { Executor } from '../src/scheduler/scheduler.js';
 import { signDownloadLink } from '../src/security/links.js';
 import type { ExecutorContext } from '../src/server.js';
@@ -46,27 +46,11 @@ function fakeTraining(ctx: ExecutorContext): Executor {
   const { database, hook, events, nodeId } = ctx;
   return async function executeScripted(claimed, { signal }) {
     const s = SCRIPTS[claimed.name] ?? SCRIPTS['short']!;
-    const record = async (patch: JobPatch, change: JobChange) => {
-      const row = await database.db.transaction(async (tx) => {
-        const updated = await updateActiveJob(tx, claimed.id, nodeId, patch);
-        if (updated) await hook(tx, updated, change);
-        return updated;
-      });
-      if (row) events.emit({ job: row, change });
-      return row;
-    };
-    const finish = async (state: 'completed' | 'failed', patch: JobPatch) => {
-      const row = await database.db.transaction(async (tx) => {
-        const updated = await finishJob(tx, claimed.id, nodeId, state, patch);
-        if (updated) await hook(tx, updated, state);
-        return updated;
-      });
-      if (row) events.emit({ job: row, change: state });
-    };
+    const { change: record, finish } = jobRecorder({ database, hook, events, nodeId }, claimed.id);
     const running = await markRunning(database.db, claimed.id, nodeId);
     if (!running) return;
     events.emit({ job: running, change: 'started' });
-    const dir = jobFolder(ctx.config.workdir, claimed.id);
+    const dir = jobDir(ctx.config.workdir, claimed.id);
     fs.mkdirSync(path.join(dir, 'weights'), { recursive: true });
     fs.writeFileSync(path.join(dir, 'worker.log'), 'epoch 1\nepoch 2\n');
 
@@ -317,7 +301,7 @@ for (const backend of backends()) {
       const model = await fetch(completedBody.model.download_url);
       assert.equal(model.status, 200);
       const bytes = Buffer.from(await model.arrayBuffer());
-      assert.deepEqual(bytes, fs.readFileSync(path.join(jobFolder(server.workdir, fullJob), 'weights', 'best.pt')));
+      assert.deepEqual(bytes, fs.readFileSync(path.join(jobDir(server.workdir, fullJob), 'weights', 'best.pt')));
       assert.match(model.headers.get('content-disposition')!, /filename="best\.pt"/);
       const csv = await fetch(completedBody.artifacts.results_csv);
       assert.equal(await csv.text(), 'results.csv contents');

@@ -8,6 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { JobRow } from '../db/schema.js';
+import { jobDir } from '../jobs/paths.js';
 
 /** The keys of a training_completed callback's `artifacts` (seed 003 §4.2.2) and their files. */
 export const CALLBACK_ARTIFACTS = {

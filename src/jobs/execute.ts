@@ -23,10 +23,11 @@ import { resolveBaseModel } from '../training/base-model.js';
 import type { WorkerEvent, WorkerSpec } from '../training/protocol.js';
 import { resolvePython } from '../training/python.js';
 import { runWorker } from '../training/runner.js';
-import type { JobChange } from './events.js';
+import type { JobChange, JobChangeEvent } from './events.js';
 import { jobDir, jobLogFile } from './paths.js';
 import type { TrainRequest } from './request.js';
-import { finishJob, markRunning, recordEpoch, requeueJob, updateActiveJob, type JobPatch } from './transitions.js';
+import { jobRecorder } from './recorder.js';
+import { markRunning, requeueJob, type JobPatch } from './transitions.js';
 
 
 const TRAIN_START = 10;
@@ -43,29 +44,16 @@ export function createExecutor(ctx: ExecutorContext): Executor {
     let phase: Phase = 'downloading';
     let epoch = 0;
 
-    /** One change, its hook, its announcement. Undefined: we no longer hold the job. */
-    const record = async (patch: JobPatch, change: JobChange, extra?: Parameters<typeof events.emit>[0]['epoch']) => {
-      const row = await database.db.transaction(async (tx) => {
-        if (extra) await recordEpoch(tx, { jobId: claimed.id, ...extra });
-        const updated = await updateActiveJob(tx, claimed.id, nodeId, patch);
-        if (updated) await hook(tx, updated, change);
-        return updated;
-      });
-      if (!row) {
-        local.abort('lease_lost' satisfies StopReason);
-        return undefined;
-      }
-      events.emit({ job: row, change, ...(extra ? { epoch: extra } : {}) });
+    const recorder = jobRecorder({ database, hook, events, nodeId }, claimed.id);
+    /** Undefined when we no longer hold the job: the worker is then stopped. */
+    const record = async (patch: JobPatch, change: JobChange, epochRow?: JobChangeEvent['epoch']) => {
+      const row = await recorder.change(patch, change, epochRow);
+      if (!row) local.abort('lease_lost' satisfies StopReason);
       return row;
     };
     const finish = async (state: 'completed' | 'failed', patch: JobPatch) => {
-      const row = await database.db.transaction(async (tx) => {
-        const updated = await finishJob(tx, claimed.id, nodeId, state, patch);
-        if (updated) await hook(tx, updated, state);
-        return updated;
-      });
+      const row = await recorder.finish(state, patch);
       if (row) {
-        events.emit({ job: row, change: state });
         const seconds = row.startedAt && row.finishedAt ? (row.finishedAt.getTime() - row.startedAt.getTime()) / 1000 : 0;
         ctx.metrics.trainingDuration.observe({ status: state }, seconds);
       }

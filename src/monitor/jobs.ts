@@ -3,12 +3,12 @@
  * through transitions.updateActiveJob, so only while this node holds the job) and their log file.
  */
 import fs from 'node:fs';
-import path from 'node:path';
 import { and, eq, inArray, sql } from 'drizzle-orm';
 import type { Database } from '../db/client.js';
 import { jobs } from '../db/schema.js';
 import { updateActiveJob } from '../jobs/transitions.js';
 import type { JobResourceSink } from './monitor.js';
+import { jobDir, jobLogFile } from '../jobs/paths.js';
 
 export function jobResourceSink(database: Database, nodeId: string, workdir: string): JobResourceSink {
   return {
@@ -20,11 +20,10 @@ export function jobResourceSink(database: Database, nodeId: string, workdir: str
     attach: async (jobId, resources) => {
       await updateActiveJob(database.db, jobId, nodeId, { resources: { ...resources } });
     },
-    // The worker's log (jobs/execute.ts jobDir); appends are O_APPEND, so lines do not interleave.
+    // The worker's log; appends are O_APPEND, so lines do not interleave with the worker's.
     log: async (jobId, line) => {
-      const dir = path.join(workdir, 'jobs', jobId);
-      await fs.promises.mkdir(dir, { recursive: true });
-      await fs.promises.appendFile(path.join(dir, 'worker.log'), line);
+      await fs.promises.mkdir(jobDir(workdir, jobId), { recursive: true });
+      await fs.promises.appendFile(jobLogFile(workdir, jobId), line);
     },
   };
 }

@@ -8,7 +8,7 @@ import { countByState, jobEpochRows, listJobs, queuedJobs } from '../jobs/querie
 import { apiStatus } from '../jobs/view.js';
 import { resourcesView } from '../monitor/view.js';
 import { headline } from '../stream/payload.js';
-import { jobLogFile } from '../api/routes/logs.js';
+import { jobDir, jobLogFile } from '../jobs/paths.js';
 
 export function jobCard(row: JobRow) {
   return {
@@ -110,7 +110,7 @@ export async function callbackDeliveries(deps: AppDeps, jobId: string, limit = 5
 
 /** Checkpoints Ultralytics wrote for the job (`<workdir>/jobs/<id>/weights/*.pt`). */
 export function checkpoints(workdir: string, jobId: string) {
-  const dir = path.join(workdir, 'jobs', jobId, 'weights');
+  const dir = path.join(jobDir(workdir, jobId), 'weights');
   try {
     return fs
       .readdirSync(dir, { withFileTypes: true })

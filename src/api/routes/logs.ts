@@ -5,19 +5,16 @@
  * uses the same reader behind its own (cookie) auth.
  */
 import fs from 'node:fs';
-import path from 'node:path';
 import { Readable } from 'node:stream';
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import { HttpError } from '../../errors.js';
 import type { AppDeps } from '../deps.js';
 import { JobIdParam, UUID_RE, errorResponses } from '../schemas.js';
+import { jobLogFile } from '../../jobs/paths.js';
 
 /** Longer lines (a progress bar redrawn thousands of times) are cut to this. */
 const MAX_LINE_CHARS = 8192;
 
-export function jobLogFile(workdir: string, jobId: string): string {
-  return path.join(workdir, 'jobs', jobId, 'worker.log');
-}
 
 export interface LogPage {
   offset: number;
