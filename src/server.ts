@@ -131,7 +131,9 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     events,
     hook,
     maxQueueLength: config.maxQueueLength,
-    readCacheMs: config.jobReadCacheMs,
+    // PGlite: this process is the database's only writer and announces every change a status
+    // read shows, so cached reads stay exact and the TTL is only a safety net.
+    readCacheMs: config.databaseUrl ? config.jobReadCacheMs : Math.max(config.jobReadCacheMs, 60_000),
   });
 
   activeJobs = () => scheduler.activeCount;

@@ -9,6 +9,7 @@ import type { Logger } from '../logger.js';
 
 export type JobChange =
   | 'queued'
+  | 'claimed'
   | 'started'
   | 'phase'
   | 'progress'

@@ -25,7 +25,7 @@ export interface SlotInfo {
 }
 
 /** Changes that move other jobs' queue positions. */
-const QUEUE_CHANGES = new Set<JobChange>(['queued', 'started', 'cancelled', 'requeued']);
+const QUEUE_CHANGES = new Set<JobChange>(['queued', 'claimed', 'started', 'cancelled', 'requeued']);
 const READ_CACHE_MAX = 10_000;
 
 export class JobService {

@@ -108,6 +108,7 @@ export class Scheduler {
         leaseSeconds: this.opts.leaseSeconds,
       });
       if (!job) continue;
+      this.opts.events.emit({ job, change: 'claimed' });
       const controller = new AbortController();
       const done = slot.add(() => this.execute(job, device, controller.signal));
       this.running.set(job.id, { controller, device, done: done.then(() => undefined) });
