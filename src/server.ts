@@ -38,6 +38,8 @@ export interface ServerHandle {
   logger: Logger;
   deps: AppDeps;
   scheduler: Scheduler;
+  /** The transition hook every job change runs in its transaction (the callback outbox). */
+  hook: TransitionHook;
   close(): Promise<void>;
 }
 
@@ -189,6 +191,7 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     logger,
     deps,
     scheduler,
+    hook,
     close: () =>
       (closing ??= (async () => {
         streams.close(); // open SSE responses would hold server.close() forever

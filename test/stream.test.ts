@@ -7,10 +7,8 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import type { JobRow } from '../src/db/schema.js';
-import type { JobChange } from '../src/jobs/events.js';
-import { claimNextJob, markRunning, recordEpoch, updateActiveJob, type JobPatch } from '../src/jobs/transitions.js';
 import { SseClient, encodeFrame } from '../src/stream/sse.js';
+import { jobDriver } from './helpers/job-driver.js';
 import { TOKEN, api, startTestServer, trainBody, type TestServer } from './helpers/server.js';
 
 interface SseEvent {
@@ -112,25 +110,12 @@ async function openSse(url: string, headers: Record<string, string> = {}) {
 const NODE = 'stream-test-node';
 
 function driver(server: TestServer) {
-  const { db } = server.deps.database;
+  const base = jobDriver(server, NODE);
   return {
-    async start(): Promise<JobRow> {
-      const claimed = await claimNextJob(db, { nodeId: NODE, device: 'cpu', leaseSeconds: 600 });
-      const running = await markRunning(db, claimed!.id, NODE);
-      server.deps.events.emit({ job: running!, change: 'started' });
-      return running!;
-    },
-    async record(id: string, patch: JobPatch, change: JobChange, epoch?: { epoch: number; metrics: Record<string, number>; epochSeconds: number }) {
-      const row = await db.transaction(async (tx) => {
-        if (epoch) await recordEpoch(tx, { jobId: id, ...epoch });
-        return updateActiveJob(tx, id, NODE, patch);
-      });
-      server.deps.events.emit({ job: row!, change, ...(epoch ? { epoch } : {}) });
-      return row!;
-    },
+    ...base,
     epoch(id: string, n: number) {
       const metrics = { mAP50: n / 10, 'mAP50-95': n / 20, box_loss: 1 / n, cls_loss: 1 / n, dfl_loss: 1 / n };
-      return this.record(id, { progress: 10 + n, currentEpoch: n, metricsCurrent: metrics }, 'epoch', { epoch: n, metrics, epochSeconds: 1 });
+      return base.record(id, { progress: 10 + n, currentEpoch: n, metricsCurrent: metrics }, 'epoch', { epoch: n, metrics, epochSeconds: 1 });
     },
   };
 }

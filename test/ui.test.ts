@@ -11,9 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import type { JobRow } from '../src/db/schema.js';
-import type { JobChange } from '../src/jobs/events.js';
-import { claimNextJob, finishJob, markRunning, recordEpoch, updateActiveJob, type JobPatch } from '../src/jobs/transitions.js';
+import { jobDriver } from './helpers/job-driver.js';
 import { ROOT, TOKEN, api, startTestServer, trainBody, type TestServer } from './helpers/server.js';
 
 const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
@@ -24,30 +22,15 @@ if (!haveChromium && process.env['CI']) throw new Error(`${CHROMIUM} is missing:
 
 /** Drives one job as the executor would: each change in a transaction, then announced. */
 function driver(server: TestServer) {
-  const { db } = server.deps.database;
+  const base = jobDriver(server, NODE);
   return {
-    async start(): Promise<JobRow> {
-      const claimed = await claimNextJob(db, { nodeId: NODE, device: 'cpu', leaseSeconds: 600 });
-      assert.ok(claimed, 'a queued job to claim');
-      const running = await markRunning(db, claimed.id, NODE);
-      server.deps.events.emit({ job: running!, change: 'started' });
-      return running!;
-    },
-    async record(id: string, patch: JobPatch, change: JobChange, epoch?: { epoch: number; metrics: Record<string, number>; epochSeconds: number }) {
-      const row = await db.transaction(async (tx) => {
-        if (epoch) await recordEpoch(tx, { jobId: id, ...epoch });
-        return updateActiveJob(tx, id, NODE, patch);
-      });
-      assert.ok(row, 'job still held');
-      server.deps.events.emit({ job: row, change, ...(epoch ? { epoch } : {}) });
-      return row;
-    },
+    ...base,
     async epoch(id: string, n: number, total: number) {
       const metrics = {
         box_loss: 1.5 / n, cls_loss: 2 / n, dfl_loss: 1.2 / n + 0.5,
         precision: 0.3 + n * 0.05, recall: 0.25 + n * 0.05, mAP50: 0.2 + n * 0.1, 'mAP50-95': 0.1 + n * 0.06,
       };
-      return this.record(
+      return base.record(
         id,
         {
           phase: 'training', progress: 10 + (85 * n) / total, currentEpoch: n, totalEpochs: total, etaSeconds: (total - n) * 30,
@@ -57,11 +40,7 @@ function driver(server: TestServer) {
         { epoch: n, metrics, epochSeconds: 30 },
       );
     },
-    async complete(id: string) {
-      const row = await finishJob(db, id, NODE, 'completed', {});
-      server.deps.events.emit({ job: row!, change: 'completed' });
-      return row!;
-    },
+    complete: (id: string) => base.finish(id, 'completed'),
   };
 }
 
