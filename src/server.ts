@@ -56,7 +56,6 @@ export interface ExecutorContext {
   events: JobEvents;
   hook: TransitionHook;
   nodeId: string;
-  metrics: AppDeps['metrics'];
 }
 
 export async function startServer(config: Config, overrides: ServerOverrides = {}): Promise<ServerHandle> {
@@ -91,6 +90,12 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     jobTotals: () => jobTotals(database),
     gpus: () => monitor.latest()?.gpus ?? [],
   });
+  // Every finished run is observed here, whoever recorded it (the pipeline, or a test's driver).
+  events.on(({ job, change }) => {
+    if ((change === 'completed' || change === 'failed') && job.startedAt && job.finishedAt) {
+      metrics.trainingDuration.observe({ status: change }, (job.finishedAt.getTime() - job.startedAt.getTime()) / 1000);
+    }
+  });
   const streams = new StreamHub({
     events,
     monitor,
@@ -113,7 +118,7 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
   });
   const hook: TransitionHook = callbacks.hook;
 
-  const ctx: ExecutorContext = { config, logger, database, events, hook, nodeId, metrics };
+  const ctx: ExecutorContext = { config, logger, database, events, hook, nodeId };
   // Imported lazily: an API-only node (RUN_JOBS=false) never loads the training path.
   const makeExecutor = config.runJobs
     ? (overrides.makeExecutor ?? (await import('./jobs/execute.js')).createExecutor)

@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { claimNextJob, finishJob, markRunning } from '../src/jobs/transitions.js';
+import { claimNextJob, markRunning } from '../src/jobs/transitions.js';
+import { jobDriver } from './helpers/job-driver.js';
 import { api, startTestServer, tempDir, trainBody, type TestServer } from './helpers/server.js';
 
 interface Sample {
@@ -142,14 +143,10 @@ describe('/metrics and resource monitoring', () => {
     assert.equal(total(now, 'queued') - total(before, 'queued'), 3);
     assert.equal(value(now, 'queue_size'), 3);
 
-    const { db } = server.deps.database;
-    const { metrics } = server.deps;
-    // As jobs/execute.ts records an outcome: the transition, then the duration.
+    const drive = jobDriver(server, NODE);
     const runAndFinish = async (state: 'completed' | 'failed') => {
-      const claimed = await claimNextJob(db, { nodeId: NODE, device: 'cpu', leaseSeconds: 600 });
-      await markRunning(db, claimed!.id, NODE);
-      const row = await finishJob(db, claimed!.id, NODE, state, {});
-      metrics.trainingDuration.observe({ status: state }, (row!.finishedAt!.getTime() - row!.startedAt!.getTime()) / 1000);
+      const running = await drive.start();
+      await drive.finish(running.id, state);
     };
     await runAndFinish('completed');
     now = (await scrape()).samples;

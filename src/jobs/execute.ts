@@ -51,14 +51,7 @@ export function createExecutor(ctx: ExecutorContext): Executor {
       if (!row) local.abort('lease_lost' satisfies StopReason);
       return row;
     };
-    const finish = async (state: 'completed' | 'failed', patch: JobPatch) => {
-      const row = await recorder.finish(state, patch);
-      if (row) {
-        const seconds = row.startedAt && row.finishedAt ? (row.finishedAt.getTime() - row.startedAt.getTime()) / 1000 : 0;
-        ctx.metrics.trainingDuration.observe({ status: state }, seconds);
-      }
-      return row;
-    };
+    const finish = (state: 'completed' | 'failed', patch: JobPatch) => recorder.finish(state, patch);
     const fail = async (err: JobError) => {
       log.warn({ code: err.code, err_message: err.message }, 'job failed');
       await finish('failed', {

@@ -30,6 +30,11 @@ export function jobLinks(baseUrl: string, id: string): JobLinks {
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
+/** Progress as every view shows it: percent, two decimals. */
+export function shownProgress(row: Pick<JobRow, 'progress'>): number {
+  return Math.round(row.progress * 100) / 100;
+}
+
 export function jobView(row: JobRow, extra: { baseUrl: string; queuePosition?: number }) {
   const request = row.request as { model_config?: { base_model?: string; task?: string } };
   return {
@@ -37,7 +42,7 @@ export function jobView(row: JobRow, extra: { baseUrl: string; queuePosition?: n
     name: row.name,
     status: apiStatus(row.state),
     phase: row.phase,
-    progress: Math.round(row.progress * 100) / 100,
+    progress: shownProgress(row),
     current_epoch: row.currentEpoch,
     total_epochs: row.totalEpochs,
     queue_position: extra.queuePosition ?? null,
@@ -69,7 +74,7 @@ export function jobSummary(row: JobRow, baseUrl: string) {
     model_name: row.name,
     status: apiStatus(row.state),
     phase: row.phase,
-    progress: Math.round(row.progress * 100) / 100,
+    progress: shownProgress(row),
     current_epoch: row.currentEpoch,
     total_epochs: row.totalEpochs,
     created_at: row.createdAt.toISOString(),

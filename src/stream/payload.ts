@@ -5,7 +5,7 @@
  */
 import type { JobRow } from '../db/schema.js';
 import type { JobChange, JobChangeEvent } from '../jobs/events.js';
-import { apiStatus } from '../jobs/view.js';
+import { apiStatus, shownProgress } from '../jobs/view.js';
 
 type Metrics = Record<string, number | null> | null | undefined;
 
@@ -35,6 +35,17 @@ export function headline(row: Pick<JobRow, 'metricsCurrent' | 'metricsBest'>) {
   };
 }
 
+/** Where the job stands: the fields every stream frame about a job starts with. */
+function standing(row: JobRow) {
+  return {
+    status: apiStatus(row.state),
+    phase: row.phase,
+    progress: shownProgress(row),
+    epoch: row.currentEpoch,
+    total_epochs: row.totalEpochs,
+  };
+}
+
 export type StreamEventName = 'progress' | 'completed' | 'failed' | 'cancelled';
 
 export function streamEventName(change: JobChange): StreamEventName {
@@ -45,11 +56,7 @@ export function progressData(row: JobRow, change: JobChange | 'snapshot', epoch?
   return {
     job_id: row.id,
     change,
-    status: apiStatus(row.state),
-    phase: row.phase,
-    progress: Math.round(row.progress * 100) / 100,
-    epoch: row.currentEpoch,
-    total_epochs: row.totalEpochs,
+    ...standing(row),
     ...headline(row),
     eta_seconds: row.etaSeconds,
     started_at: row.startedAt?.toISOString() ?? null,
@@ -66,11 +73,7 @@ export function terminalData(row: JobRow) {
   const current = row.metricsCurrent ?? null;
   return {
     job_id: row.id,
-    status: apiStatus(row.state),
-    phase: row.phase,
-    progress: Math.round(row.progress * 100) / 100,
-    epoch: row.currentEpoch,
-    total_epochs: row.totalEpochs,
+    ...standing(row),
     final_mAP50: current?.['mAP50'] ?? best?.['mAP50'] ?? null,
     'final_mAP50-95': current?.['mAP50-95'] ?? best?.['mAP50-95'] ?? null,
     metrics: { current, best },
@@ -92,11 +95,7 @@ export function dashboardJobData(row: JobRow, change: JobChange) {
     job_id: row.id,
     name: row.name,
     change,
-    status: apiStatus(row.state),
-    phase: row.phase,
-    progress: Math.round(row.progress * 100) / 100,
-    epoch: row.currentEpoch,
-    total_epochs: row.totalEpochs,
+    ...standing(row),
     ...headline(row),
     eta_seconds: row.etaSeconds,
     timestamp: new Date().toISOString(),
