@@ -38,7 +38,7 @@ const EnvSchema = z.object({
   PREDICT_MAX_BYTES: int(1024).default(64 * 1024 * 1024),
   MAX_QUEUE_LENGTH: int(1).default(100),
   /** How long GET /jobs/{id} may serve a job read before (changes made on this node show at once). */
-  JOB_READ_CACHE_MS: int(0, 60_000).default(500),
+  JOB_CACHE_SIZE: int(0, 1_000_000).default(10_000),
   /** Requests per minute per client on POST /train. */
   TRAIN_RATE_LIMIT_PER_MINUTE: int(1).default(30),
 
@@ -97,7 +97,7 @@ export type Config = Readonly<{
   maxBodyBytes: number;
   predictMaxBytes: number;
   maxQueueLength: number;
-  jobReadCacheMs: number;
+  jobCacheSize: number;
   trainRateLimitPerMinute: number;
   runJobs: boolean;
   devices: string;
@@ -157,7 +157,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     maxBodyBytes: e.MAX_BODY_BYTES,
     predictMaxBytes: e.PREDICT_MAX_BYTES,
     maxQueueLength: e.MAX_QUEUE_LENGTH,
-    jobReadCacheMs: e.JOB_READ_CACHE_MS,
+    jobCacheSize: e.JOB_CACHE_SIZE,
     trainRateLimitPerMinute: e.TRAIN_RATE_LIMIT_PER_MINUTE,
     runJobs: e.RUN_JOBS,
     devices: e.DEVICES,

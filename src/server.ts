@@ -138,9 +138,8 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     events,
     hook,
     maxQueueLength: config.maxQueueLength,
-    // PGlite: this process is the database's only writer and announces every change a status
-    // read shows, so cached reads stay exact and the TTL is only a safety net.
-    readCacheMs: config.databaseUrl ? config.jobReadCacheMs : Math.max(config.jobReadCacheMs, 60_000),
+    cacheSize: config.jobCacheSize,
+    logger,
   });
 
   activeJobs = () => scheduler.activeCount;
@@ -175,12 +174,7 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
   // Completed jobs whose model registration was lost (a crash right after completion).
   if (config.runJobs) await modelRegistry.registerMissing();
   await scheduler.start();
-  await jobService.reloadQueue();
-  // Other nodes sharing PostgreSQL change the queue too; this node's own changes apply at once.
-  const queueReload = config.databaseUrl
-    ? setInterval(() => void jobService.reloadQueue().catch((err) => logger.warn({ err }, 'queue reload failed')), 2000)
-    : null;
-  queueReload?.unref();
+  await jobService.start();
   logger.info({ url, devices, node_id: nodeId, database: database.kind, version: VERSION }, 'trainhook listening');
   if (secrets.apiTokenGenerated) {
     // Printed once, on the start that generated it, outside the JSON log (like a notebook server).
@@ -200,9 +194,9 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     close: () =>
       (closing ??= (async () => {
         streams.close(); // open SSE responses would hold server.close() forever
-        if (queueReload) clearInterval(queueReload);
         await new Promise<void>((resolve) => server.close(() => resolve()));
         await scheduler.stop();
+        await jobService.stop();
         await modelRegistry.close();
         await callbacks.stop();
         await monitor.stop();

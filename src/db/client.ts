@@ -18,6 +18,12 @@ export interface Database {
   /** Raw rows of a query, the same shape for both drivers. */
   rows<T = Record<string, unknown>>(query: SQL, on?: DbOrTx): Promise<T[]>;
   ping(): Promise<boolean>;
+  /**
+   * LISTEN on a channel. onListen runs each time the listening connection is (re)established:
+   * what was notified while it was down is lost, so that is where callers resynchronise.
+   * Resolves to a function that stops listening.
+   */
+  listen(channel: string, onNotify: (payload: string) => void, onListen: () => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 
@@ -42,6 +48,11 @@ export async function openDatabase(opts: { databaseUrl?: string | undefined; wor
       kind: 'postgres',
       rows: async (q, on = db) => rowsOf(await on.execute(q)),
       ping: () => ping(db),
+      // postgres.js keeps a dedicated connection for LISTEN and re-listens after a reconnect.
+      listen: async (channel, onNotify, onListen) => {
+        const meta = await client.listen(channel, onNotify, onListen);
+        return () => meta.unlisten();
+      },
       close: () => client.end({ timeout: 5 }),
     };
   }
@@ -56,6 +67,12 @@ export async function openDatabase(opts: { databaseUrl?: string | undefined; wor
     kind: 'pglite',
     rows: async (q, on = db) => rowsOf(await on.execute(q)),
     ping: () => ping(db),
+    // One in-process connection: it never drops, so onListen runs once.
+    listen: async (channel, onNotify, onListen) => {
+      const unlisten = await client.listen(channel, onNotify);
+      onListen();
+      return unlisten;
+    },
     close: () => client.close(),
   };
 }

@@ -1,5 +1,5 @@
 /** Reads of jobs: one job, a page of jobs, queue positions, counts by state. */
-import { and, asc, count, desc, eq, inArray, lt, sql } from 'drizzle-orm';
+import { and, asc, count, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm';
 import type { Db, DbOrTx } from '../db/client.js';
 import { jobEpochs, jobs, type JobRow, type JobState } from '../db/schema.js';
 
@@ -22,6 +22,17 @@ export async function getJobFast(db: Db, id: string): Promise<JobRow | undefined
   if (!q) preparedGetJob.set(db, (q = prepareGetJob(db)));
   const [row] = await q.execute({ id });
   return row;
+}
+
+/** The seq after which the newest `n` jobs start (0 when there are no more than n). */
+export async function warmStart(db: Db, n: number): Promise<number> {
+  const [row] = await db.select({ seq: jobs.seq }).from(jobs).orderBy(desc(jobs.seq)).offset(n).limit(1);
+  return row?.seq ?? 0;
+}
+
+/** Up to `n` jobs with a seq above `after`, in seq order. */
+export async function jobsAfter(db: Db, after: number, n: number): Promise<JobRow[]> {
+  return db.select().from(jobs).where(gt(jobs.seq, after)).orderBy(asc(jobs.seq)).limit(n);
 }
 
 export async function listJobs(

@@ -9,8 +9,11 @@ import type { Database, Tx } from '../db/client.js';
 import { jobs, type JobRow } from '../db/schema.js';
 import { HttpError } from '../errors.js';
 import type { JobChange, JobEvents } from './events.js';
-import { getJob, getJobFast, queuePosition, recentMeanDurationSeconds } from './queries.js';
+import { getJob, getJobFast, jobsAfter, queuePosition, recentMeanDurationSeconds, warmStart } from './queries.js';
+import type { Logger } from '../logger.js';
 import { QueueIndex } from './queue-index.js';
+import { JobReadCache, type CachedJob } from './read-cache.js';
+import { jobView } from './view.js';
 import type { TrainRequest } from './request.js';
 import { cancelJob, insertJob } from './transitions.js';
 
@@ -24,19 +27,18 @@ export interface SlotInfo {
   abort(jobId: string, reason: 'cancelled'): boolean;
 }
 
-/** Changes that move other jobs' queue positions. */
-const QUEUE_CHANGES = new Set<JobChange>(['queued', 'claimed', 'started', 'cancelled', 'requeued']);
-const READ_CACHE_MAX = 10_000;
+/** The channel of the jobs table's trigger (migrations/0003_job_change_notify.sql). */
+const JOB_CHANNEL = 'trainhook_jobs';
+const WARM_PAGE = 500;
 
 export class JobService {
-  /**
-   * Recent reads of GET /jobs/{id} (row + queue position). A change made on this node evicts
-   * the job at once (and every queued job's position when the queue moved); changes made by
-   * other nodes sharing PostgreSQL show within readCacheMs. Status polling is the hot path:
-   * bench/api.ts measured a queued job's read at 3.4 ms of CPU without it.
-   */
+  /** Queued jobs' order, for queue positions without a COUNT per read. */
   readonly queue = new QueueIndex();
-  private readonly readCache = new Map<string, { at: number; row: JobRow; position: number | undefined }>();
+  cache: JobReadCache;
+  private polling: NodeJS.Timeout | null = null;
+  private unlisten: (() => Promise<void>) | null = null;
+  private warming: Promise<void> | null = null;
+  private stopped = false;
 
   constructor(
     private readonly opts: {
@@ -45,41 +47,111 @@ export class JobService {
       events: JobEvents;
       hook: TransitionHook;
       maxQueueLength: number;
-      readCacheMs?: number;
+      /** Jobs kept in memory for status reads (0: none). */
+      cacheSize: number;
+      logger: Logger;
     },
   ) {
-    opts.events.on((e) => {
-      this.queue.apply(e);
-      this.readCache.delete(e.job.id);
-      if (QUEUE_CHANGES.has(e.change)) {
-        for (const [id, entry] of this.readCache) if (entry.row.state === 'queued') this.readCache.delete(id);
-      }
+    this.cache = new JobReadCache(opts.cacheSize);
+    // This node's changes apply at once; the trigger's notification of the same change follows.
+    opts.events.on((e) => this.changed(e.job.id, e.job.seq, e.job.state));
+  }
+
+  private changed(id: string, seq: number, state: string): void {
+    this.queue.apply(seq, state === 'queued');
+    this.cache.evict(id);
+  }
+
+  /**
+   * Follows job changes made anywhere (LISTEN), loads the queue index and, in the background,
+   * the most recent jobs into the read cache. Without a notification channel (a pooler that
+   * refuses LISTEN, say) nothing would tell this node of other nodes' changes, so reads then go
+   * to the database and the queue index reloads every 2 s.
+   */
+  async start(): Promise<void> {
+    const { database, logger } = this.opts;
+    try {
+      this.unlisten = await database.listen(
+        JOB_CHANNEL,
+        (payload) => {
+          const change = parseChange(payload);
+          if (change) this.changed(change.id, change.seq, change.state);
+        },
+        () => {
+          this.cache.clear();
+          void this.queue.reload(database.db).catch((err) => logger.warn({ err }, 'queue reload failed'));
+        },
+      );
+    } catch (err) {
+      logger.warn({ err }, 'cannot LISTEN for job changes: status reads go to the database');
+      this.cache = new JobReadCache(0);
+      this.polling = setInterval(
+        () => void this.queue.reload(database.db).catch((e) => logger.warn({ err: e }, 'queue reload failed')),
+        2000,
+      );
+      this.polling.unref();
+    }
+    await this.queue.reload(database.db);
+    this.warming = this.warm().catch((err) => {
+      if (!this.stopped) logger.warn({ err }, 'warming the job cache failed');
     });
   }
 
-  /** Refreshes the queue index from the database (at start, and on each scheduler sweep). */
-  async reloadQueue(): Promise<void> {
-    await this.queue.reload(this.opts.database.db);
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.polling) clearInterval(this.polling);
+    await this.warming;
+    await this.unlisten?.().catch(() => {});
+  }
+
+  /** Loads the newest jobs, oldest of them first (the cache drops its oldest entries first). */
+  private async warm(): Promise<void> {
+    const limit = this.opts.cacheSize;
+    if (limit === 0) return;
+    const { db } = this.opts.database;
+    let after = await warmStart(db, limit);
+    while (!this.stopped) {
+      const ticket = this.cache.ticket();
+      const rows = await jobsAfter(db, after, WARM_PAGE);
+      for (const row of rows) if (!this.cache.get(row.id)) this.cache.put(row, ticket);
+      if (rows.length < WARM_PAGE) return;
+      after = rows[rows.length - 1]!.seq;
+      // Pages, not one query: requests are served between them.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
   }
 
   private async position(job: JobRow): Promise<number> {
-    return this.queue.position(job.seq) ?? (await queuePosition(this.opts.database.db, job));
+    return this.queue.position(job.seq) ?? (await this.counted(job));
   }
 
-  /** A job and its place in line, for status reads. */
-  async read(id: string): Promise<{ row: JobRow; position: number | undefined } | undefined> {
-    const ttl = this.opts.readCacheMs ?? 0;
-    const hit = this.readCache.get(id);
-    if (hit && Date.now() - hit.at < ttl) return hit;
-    const { db } = this.opts.database;
-    const row = await getJobFast(db, id);
-    if (!row) return undefined;
-    const entry = { at: Date.now(), row, position: row.state === 'queued' ? await this.position(row) : undefined };
-    if (ttl > 0) {
-      if (this.readCache.size >= READ_CACHE_MAX) this.readCache.delete(this.readCache.keys().next().value!);
-      this.readCache.set(id, entry);
+  /** For a job the queue index does not know yet (submitted by another node a moment ago). */
+  private counted(job: JobRow): Promise<number> {
+    return queuePosition(this.opts.database.db, job);
+  }
+
+  private async entry(id: string): Promise<CachedJob | undefined> {
+    const hit = this.cache.get(id);
+    if (hit) return hit;
+    const ticket = this.cache.ticket();
+    const row = await getJobFast(this.opts.database.db, id);
+    return row && this.cache.put(row, ticket);
+  }
+
+  /**
+   * GET /jobs/{id}'s body: the job view as JSON, rendered once per change of the job or of its
+   * place in line, not once per poll.
+   */
+  async readJson(id: string, baseUrl: string): Promise<string | undefined> {
+    const entry = await this.entry(id);
+    if (!entry) return undefined;
+    const { row } = entry;
+    const position = row.state === 'queued' ? (this.queue.position(row.seq) ?? (await this.counted(row))) : undefined;
+    const key = `${position} ${baseUrl}`;
+    if (entry.rendered?.key !== key) {
+      entry.rendered = { key, body: JSON.stringify(jobView(row, { baseUrl, queuePosition: position })) };
     }
-    return entry;
+    return entry.rendered.body;
   }
 
   /** position: the new job's place in line (0 when it was not created). */
@@ -173,4 +245,15 @@ export class JobService {
 
 export function normalizeDevice(device: string): string {
   return /^\d+$/.test(device) ? `cuda:${device}` : device;
+}
+
+function parseChange(payload: string): { id: string; seq: number; state: string } | null {
+  try {
+    const c = JSON.parse(payload) as { id?: unknown; seq?: unknown; state?: unknown };
+    return typeof c.id === 'string' && typeof c.seq === 'number' && typeof c.state === 'string'
+      ? { id: c.id, seq: c.seq, state: c.state }
+      : null;
+  } catch {
+    return null;
+  }
 }

@@ -134,12 +134,11 @@ export function registerJobs(app: OpenAPIHono, deps: AppDeps): void {
   app.openapi(getRoute, async (c) => {
     const { id } = c.req.valid('param');
     if (!UUID_RE.test(id)) throw notFound(id);
-    const found = await deps.jobs.read(id);
-    if (!found) throw notFound(id);
-    return c.json(
-      jobView(found.row, { baseUrl: deps.baseUrl(c.req.url), queuePosition: found.position }) as z.infer<typeof JobSchema>,
-      200,
-    );
+    const body = await deps.jobs.readJson(id, deps.baseUrl(c.req.url));
+    if (body === undefined) throw notFound(id);
+    // Already JSON, rendered by the service once per change of the job (JobService.readJson);
+    // the route's declared schema still documents it.
+    return c.body(body, 200, { 'content-type': 'application/json' }) as never;
   });
 
   app.openapi(listRoute, async (c) => {
