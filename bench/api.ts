@@ -23,6 +23,7 @@
  *   BENCH_CONNECTIONS=10        autocannon connections
  *   BENCH_DURATION=10           seconds per measured run
  *   BENCH_WARMUP=2              seconds of unmeasured warm-up before each run (0: none)
+ *   BENCH_ROUNDS=3              rounds of (bare, trainhook) per endpoint; the median pair is reported
  *   BENCH_ENDPOINTS=get,post    which endpoints to measure
  *   BENCH_BACKENDS=pglite,postgres   which backends (postgres needs BENCH_DATABASE_URL)
  *   BENCH_DATABASE_URL=postgres://…  admin URL of a PostgreSQL server
@@ -385,6 +386,19 @@ function cpuSeconds(pids: number[]): number | null {
   }
   return ticks / CLOCK_TICKS;
 }
+/** Waits (up to 30 s) until a process uses under 2% of a CPU over half a second. */
+async function settle(pid: number | undefined): Promise<void> {
+  if (!pid) return;
+  const deadline = Date.now() + 30_000;
+  let last = cpuSeconds([pid]);
+  while (last !== null && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 500));
+    const now = cpuSeconds([pid]);
+    if (now === null || now - last < 0.01) return;
+    last = now;
+  }
+}
+
 /** USER_HZ: 100 on every mainstream Linux build. */
 const CLOCK_TICKS = 100;
 
@@ -519,6 +533,7 @@ async function runBackend(
     connections: number;
     duration: number;
     warmup: number;
+    rounds: number;
     cpuProf?: string | undefined;
     keep: boolean;
     logLevel: string;
@@ -562,6 +577,9 @@ async function runBackend(
       { url: `http://127.0.0.1:${port}`, readyPath: '/health' },
     );
     log(`${backend}: trainhook at ${server.url}, bare hono at ${bare.url}`);
+    // The server warms its job cache after it answers /health; neither server is measured
+    // while that startup work still runs (it would take CPU from the bare server's run).
+    await settle(server.child.pid);
 
     // The PostgreSQL backends of the server's pool, to count their CPU too (local server only).
     let dbPids: (() => Promise<number[]>) | undefined;
@@ -578,29 +596,45 @@ async function runBackend(
 
     const rows: Row[] = [];
     for (const endpoint of settings.endpoints) {
-      for (const [name, url] of [
-        ['bare hono', bare.url],
-        ['trainhook', server.url],
-      ] as const) {
-        log(`${backend}: ${endpoint} on ${name} (${settings.warmup} s warm-up + ${settings.duration} s, ${settings.connections} connections)`);
-        const child = name === 'trainhook' ? server : bare;
-        const m = await measure({
-          url,
-          endpoint,
-          ids,
-          connections: settings.connections,
-          duration: settings.duration,
-          warmup: settings.warmup,
-          serverPid: child.child.pid,
-          ...(name === 'trainhook' && dbPids ? { dbPids } : {}),
-        });
-        const row = toRow(backend, endpoint, name, m);
-        rows.push(row);
-        log(
-          `  ${row.rps.toFixed(0)} rps, p50 ${row.p50} ms, p99 ${row.p99} ms, cpu ${row.cpuUs?.toFixed(0) ?? '-'} µs/req` +
-            `${row.dbUs !== null ? ` + db ${row.dbUs.toFixed(0)} µs/req` : ''}, codes ${row.codes || '(none)'}, errors ${row.errors}`,
-        );
+      // Rounds of (bare, trainhook), each pair measured back to back; the pair with the median
+      // ratio is reported. One pair alone moved by ±15% between runs on this 2-core machine.
+      const pairs: Row[][] = [];
+      for (let round = 1; round <= settings.rounds; round++) {
+        const pair: Row[] = [];
+        for (const [name, url] of [
+          ['bare hono', bare.url],
+          ['trainhook', server.url],
+        ] as const) {
+          log(
+            `${backend}: ${endpoint} on ${name}, round ${round}/${settings.rounds} ` +
+              `(${settings.warmup} s warm-up + ${settings.duration} s, ${settings.connections} connections)`,
+          );
+          const child = name === 'trainhook' ? server : bare;
+          const m = await measure({
+            url,
+            endpoint,
+            ids,
+            connections: settings.connections,
+            duration: settings.duration,
+            warmup: settings.warmup,
+            serverPid: child.child.pid,
+            ...(name === 'trainhook' && dbPids ? { dbPids } : {}),
+          });
+          const row = toRow(backend, endpoint, name, m);
+          pair.push(row);
+          log(
+            `  ${row.rps.toFixed(0)} rps, p50 ${row.p50} ms, p99 ${row.p99} ms, cpu ${row.cpuUs?.toFixed(0) ?? '-'} µs/req` +
+              `${row.dbUs !== null ? ` + db ${row.dbUs.toFixed(0)} µs/req` : ''}, codes ${row.codes || '(none)'}, errors ${row.errors}`,
+          );
+        }
+        pairs.push(pair);
       }
+      const ratio = (pair: Row[]) => (pair[0]!.rps > 0 ? pair[1]!.rps / pair[0]!.rps : 0);
+      const sorted = [...pairs].sort((a, b) => ratio(a) - ratio(b));
+      if (pairs.length > 1) {
+        log(`${backend}: ${endpoint} rps ratio by round: ${pairs.map((p) => `${(ratio(p) * 100).toFixed(1)}%`).join(', ')}; median reported`);
+      }
+      rows.push(...sorted[Math.floor((sorted.length - 1) / 2)]!);
     }
     return rows;
   } finally {
@@ -626,6 +660,7 @@ async function main(): Promise<void> {
     connections: Math.max(1, Math.round(num('BENCH_CONNECTIONS', 10))),
     duration: Math.max(1, num('BENCH_DURATION', 10)),
     warmup: num('BENCH_WARMUP', 2),
+    rounds: Math.max(1, Math.round(num('BENCH_ROUNDS', 3))),
     cpuProf: process.env['BENCH_CPU_PROF'] || undefined,
     keep: ['1', 'true', 'yes'].includes(process.env['BENCH_KEEP'] ?? ''),
     logLevel: process.env['BENCH_LOG_LEVEL'] || 'warn',

@@ -160,7 +160,7 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     gpuAvailable: devices.some((d) => d.startsWith('cuda')),
     queueSize,
     activeJobs: () => scheduler.activeCount,
-    baseUrl: (requestUrl) => config.publicUrl ?? new URL(requestUrl).origin,
+    baseUrl: config.publicUrl ? () => config.publicUrl! : originOf,
   };
 
   const app = createApp(deps);
@@ -204,4 +204,22 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
         unlock();
       })()),
   };
+}
+
+/**
+ * A request URL's origin, parsed once per distinct scheme://host prefix: every job view carries
+ * links, and a URL parse per status read was as costly as the read itself. The Host header is
+ * the client's to choose, so the memo is bounded.
+ */
+const origins = new Map<string, string>();
+function originOf(requestUrl: string): string {
+  const end = requestUrl.indexOf('/', requestUrl.indexOf('//') + 2);
+  const prefix = end === -1 ? requestUrl : requestUrl.slice(0, end);
+  let origin = origins.get(prefix);
+  if (origin === undefined) {
+    origin = new URL(prefix).origin;
+    if (origins.size >= 64) origins.clear();
+    origins.set(prefix, origin);
+  }
+  return origin;
 }

@@ -2,7 +2,7 @@
  * The HTTP application: middleware, routes, the OpenAPI document and the one place where
  * errors become the JSON error shape `{"error": {"code", "message", "details"}}`.
  */
-import './context.js';
+import { requestLog } from './context.js';
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { swaggerUI } from '@hono/swagger-ui';
 import { getConnInfo } from '@hono/node-server/conninfo';
@@ -45,15 +45,15 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   app.use(requestId({ headerName: 'X-Request-Id' }));
   app.use(async function accessLog(c, next) {
     const started = performance.now();
-    const log = deps.logger.child({ request_id: c.get('requestId') });
-    c.set('log', log);
+    c.set('logger', deps.logger);
     await next();
     const seconds = (performance.now() - started) / 1000;
     const route = routePath(c) || 'unmatched';
-    deps.metrics.httpDuration.observe({ method: c.req.method, route, status: String(c.res.status) }, seconds);
+    const status = c.res.status;
+    deps.metrics.httpDuration.observe({ method: c.req.method, route, status: String(status) }, seconds);
     if (route !== '/metrics' && route !== '/health') {
-      log.info(
-        { method: c.req.method, route, path: c.req.path, status: c.res.status, ms: Math.round(seconds * 1e4) / 10 },
+      deps.logger.info(
+        { request_id: c.get('requestId'), method: c.req.method, route, path: c.req.path, status, ms: Math.round(seconds * 1e4) / 10 },
         'request',
       );
     }
@@ -148,7 +148,7 @@ export function createApp(deps: AppDeps): OpenAPIHono {
       const code = status === 400 ? 'INVALID_JSON' : `HTTP_${status}`;
       return c.json({ error: { code, message: err.message || 'bad request', details: null } }, status);
     }
-    (c.get('log') ?? deps.logger).error({ err }, 'unhandled error');
+    (c.get('logger') ? requestLog(c) : deps.logger).error({ err }, 'unhandled error');
     return c.json({ error: { code: 'INTERNAL_ERROR', message: 'internal server error', details: null } }, 500);
   });
   return app;

@@ -3,20 +3,17 @@
  * REQUEST_SIGNING_SECRET is set, an HMAC signature on POST /api/v1/train with a timestamp
  * window and refusal of a signature seen before (on every node: the seen set is in the DB).
  */
-import crypto from 'node:crypto';
 import { createMiddleware } from 'hono/factory';
 import { HttpError } from '../errors.js';
+import { secretMatcher } from '../security/compare.js';
 import { verifyRequestSignature } from '../security/request-signature.js';
 
-const sha256 = (s: string) => crypto.createHash('sha256').update(s, 'utf8').digest();
-
 export function bearerAuth(opts: { token: string }) {
-  // Hashed once: each request hashes only its candidate, then compares in constant time.
-  const expected = sha256(opts.token);
+  const isToken = secretMatcher(opts.token);
   return createMiddleware(async function bearerAuth(c, next) {
     const header = c.req.header('authorization') ?? '';
     const match = /^Bearer\s+(.+)$/i.exec(header);
-    if (!match || !crypto.timingSafeEqual(sha256(match[1]!.trim()), expected)) {
+    if (!match || !isToken(match[1]!.trim())) {
       throw new HttpError(401, 'UNAUTHORIZED', 'missing or invalid bearer token', null, {
         'WWW-Authenticate': 'Bearer realm="trainhook"',
       });

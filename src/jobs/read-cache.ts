@@ -16,8 +16,8 @@ import type { JobRow } from '../db/schema.js';
 
 export interface CachedJob {
   readonly row: JobRow;
-  /** The last rendering of this row, keyed by what else it depends on (base URL, place in line). */
-  rendered?: { key: string; body: string };
+  /** The last rendering of this row, with what else it depends on (place in line, base URL). */
+  rendered?: { position: number | undefined; baseUrl: string; body: string };
 }
 
 export class JobReadCache {

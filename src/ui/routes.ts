@@ -17,6 +17,7 @@ import { registerStreams } from '../stream/routes.js';
 import { UiAuth, safeNext, type Access } from './auth.js';
 import { dashboardData, jobPageData } from './data.js';
 import { PUBLIC_DIR, render } from './render.js';
+import { requestLog } from '../api/context.js';
 
 const CSP = [
   "default-src 'self'",
@@ -110,7 +111,7 @@ export function registerUi(app: OpenAPIHono, deps: AppDeps): void {
     const next = safeNext(typeof form['next'] === 'string' ? form['next'] : undefined);
     const token = typeof form['token'] === 'string' ? form['token'] : '';
     if (!token || !auth.checkToken(token)) {
-      c.get('log').warn('status page login refused');
+      requestLog(c).warn('status page login refused');
       return html(c, render('./login', { ...base(c, access, 'Log in'), next, error: 'That is not the API token of this server.' }), 401);
     }
     auth.setSession(c, auth.issue());
@@ -197,7 +198,7 @@ export function registerUi(app: OpenAPIHono, deps: AppDeps): void {
       if (wantsJson) return c.json({ error: { code: 'JOB_FINISHED', message: `job ${id} has already finished`, details: null } }, 409);
       return c.redirect(`/jobs/${id}?notice=finished`, 303);
     }
-    c.get('log').info({ job_id: id, via: access.via }, 'job cancelled from the status page');
+    requestLog(c).info({ job_id: id, via: access.via }, 'job cancelled from the status page');
     if (wantsJson) return c.json({ job_id: id, status: 'cancelled', message: 'Job cancelled successfully' }, 200);
     return c.redirect(`/jobs/${id}?notice=cancelled`, 303);
   });

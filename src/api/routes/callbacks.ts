@@ -5,6 +5,7 @@ import { OUTBOX_STATES } from '../../db/schema.js';
 import { HttpError } from '../../errors.js';
 import type { AppDeps } from '../deps.js';
 import { JobIdParam, UUID_RE, errorResponses } from '../schemas.js';
+import { requestLog } from '../context.js';
 
 const AttemptSchema = z.object({
   attempted_at: z.string(),
@@ -122,7 +123,7 @@ export function registerCallbacks(app: OpenAPIHono, deps: AppDeps): void {
       throw new HttpError(404, 'CALLBACK_NOT_FOUND', `no callback event ${eventId} for job ${id}`);
     }
     deps.callbacks.wake();
-    c.get('log').info({ job_id: id, event_id: eventId }, 'callback redelivery requested');
+    requestLog(c).info({ job_id: id, event_id: eventId }, 'callback redelivery requested');
     return c.json(
       { job_id: id, event_id: eventId, state: 'pending' as const, next_attempt_at: outcome.nextAttemptAt.toISOString() },
       202,

@@ -6,14 +6,15 @@ import { HttpError } from '../../errors.js';
 import { jobEpochRows, listJobs } from '../../jobs/queries.js';
 import { jobSummary, jobView, statesFor } from '../../jobs/view.js';
 import type { AppDeps } from '../deps.js';
-import { JobIdParam, JobSchema, UUID_RE, errorResponses } from '../schemas.js';
+import { JobIdParam, JobSchema, UUID_RE, errorResponses, jobIdPathParameter } from '../schemas.js';
+import { requestLog } from '../context.js';
 
 const getRoute = createRoute({
   method: 'get',
   path: '/api/v1/jobs/{id}',
   summary: 'One job: status, phase, progress, metrics, error, dataset info, model and artifacts',
   security: [{ bearer: [] }],
-  request: { params: JobIdParam },
+  parameters: [jobIdPathParameter],
   responses: {
     200: { description: 'The job', content: { 'application/json': { schema: JobSchema } } },
     ...errorResponses(401, 404),
@@ -132,7 +133,7 @@ export function registerJobs(app: OpenAPIHono, deps: AppDeps): void {
   });
 
   app.openapi(getRoute, async (c) => {
-    const { id } = c.req.valid('param');
+    const id = c.req.param('id');
     if (!UUID_RE.test(id)) throw notFound(id);
     const body = await deps.jobs.readJson(id, deps.baseUrl(c.req.url));
     if (body === undefined) throw notFound(id);
@@ -162,7 +163,7 @@ export function registerJobs(app: OpenAPIHono, deps: AppDeps): void {
         job: jobView(outcome.finished, { baseUrl: deps.baseUrl(c.req.url) }),
       });
     }
-    c.get('log').info({ job_id: id }, 'job cancelled');
+    requestLog(c).info({ job_id: id }, 'job cancelled');
     return c.json({ job_id: id, status: 'cancelled' as const, message: 'Job cancelled successfully' }, 200);
   });
 

@@ -28,6 +28,7 @@ import { EXPORT_FORMATS, type UploadedImage } from '../../registry/service.js';
 import { exportView, modelView, type LinkSigner } from '../../registry/view.js';
 import type { AppDeps } from '../deps.js';
 import { UUID_RE, errorResponses } from '../schemas.js';
+import { requestLog } from '../context.js';
 
 const ModelIdParam = z.object({
   id: z.string().openapi({ param: { name: 'id', in: 'path' }, example: '6f1c2b1e-4c1a-4f57-9a55-0d3f2a1b7c9e' }),
@@ -225,7 +226,7 @@ export function registerModels(app: OpenAPIHono, deps: AppDeps): void {
     if ('inUse' in outcome) {
       throw new HttpError(409, 'MODEL_IN_USE', `model ${id} is the base model of unfinished jobs`, { jobs: outcome.inUse });
     }
-    c.get('log').info({ model_id: id }, 'model deleted');
+    requestLog(c).info({ model_id: id }, 'model deleted');
     return c.json({ model_id: id, success: true as const }, 200);
   });
 
@@ -234,7 +235,7 @@ export function registerModels(app: OpenAPIHono, deps: AppDeps): void {
     const { format, force } = c.req.valid('json');
     try {
       const { row: exported, created } = await registry.export(row, format, force);
-      c.get('log').info({ model_id: row.id, format, created }, 'model exported');
+      requestLog(c).info({ model_id: row.id, format, created }, 'model exported');
       return c.json(exportView(exported, signer(c)), created ? 201 : 200);
     } catch (err) {
       throw toolHttpError(err);
@@ -341,7 +342,7 @@ export function registerModels(app: OpenAPIHono, deps: AppDeps): void {
       } catch (err) {
         throw toolHttpError(err);
       }
-      c.get('log').info({ model_id: model.id, images: images.length, format: opts.format }, 'prediction');
+      requestLog(c).info({ model_id: model.id, images: images.length, format: opts.format }, 'prediction');
       if (opts.format === 'csv') {
         return c.body(toCsv(run), 200, {
           'Content-Type': 'text/csv; charset=utf-8',

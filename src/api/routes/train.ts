@@ -4,6 +4,7 @@ import { jobView } from '../../jobs/view.js';
 import type { AppDeps } from '../deps.js';
 import { HttpError } from '../../errors.js';
 import { JobSchema, LinksSchema, errorResponses } from '../schemas.js';
+import { requestLog } from '../context.js';
 
 const route = createRoute({
   method: 'post',
@@ -51,7 +52,7 @@ export function registerTrain(app: OpenAPIHono, deps: AppDeps): void {
       throw new HttpError(409, 'JOB_EXISTS', `job ${job.id} already exists`, { job: existing });
     }
     const { position, at } = await deps.jobs.estimatedStart(job, placed);
-    c.get('log').info({ job_id: job.id, queue_position: position }, 'job queued');
+    requestLog(c).info({ job_id: job.id, queue_position: position }, 'job queued');
     const view = jobView(job, { baseUrl });
     return c.json(
       {
