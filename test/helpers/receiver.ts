@@ -23,6 +23,8 @@ export interface Receiver {
   received: Received[];
   /** Requests answered so far for a path (counting failures). */
   count(path?: string): number;
+  /** Requests left hanging that the sender has not given up on yet. */
+  hanging(): number;
   respond: (r: Received, nth: number) => Reply;
   waitFor(predicate: (all: Received[]) => boolean, timeoutMs?: number, what?: string): Promise<void>;
   close(): Promise<void>;
@@ -66,6 +68,7 @@ export async function startReceiver(respond: Receiver['respond'] = () => ({ stat
     received,
     respond,
     count: (path) => (path ? (perPath.get(path) ?? 0) : received.length),
+    hanging: () => hanging.size,
     async waitFor(predicate, timeoutMs = 15_000, what = 'callbacks') {
       const deadline = Date.now() + timeoutMs;
       while (!predicate(received)) {
