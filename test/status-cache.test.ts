@@ -94,5 +94,23 @@ if (backends().includes('postgres')) {
       await waitFor('B to show the cancel made on A', async () => (await onB(`/api/v1/jobs/${first}`)).json.status === 'cancelled', 5000);
       assert.equal((await onB(`/api/v1/jobs/${second}`)).json.queue_position, 1);
     });
+
+    test('a dropped LISTEN connection empties the cache: what was notified meanwhile is lost', async () => {
+      const onA = api(a.url);
+      const onB = api(b.url);
+      const [id, untouched] = await submit(onA, 2);
+      for (const j of [id, untouched]) {
+        await waitFor('B to read the job', async () => (await onB(`/api/v1/jobs/${j}`)).json?.name === 'test-model', 5000);
+        assert.ok(b.deps.jobs.cache.get(j!));
+      }
+      const [killed] = await a.deps.database.rows<{ n: number }>(sql`
+        select count(pg_terminate_backend(pid))::int as n from pg_stat_activity
+        where datname = current_database() and query ilike 'listen%' and pid <> pg_backend_pid()`);
+      assert.equal(killed?.n, 2, "both nodes' listening connections");
+      // Only the resync on re-listen evicts a job that did not change.
+      await waitFor('B to empty its cache on re-listen', async () => !b.deps.jobs.cache.get(untouched!), 10_000);
+      await a.deps.database.db.execute(sql`update jobs set name = 'renamed by hand' where id = ${id}`);
+      await waitFor('B to show the change', async () => (await onB(`/api/v1/jobs/${id}`)).json.name === 'renamed by hand', 10_000);
+    });
   });
 }
