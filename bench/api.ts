@@ -166,14 +166,23 @@ async function freePort(): Promise<number> {
 
 /**
  * Spawns `node <args>` and resolves once `ready(url)` answers. `url` is either given (a port
- * chosen here) or read from the first stdout line carrying `"url"`.
+ * chosen here) or read from the first stdout line carrying `"url"`. With `logFile`, stdout goes
+ * to that file unread: at LOG_LEVEL=info the server logs a line per request, and reading them
+ * here would take the load generator's CPU.
  */
-async function startChild(args: string[], env: Record<string, string>, opts: { url?: string; readyPath?: string }): Promise<Child> {
+async function startChild(
+  args: string[],
+  env: Record<string, string>,
+  opts: { url?: string; readyPath?: string; logFile?: string },
+): Promise<Child> {
+  const logFd = opts.logFile ? fs.openSync(opts.logFile, 'a') : null;
   const child = spawn(process.execPath, args, {
     cwd: ROOT,
     env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['ignore', logFd ?? 'pipe', 'pipe'],
   });
+  if (logFd !== null) fs.closeSync(logFd);
+  const logTail = () => (opts.logFile ? `\n${fs.readFileSync(opts.logFile, 'utf8').split('\n').slice(-40).join('\n')}` : '');
   const output: string[] = [];
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   let announced: ((url: string) => void) | undefined;
@@ -189,7 +198,8 @@ async function startChild(args: string[], env: Record<string, string>, opts: { u
     }
     if (/"level":"(warn|error|fatal)"/.test(line) || line.startsWith('trainhook:')) process.stderr.write(`  [child] ${line}\n`);
   };
-  for (const stream of [child.stdout!, child.stderr!]) {
+  for (const stream of [child.stdout, child.stderr]) {
+    if (!stream) continue;
     let buf = '';
     stream.on('data', (d: Buffer) => {
       buf += d.toString();
@@ -201,7 +211,7 @@ async function startChild(args: string[], env: Record<string, string>, opts: { u
     });
   }
   const died = new Promise<never>((_, reject) =>
-    child.once('exit', (code) => reject(new Error(`child exited with ${code}:\n${output.join('\n')}`))),
+    child.once('exit', (code) => reject(new Error(`child exited with ${code}:\n${output.join('\n')}${logTail()}`))),
   );
   died.catch(() => {});
   const deadline = Date.now() + 120_000;
@@ -215,7 +225,7 @@ async function startChild(args: string[], env: Record<string, string>, opts: { u
       } catch {
         /* not listening yet */
       }
-      if (Date.now() > deadline) throw new Error(`child did not start:\n${output.join('\n')}`);
+      if (Date.now() > deadline) throw new Error(`child did not start:\n${output.join('\n')}${logTail()}`);
       await new Promise((r) => setTimeout(r, 100));
     }
   })();
@@ -574,7 +584,7 @@ async function runBackend(
         // Empty counts as unset (config.ts): PGlite under WORKDIR.
         DATABASE_URL: pg?.url ?? '',
       },
-      { url: `http://127.0.0.1:${port}`, readyPath: '/health' },
+      { url: `http://127.0.0.1:${port}`, readyPath: '/health', logFile: path.join(workdir, 'server.log') },
     );
     log(`${backend}: trainhook at ${server.url}, bare hono at ${bare.url}`);
     // The server warms its job cache after it answers /health; neither server is measured

@@ -43,7 +43,7 @@ import { openDatabase, type Database, type Tx } from '../src/db/client.js';
 import { migrate } from '../src/db/migrate.js';
 import { callbackEvents, jobs } from '../src/db/schema.js';
 import { finishJob, updateActiveJob } from '../src/jobs/transitions.js';
-import { createLogger } from '../src/logger.js';
+import { createLoggers } from '../src/logger.js';
 import { createOutboundDispatcher } from '../src/net/outbound.js';
 
 const env = process.env;
@@ -140,7 +140,7 @@ async function bench(backend: 'pglite' | 'postgres'): Promise<RunResult[]> {
     CALLBACK_PROGRESS_MIN_INTERVAL_MS: MIN_INTERVAL_MS,
     ...(CONCURRENCY ? { CALLBACK_CONCURRENCY: CONCURRENCY } : {}),
   });
-  const logger = createLogger('warn');
+  const { logger } = createLoggers('warn');
   const database: Database = await openDatabase(config);
   await migrate(database);
   const { db } = database;

@@ -19,7 +19,7 @@ import { migrate } from './db/migrate.js';
 import { jobs } from './db/schema.js';
 import { JobEvents } from './jobs/events.js';
 import { JobService, type TransitionHook } from './jobs/service.js';
-import { createLogger, type Logger } from './logger.js';
+import { createLoggers, type Logger } from './logger.js';
 import { createMetrics } from './metrics.js';
 import { jobResourceSink, jobTotals } from './monitor/jobs.js';
 import { SystemMonitor } from './monitor/monitor.js';
@@ -60,7 +60,7 @@ export interface ExecutorContext {
 
 export async function startServer(config: Config, overrides: ServerOverrides = {}): Promise<ServerHandle> {
   fs.mkdirSync(config.workdir, { recursive: true });
-  const logger = createLogger(config.logLevel, overrides.logDestination);
+  const { logger, accessLogger } = createLoggers(config.logLevel, overrides.logDestination);
   const unlock = config.databaseUrl ? () => {} : lockWorkdir(config.workdir);
   const secrets = loadServerSecrets(config);
   const database = await openDatabase(config);
@@ -147,6 +147,7 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
   const deps: AppDeps = {
     config,
     logger,
+    accessLogger,
     database,
     jobs: jobService,
     events,

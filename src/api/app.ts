@@ -52,7 +52,7 @@ export function createApp(deps: AppDeps): OpenAPIHono {
     const status = c.res.status;
     deps.metrics.httpDuration.observe({ method: c.req.method, route, status: String(status) }, seconds);
     if (route !== '/metrics' && route !== '/health') {
-      deps.logger.info(
+      deps.accessLogger.info(
         { request_id: c.get('requestId'), method: c.req.method, route, path: c.req.path, status, ms: Math.round(seconds * 1e4) / 10 },
         'request',
       );

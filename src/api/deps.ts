@@ -14,6 +14,8 @@ import type { ServerSecrets } from '../security/secrets.js';
 export interface AppDeps {
   config: Config;
   logger: Logger;
+  /** The one line per request (see createLoggers). */
+  accessLogger: Logger;
   database: Database;
   jobs: JobService;
   events: JobEvents;
