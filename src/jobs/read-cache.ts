@@ -25,7 +25,13 @@ export class JobReadCache {
   private changes = 0;
 
   /** capacity 0 turns the cache off: every read goes to the database. */
-  constructor(private readonly capacity: number) {}
+  constructor(private capacity: number) {}
+
+  /** For a node that cannot learn of other nodes' changes. */
+  disable(): void {
+    this.capacity = 0;
+    this.clear();
+  }
 
   get size(): number {
     return this.entries.size;

@@ -33,7 +33,7 @@ const WARM_PAGE = 500;
 export class JobService {
   /** Queued jobs' order, for queue positions without a COUNT per read. */
   readonly queue = new QueueIndex();
-  cache: JobReadCache;
+  readonly cache: JobReadCache;
   private polling: NodeJS.Timeout | null = null;
   private unlisten: (() => Promise<void>) | null = null;
   private warming: Promise<void> | null = null;
@@ -83,7 +83,7 @@ export class JobService {
       );
     } catch (err) {
       logger.warn({ err }, 'cannot LISTEN for job changes: status reads go to the database');
-      this.cache = new JobReadCache(0);
+      this.cache.disable();
       this.polling = setInterval(
         () => void this.queue.reload(database.db).catch((e) => logger.warn({ err: e }, 'queue reload failed')),
         2000,
@@ -120,13 +120,12 @@ export class JobService {
     }
   }
 
-  private async position(job: JobRow): Promise<number> {
-    return this.queue.position(job.seq) ?? (await this.counted(job));
-  }
-
-  /** For a job the queue index does not know yet (submitted by another node a moment ago). */
-  private counted(job: JobRow): Promise<number> {
-    return queuePosition(this.opts.database.db, job);
+  /**
+   * A queued job's place in line: from the index, at once; counted in the database for a job
+   * the index does not know yet (submitted on another node a moment ago).
+   */
+  private position(job: JobRow): number | Promise<number> {
+    return this.queue.position(job.seq) ?? queuePosition(this.opts.database.db, job);
   }
 
   private async load(id: string): Promise<CachedJob | undefined> {
@@ -144,7 +143,8 @@ export class JobService {
     const entry = this.cache.get(id) ?? (await this.load(id));
     if (!entry) return undefined;
     const { row } = entry;
-    const position = row.state === 'queued' ? (this.queue.position(row.seq) ?? (await this.counted(row))) : undefined;
+    const known = row.state === 'queued' ? this.position(row) : undefined;
+    const position = typeof known === 'object' ? await known : known;
     const last = entry.rendered;
     if (last && last.position === position && last.baseUrl === baseUrl) return last.body;
     const body = JSON.stringify(jobView(row, { baseUrl, queuePosition: position }));
