@@ -33,10 +33,6 @@ export class JobReadCache {
     this.clear();
   }
 
-  get size(): number {
-    return this.entries.size;
-  }
-
   get(id: string): CachedJob | undefined {
     return this.entries.get(id);
   }
