@@ -8,7 +8,7 @@
 #
 # GPU: nothing CUDA is installed from the base image. torch 2.14.1 from PyPI (Linux x86_64) pulls
 # in the CUDA 13 runtime as pip wheels (nvidia-cublas, nvidia-cudnn-cu13, ... pinned in
-# worker/requirements.txt), so the image needs only the host's NVIDIA driver (a release that
+# worker/engines/*/requirements.txt), so the image needs only the host's NVIDIA driver (a release that
 # supports CUDA 13, i.e. R580 or newer) and the NVIDIA Container Toolkit: run with `--gpus all`
 # (compose: deploy.resources.reservations.devices). The toolkit also mounts nvidia-smi, which
 # trainhook uses to find GPUs (DEVICES=auto) and for GPU metrics. Without a GPU the same image
@@ -17,7 +17,7 @@
 # --shm-size: PyTorch dataloader workers pass batches through /dev/shm; Docker's default 64 MB
 # is too small for resources.workers > 0.
 
-# Debian 12 (bookworm): its python3 is 3.11, the version worker/requirements.txt is pinned for.
+# Debian 12 (bookworm): its python3 is 3.11, the version the engines' requirements are pinned for.
 FROM node:20-bookworm-slim
 
 # python3-venv: `python3 -m venv`; libgl1 + libglib2.0-0: what opencv-python (an Ultralytics
@@ -28,14 +28,15 @@ RUN apt-get update \
 
 WORKDIR /app
 
-# The worker venv first, from requirements.txt alone: this layer (GBs of wheels) is rebuilt only
-# when the pins change. scripts/setup-python.mjs installs torch + torchvision, then the pins,
-# checks `import cv2, torch, ultralytics`, and names the venv after the hash of requirements.txt:
-# /opt/trainhook/venv-<hash>. The server finds it the same way at run time (same
+# The engines' venvs first, one per worker/engines/<engine>/requirements.txt, before the rest of
+# the code: this layer (GBs of wheels) is rebuilt when the engines' folders change.
+# scripts/setup-python.mjs installs torch + torchvision, then the pins, checks each file's
+# `# check: import …` line, and names each venv after its file's hash:
+# /opt/trainhook/venv-<hash>. The server finds them the same way at run time (same
 # TRAINHOOK_VENV_DIR), and `npm start`'s own setup step returns at once.
 ENV TRAINHOOK_VENV_DIR=/opt/trainhook
 COPY scripts/setup-python.mjs scripts/setup-python.mjs
-COPY worker/requirements.txt worker/requirements.txt
+COPY worker/engines/ worker/engines/
 RUN PIP_NO_CACHE_DIR=1 node scripts/setup-python.mjs \
  && chmod -R a+rX /opt/trainhook
 

@@ -262,7 +262,9 @@ async function seed(opts: { databaseUrl?: string; workdir: string; n: number; fi
   const { openDatabase } = await import('../src/db/client.js');
   const { migrate } = await import('../src/db/migrate.js');
   const { jobs } = await import('../src/db/schema.js');
-  const { TrainRequestSchema } = await import('../src/jobs/request.js');
+  const { trainRequestSchema } = await import('../src/jobs/request.js');
+  const { Engines } = await import('../src/engines/index.js');
+  const TrainRequestSchema = trainRequestSchema(new Engines());
   const database = await openDatabase({ databaseUrl: opts.databaseUrl, workdir: opts.workdir });
   try {
     await migrate(database);
@@ -283,6 +285,8 @@ async function seed(opts: { databaseUrl?: string; workdir: string; n: number; fi
         rows.push({
           id,
           name: request.model_config.name,
+          engine: request.model_config.framework,
+          task: request.model_config.task,
           totalEpochs: request.model_config.epochs,
           request,
           requestedDevice: 'auto',

@@ -75,9 +75,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setupPython } from '../scripts/setup-python.mjs';
-import { TrainRequestSchema } from '../src/jobs/request.js';
+import { ResourcesSchema } from '../src/jobs/request.js';
+import { UltralyticsModelConfigSchema } from '../src/engines/ultralytics/request.js';
 import { ultralyticsDevice } from '../src/scheduler/devices.js';
-import { toUltralyticsArgs } from '../src/training/args.js';
+import { toUltralyticsArgs } from '../src/engines/ultralytics/args.js';
 import { serveFile, startFileServer } from '../test/helpers/file-server.js';
 import { TOKEN, api, startChildServer, type ChildServer } from '../test/helpers/server.js';
 import { writeSyntheticDataset, zipDirectory } from '../test/helpers/synthetic-dataset.js';
@@ -589,9 +590,8 @@ async function main(): Promise<void> {
       dataset: { url: files.url('/dataset.zip') },
       resources: { device: 'cpu', workers: 0 },
     };
-    const parsed = TrainRequestSchema.parse(body);
-    // The scheduler's slot on a DEVICES=cpu server is 'cpu'; execute.ts maps it the same way.
-    const args = toUltralyticsArgs(parsed.model_config, parsed.resources, ultralyticsDevice('cpu'));
+    // The scheduler's slot on a DEVICES=cpu server is 'cpu'; the engine maps it the same way.
+    const args = toUltralyticsArgs(UltralyticsModelConfigSchema.parse(body.model_config), ResourcesSchema.parse(body.resources), ultralyticsDevice('cpu'));
     say(`args: ${JSON.stringify(args)}`);
 
     // Config dirs for both, warmed the same way; the server's is where its worker looks.
@@ -621,7 +621,7 @@ async function main(): Promise<void> {
       zipUrl: files.url('/dataset.zip'),
       request: body,
       args,
-      modelName: parsed.model_config.base_model,
+      modelName: UltralyticsModelConfigSchema.parse(body.model_config).base_model,
       server,
       serverWorkdir,
       bareConfig,

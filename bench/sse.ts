@@ -32,7 +32,7 @@ type FromChild =
 
 // ─── server side (child process) ─────────────────────────────────────────────
 async function serverMain(): Promise<void> {
-  const { loadConfig } = await import('../src/config.js');
+  const { loadConfig } = await import('../src/core/config.js');
   const { startServer } = await import('../src/server.js');
   const { claimNextJob, markRunning, recordEpoch, updateActiveJob } = await import('../src/jobs/transitions.js');
   const workdir = fs.mkdtempSync(path.join(os.tmpdir(), 'trainhook-bench-sse-'));

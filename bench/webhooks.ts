@@ -29,6 +29,8 @@
  *   BENCH_JSON=<file>         also write the results as JSON
  *   BENCH_STRICT=1            exit 1 when the target is missed or anything is lost
  */
+import { Engines } from '../src/engines/index.js';
+import { JobFiles } from '../src/jobs/files.js';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -38,12 +40,12 @@ import { count, eq, inArray } from 'drizzle-orm';
 import postgres from 'postgres';
 import { CallbackDispatcher } from '../src/callbacks/dispatcher.js';
 import { createCallbackHook } from '../src/callbacks/hook.js';
-import { loadConfig } from '../src/config.js';
+import { loadConfig } from '../src/core/config.js';
 import { openDatabase, type Database, type Tx } from '../src/db/client.js';
 import { migrate } from '../src/db/migrate.js';
 import { callbackEvents, jobs } from '../src/db/schema.js';
 import { finishJob, updateActiveJob } from '../src/jobs/transitions.js';
-import { createLoggers } from '../src/logger.js';
+import { createLoggers } from '../src/core/logger.js';
 import { createOutboundDispatcher } from '../src/net/outbound.js';
 
 const env = process.env;
@@ -146,8 +148,11 @@ async function bench(backend: 'pglite' | 'postgres'): Promise<RunResult[]> {
   const { db } = database;
   const http = createOutboundDispatcher(config.outboundAllow, { agent: { keepAliveTimeout: 60_000 } });
   let dispatcher = new CallbackDispatcher({ db, config, nodeId: NODE_ID, logger, dispatcher: http, userAgent: 'trainhook-bench' });
+  const engines = new Engines();
   const hook = createCallbackHook({
     config,
+    files: new JobFiles(config.workdir, engines),
+    engines,
     linkSigningKey: 'bench-link-key-0123456789abcdef0123456789',
     baseUrl: () => 'http://127.0.0.1:8000',
     onEnqueued: (at) => dispatcher.wakeAt(at),
@@ -160,6 +165,8 @@ async function bench(backend: 'pglite' | 'postgres'): Promise<RunResult[]> {
         ids.slice(i, i + 500).map((id) => ({
           id,
           name: `bench-${id.slice(0, 8)}`,
+          engine: 'ultralytics',
+          task: 'detect',
           totalEpochs: EVENTS,
           request: {},
           callbackUrl: `http://127.0.0.1:${port}/hook`,

@@ -27,7 +27,8 @@
       bar.textContent = d.progress + '%';
     }
     set(card, 'progress-text', Math.round(d.progress) + '% · Epoch ' + d.epoch + '/' + d.total_epochs + ' · ' + f.phase(d.phase));
-    set(card, 'map50', f.num(d.mAP50));
+    var key = d.headline_keys && d.headline_keys[0];
+    if (key) set(card, 'headline', f.num(d[key]));
     set(card, 'loss', f.num(d.loss));
     set(card, 'eta', f.duration(d.eta_seconds));
     set(card, 'status', f.status(d.status));

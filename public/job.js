@@ -9,23 +9,27 @@
   if (!root || !window.trainhookChart) return;
   var f = window.trainhookFormat;
   var TERMINAL = { completed: 1, failed: 1, cancelled: 1 };
-  var epochs = [];
-  try {
-    epochs = JSON.parse(document.getElementById('epochs-data').textContent || '[]');
-  } catch (e) {}
-
-  var mapChart = window.trainhookChart(document.getElementById('chart-map'), {
-    series: [{ key: 'mAP50', label: 'mAP50' }, { key: 'mAP50-95', label: 'mAP50-95' }],
-    yMin: 0,
-    yMax: 1,
+  function readJson(id, fallback) {
+    try {
+      return JSON.parse(document.getElementById(id).textContent || '');
+    } catch (e) {
+      return fallback;
+    }
+  }
+  var epochs = readJson('epochs-data', []);
+  // What the job's engine shows: its charts, the columns of the epoch table, the best metric.
+  var view = readJson('metrics-view', { charts: [], table: [], best: { key: '' } });
+  var charts = view.charts.map(function (c) {
+    var opts = { series: c.series };
+    for (var k in c.range) opts[k] = c.range[k];
+    return window.trainhookChart(document.getElementById('chart-' + c.id), opts);
   });
-  var lossChart = window.trainhookChart(document.getElementById('chart-loss'), {
-    series: [{ key: 'box_loss', label: 'box loss' }, { key: 'cls_loss', label: 'cls loss' }, { key: 'dfl_loss', label: 'dfl loss' }],
-    yMin: 0,
-    digits: 2,
-  });
-  mapChart.set(epochs);
-  lossChart.set(epochs);
+  function chartsSet(rows) {
+    charts.forEach(function (c) {
+      c.set(rows);
+    });
+  }
+  chartsSet(epochs);
 
   function $(name) {
     return root.querySelector('[data-f="' + name + '"]');
@@ -40,8 +44,9 @@
     var m = row.metrics || {};
     var tr = document.createElement('tr');
     tr.dataset.epoch = String(row.epoch);
-    [String(row.epoch), f.num(m['mAP50']), f.num(m['mAP50-95']), f.num(m['precision']), f.num(m['recall']),
-      f.num(m['box_loss']), f.num(m['cls_loss']), f.num(m['dfl_loss']), f.duration(row.epoch_seconds)].forEach(function (t) {
+    [String(row.epoch)].concat(view.table.map(function (c) {
+      return f.num(m[c.key]);
+    }), [f.duration(row.epoch_seconds)]).forEach(function (t) {
       var td = document.createElement('td');
       td.textContent = t;
       tr.appendChild(td);
@@ -53,8 +58,9 @@
   }
 
   function addEpoch(row) {
-    mapChart.add(row);
-    lossChart.add(row);
+    charts.forEach(function (c) {
+      c.add(row);
+    });
     tableRow(row);
   }
 
@@ -99,7 +105,8 @@
       });
     }
     var best = (d.metrics && d.metrics.best) || null;
-    if (best && typeof best['mAP50'] === 'number') set('best', f.num(best['mAP50']) + (best.epoch ? ' (epoch ' + best.epoch + ')' : ''));
+    var bestKey = view.best.key;
+    if (best && typeof best[bestKey] === 'number') set('best', f.num(best[bestKey]) + (best.epoch ? ' (epoch ' + best.epoch + ')' : ''));
     if (d.resources) showResources(d.resources);
     if (d.error && d.status === 'failed') {
       var box = $('error-box');
@@ -155,8 +162,7 @@
     live = window.trainhookLive(root.dataset.stream, root.dataset.lastEventId, {
       progress: function (d) {
         if (d.snapshot && Array.isArray(d.epochs)) {
-          mapChart.set(d.epochs);
-          lossChart.set(d.epochs);
+          chartsSet(d.epochs);
           d.epochs.forEach(tableRow);
         }
         if (d.epoch_metrics) addEpoch(d.epoch_metrics);

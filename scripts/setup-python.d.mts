@@ -1,5 +1,7 @@
 /** Types of scripts/setup-python.mjs (plain ESM so it runs before any build step). */
 export declare const REQUIREMENTS_FILE: string;
+export declare const ENGINES_DIR: string;
+export declare function engineRequirements(): Map<string, string>;
 export declare const MARKER_FILE: string;
 export declare function venvBaseDir(env?: NodeJS.ProcessEnv): string;
 export declare function requirementsHash(requirementsFile?: string): string;
@@ -10,5 +12,6 @@ export declare function setupPython(opts?: {
   env?: NodeJS.ProcessEnv;
   log?: (line: string) => void;
   basePython?: string;
+  requirementsFile?: string;
 }): Promise<string>;
 export declare function pruneOtherVenvs(env?: NodeJS.ProcessEnv, log?: (line: string) => void): string[];

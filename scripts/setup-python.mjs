@@ -1,20 +1,24 @@
 #!/usr/bin/env node
 /**
- * Sets up the Python environment of the training worker (worker/train.py), idempotently.
+ * Sets up the Python environments of the training engines' workers (worker/engines/<engine>/),
+ * idempotently: one venv per engine, built from its requirements.txt.
  *
- * The venv lives OUTSIDE the clone, in
- *   ${TRAINHOOK_VENV_DIR:-${XDG_CACHE_HOME:-~/.cache}/trainhook}/venv-<first 16 hex of sha256(worker/requirements.txt)>
- * so every clone and every CI run on a machine share it, and editing requirements.txt builds a
- * new one. A marker file written before the venv is renamed into place says it is complete:
- * a second run returns at once.
+ * A venv lives OUTSIDE the clone, in
+ *   ${TRAINHOOK_VENV_DIR:-${XDG_CACHE_HOME:-~/.cache}/trainhook}/venv-<first 16 hex of sha256(requirements.txt)>
+ * so every clone and every CI run on a machine share it, and editing a requirements file builds
+ * a new one. Engines get a venv each because their pins can clash (two OpenCV builds that
+ * overwrite each other's cv2, say). A marker file written before the venv is renamed into place
+ * says it is complete: a second run returns at once.
  *
- * Steps of a fresh build: `python3 -m venv` into a temp folder beside the target, pip install
- * torch + torchvision FIRST (pinned, so resolving the rest never swaps in another torch build),
- * then `-r worker/requirements.txt`, then check `import cv2, ultralytics`, then rename into
+ * Steps of a fresh build: `python3 -m venv` into a temp folder beside the target, pip install the
+ * file's torch and torchvision pins FIRST (so resolving the rest never swaps in another torch
+ * build), then `-r requirements.txt`, then the file's `# check: import …` line, then rename into
  * place. A set PYTHON env var skips all of it: that interpreter is used as is.
  *
- * CLI: `node scripts/setup-python.mjs [--prune]` prints progress on stderr and the python path
- * as the last line of stdout; --prune also deletes venvs built for older requirements. Plain Node ESM, no dependencies: it runs before `npm install` matters.
+ * CLI: `node scripts/setup-python.mjs [engine…] [--prune]` builds the venvs of the named engines
+ * (default: all), prints progress on stderr and one python path per engine on stdout (the
+ * last engine's last); --prune also deletes venvs no current requirements file names. Plain
+ * Node ESM, no dependencies: it runs before `npm install` matters.
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -25,14 +29,39 @@ import { fileURLToPath } from 'node:url';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
-/** worker/requirements.txt of this checkout. */
-export const REQUIREMENTS_FILE = path.join(ROOT, 'worker', 'requirements.txt');
+/** Each engine's worker folder holds its requirements.txt. */
+export const ENGINES_DIR = path.join(ROOT, 'worker', 'engines');
+
+/** The default engine's requirements (what callers that name no engine get). */
+export const REQUIREMENTS_FILE = path.join(ENGINES_DIR, 'ultralytics', 'requirements.txt');
+
+/** Engine name → its requirements file, for every engine folder that has one. */
+export function engineRequirements() {
+  const out = new Map();
+  for (const name of fs.readdirSync(ENGINES_DIR).sort()) {
+    const file = path.join(ENGINES_DIR, name, 'requirements.txt');
+    if (fs.existsSync(file)) out.set(name, file);
+  }
+  return out;
+}
 
 /** Written inside a venv once everything is installed and checked. */
 export const MARKER_FILE = '.trainhook-complete.json';
 
-/** Installed first, on their own: must match the pins in requirements.txt. */
-const TORCH_PINS = ['torch==2.14.1', 'torchvision==0.29.1'];
+/** The torch and torchvision pins of a requirements file: installed first, on their own. */
+function torchPins(requirementsFile) {
+  return fs
+    .readFileSync(requirementsFile, 'utf8')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => /^(torch|torchvision)==\S+$/.test(l));
+}
+
+/** The file's `# check: import …` line: what must import once everything is installed. */
+function importCheck(requirementsFile) {
+  const line = /^#\s*check:\s*(import .+)$/m.exec(fs.readFileSync(requirementsFile, 'utf8'));
+  return line ? line[1].trim() : 'import torch';
+}
 
 /** Folder holding the venvs: $TRAINHOOK_VENV_DIR, else $XDG_CACHE_HOME/trainhook, else ~/.cache/trainhook. */
 export function venvBaseDir(env = process.env) {
@@ -46,7 +75,7 @@ export function requirementsHash(requirementsFile = REQUIREMENTS_FILE) {
   return createHash('sha256').update(fs.readFileSync(requirementsFile)).digest('hex').slice(0, 16);
 }
 
-/** The venv folder for the current requirements.txt. */
+/** The venv folder for a requirements file. */
 export function venvDir(env = process.env, requirementsFile = REQUIREMENTS_FILE) {
   return path.join(venvBaseDir(env), `venv-${requirementsHash(requirementsFile)}`);
 }
@@ -129,18 +158,19 @@ function relocateScripts(tmpDir, finalDir) {
 }
 
 /**
- * Makes sure the worker venv exists and returns the python to run worker/train.py with.
- * @param {{ env?: NodeJS.ProcessEnv, log?: (line: string) => void, basePython?: string }} [opts]
+ * Makes sure an engine's venv exists and returns the python to run its worker with.
+ * @param {{ env?: NodeJS.ProcessEnv, log?: (line: string) => void, basePython?: string, requirementsFile?: string }} [opts]
  * @returns {Promise<string>}
  */
 export async function setupPython(opts = {}) {
   const env = opts.env ?? process.env;
+  const requirementsFile = opts.requirementsFile ?? REQUIREMENTS_FILE;
   const log = opts.log ?? ((line) => process.stderr.write(`[setup-python] ${line}\n`));
   if (env.PYTHON) {
     log(`PYTHON is set: using ${env.PYTHON} as is`);
     return env.PYTHON;
   }
-  const dir = venvDir(env);
+  const dir = venvDir(env, requirementsFile);
   const python = venvPython(dir);
   if (isVenvComplete(dir)) return python;
 
@@ -155,25 +185,34 @@ export async function setupPython(opts = {}) {
     fs.rmSync(dir, { recursive: true, force: true });
     fs.rmSync(tmpDir, { recursive: true, force: true });
     const basePython = opts.basePython ?? env.TRAINHOOK_BASE_PYTHON ?? 'python3';
-    log(`building ${dir} (from ${REQUIREMENTS_FILE}); this takes a few minutes once`);
+    log(`building ${dir} (from ${requirementsFile}); this takes a few minutes once`);
     await run(basePython, ['-m', 'venv', tmpDir], { log, env });
     const tmpPython = venvPython(tmpDir);
     const pipEnv = { ...env, PIP_DISABLE_PIP_VERSION_CHECK: '1', PIP_NO_INPUT: '1', PYTHONNOUSERSITE: '1' };
     const pip = ['-m', 'pip', 'install', '--progress-bar', 'off'];
-    await run(tmpPython, [...pip, ...TORCH_PINS], { log, env: pipEnv });
-    await run(tmpPython, [...pip, '-r', REQUIREMENTS_FILE], { log, env: pipEnv });
-    // The check: both import (opencv-python needs libGL on a headless machine), offline.
+    const first = torchPins(requirementsFile);
+    if (first.length) await run(tmpPython, [...pip, ...first], { log, env: pipEnv });
+    await run(tmpPython, [...pip, '-r', requirementsFile], { log, env: pipEnv });
+    // The check: everything imports (opencv-python needs libGL on a headless machine), offline.
     const checkDir = path.join(tmpDir, '.import-check');
     fs.mkdirSync(checkDir, { recursive: true });
-    await run(tmpPython, ['-c', 'import cv2, torch, ultralytics; print("ok", ultralytics.__version__, torch.__version__, cv2.__version__)'], {
+    await run(tmpPython, ['-c', `${importCheck(requirementsFile)}; print("imports ok")`], {
       log,
-      env: { ...env, YOLO_OFFLINE: 'true', YOLO_AUTOINSTALL: 'false', YOLO_CONFIG_DIR: checkDir, PYTHONNOUSERSITE: '1' },
+      env: {
+        ...env,
+        YOLO_OFFLINE: 'true',
+        YOLO_AUTOINSTALL: 'false',
+        YOLO_CONFIG_DIR: checkDir,
+        HF_HUB_OFFLINE: '1',
+        MPLCONFIGDIR: checkDir,
+        PYTHONNOUSERSITE: '1',
+      },
     });
     fs.rmSync(checkDir, { recursive: true, force: true });
     relocateScripts(tmpDir, dir);
     fs.writeFileSync(
       path.join(tmpDir, MARKER_FILE),
-      `${JSON.stringify({ requirements_sha256_16: requirementsHash(), created_at: new Date().toISOString(), seconds: Math.round((Date.now() - started) / 1000) })}\n`,
+      `${JSON.stringify({ requirements: path.relative(ROOT, requirementsFile), requirements_sha256_16: requirementsHash(requirementsFile), created_at: new Date().toISOString(), seconds: Math.round((Date.now() - started) / 1000) })}\n`,
     );
     fs.renameSync(tmpDir, dir);
     log(`ready in ${Math.round((Date.now() - started) / 1000)} s: ${python}`);
@@ -187,16 +226,16 @@ export async function setupPython(opts = {}) {
 }
 
 /**
- * Removes the other venv-* folders beside the current one (each holds a few GB). Only on
+ * Removes the venv-* folders no current requirements file names (each holds a few GB). Only on
  * request (`--prune`): another checkout on this machine may still use an older one.
  */
 export function pruneOtherVenvs(env = process.env, log = (line) => process.stderr.write(`[setup-python] ${line}\n`)) {
-  const keep = path.basename(venvDir(env));
+  const keep = new Set([...engineRequirements().values()].map((file) => path.basename(venvDir(env, file))));
   const base = venvBaseDir(env);
   if (!fs.existsSync(base)) return [];
   const removed = [];
   for (const name of fs.readdirSync(base)) {
-    if (!/^venv-[0-9a-f]{16}$/.test(name) || name === keep) continue;
+    if (!/^venv-[0-9a-f]{16}$/.test(name) || keep.has(name)) continue;
     if (fs.existsSync(path.join(base, `${name}.lock`))) continue; // being built
     log(`removing ${path.join(base, name)}`);
     fs.rmSync(path.join(base, name), { recursive: true, force: true });
@@ -208,9 +247,17 @@ export function pruneOtherVenvs(env = process.env, log = (line) => process.stder
 const isMain = process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url);
 if (isMain) {
   try {
-    const python = await setupPython();
+    const all = engineRequirements();
+    const asked = process.argv.slice(2).filter((a) => !a.startsWith('--'));
+    const unknown = asked.filter((name) => !all.has(name));
+    if (unknown.length) throw new Error(`no engine ${unknown.join(', ')} (engines: ${[...all.keys()].join(', ')})`);
+    // The default engine last: its python is the last line, what callers that name none read.
+    const names = (asked.length ? asked : [...all.keys()]).sort((a, b) => (all.get(a) === REQUIREMENTS_FILE ? 1 : all.get(b) === REQUIREMENTS_FILE ? -1 : 0));
+    for (const name of names) {
+      const python = await setupPython({ requirementsFile: all.get(name) });
+      process.stdout.write(`${python}\n`);
+    }
     if (process.argv.includes('--prune') && !process.env.PYTHON) pruneOtherVenvs();
-    process.stdout.write(`${python}\n`);
   } catch (err) {
     process.stderr.write(`[setup-python] failed: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(1);

@@ -1,5 +1,5 @@
 /** `npm start`: load the config, start the server, stop cleanly on SIGINT/SIGTERM. */
-import { ConfigError, loadConfig } from './config.js';
+import { ConfigError, loadConfig } from './core/config.js';
 import { startServer } from './server.js';
 
 async function main(): Promise<void> {

@@ -10,17 +10,22 @@ import os from 'node:os';
 import { serve, type ServerType } from '@hono/node-server';
 import { count, eq } from 'drizzle-orm';
 import type { DestinationStream } from 'pino';
-import { createApp } from './api/app.js';
+import { createApp } from './app.js';
 import { createCallbacks } from './callbacks/index.js';
-import type { AppDeps } from './api/deps.js';
-import type { Config } from './config.js';
+import type { AppDeps } from './http/deps.js';
+import type { Config } from './core/config.js';
+import { BUILTIN_ENGINES, Engines } from './engines/index.js';
+import type { AnyEngine } from './engines/types.js';
+import { JobFiles } from './jobs/files.js';
+import { createJobStore, type JobStore } from './jobs/store.js';
+import type { PipelineContext } from './pipeline/execute.js';
 import { openDatabase } from './db/client.js';
 import { migrate } from './db/migrate.js';
 import { jobs } from './db/schema.js';
 import { JobEvents } from './jobs/events.js';
 import { JobService, type TransitionHook } from './jobs/service.js';
-import { createLoggers, type Logger } from './logger.js';
-import { createMetrics } from './metrics.js';
+import { createLoggers, type Logger } from './core/logger.js';
+import { createMetrics } from './monitor/metrics.js';
 import { jobResourceSink, jobTotals } from './monitor/jobs.js';
 import { SystemMonitor } from './monitor/monitor.js';
 import { resolveDevices } from './scheduler/devices.js';
@@ -28,9 +33,8 @@ import { Scheduler, type Executor } from './scheduler/scheduler.js';
 import { loadServerSecrets } from './security/secrets.js';
 import { StreamHub, snapshotFromDatabase } from './stream/hub.js';
 import { ModelRegistry } from './registry/service.js';
-import { resolvePython } from './training/python.js';
-import { lockWorkdir } from './workdir-lock.js';
-import { VERSION } from './version.js';
+import { lockWorkdir } from './core/workdir-lock.js';
+import { VERSION } from './core/version.js';
 
 export interface ServerHandle {
   url: string;
@@ -40,22 +44,17 @@ export interface ServerHandle {
   scheduler: Scheduler;
   /** The transition hook every job change runs in its transaction (the callback outbox). */
   hook: TransitionHook;
+  /** Every change of a running job goes through it. */
+  store: JobStore;
   close(): Promise<void>;
 }
 
 export interface ServerOverrides {
   logDestination?: DestinationStream;
-  /** Builds the executor; the default trains for real (jobs/execute.ts). */
-  makeExecutor?: (ctx: ExecutorContext) => Executor;
-}
-
-export interface ExecutorContext {
-  config: Config;
-  logger: Logger;
-  database: AppDeps['database'];
-  events: JobEvents;
-  hook: TransitionHook;
-  nodeId: string;
+  /** Builds the executor; the default trains for real (pipeline/execute.ts). */
+  makeExecutor?: (ctx: PipelineContext) => Executor;
+  /** The engines to train with (default: the built-in ones); the first is the default engine. */
+  engines?: readonly AnyEngine[];
 }
 
 export async function startServer(config: Config, overrides: ServerOverrides = {}): Promise<ServerHandle> {
@@ -72,6 +71,8 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     config.nodeId ??
     `${os.hostname()}:${crypto.createHash('sha256').update(config.workdir).digest('hex').slice(0, 8)}`;
   const events = new JobEvents(logger);
+  const engines = new Engines(overrides.engines ?? BUILTIN_ENGINES);
+  const files = new JobFiles(config.workdir, engines);
   const queueSize = async () => {
     const [row] = await database.db.select({ n: count() }).from(jobs).where(eq(jobs.state, 'queued'));
     return row?.n ?? 0;
@@ -82,7 +83,7 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     ...config.monitor,
     workdir: config.workdir,
     logger,
-    jobs: jobResourceSink(database, nodeId, config.workdir),
+    jobs: jobResourceSink(database, nodeId, () => store, files),
   });
   const metrics = createMetrics({
     activeJobs: () => activeJobs(),
@@ -98,6 +99,7 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
   });
   const streams = new StreamHub({
     events,
+    engines,
     monitor,
     loadSnapshot: snapshotFromDatabase(database),
     logger,
@@ -115,35 +117,39 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     nodeId,
     registry: metrics.registry,
     events,
+    files,
+    engines,
   });
   const hook: TransitionHook = callbacks.hook;
+  const store = createJobStore({ database, hook, events, nodeId, leaseSeconds: config.leaseSeconds });
+  const modelRegistry = new ModelRegistry({ database, config, engines, files, logger });
 
-  const ctx: ExecutorContext = { config, logger, database, events, hook, nodeId };
+  const ctx: PipelineContext = { config, logger, store, files, engines, registry: modelRegistry };
   // Imported lazily: an API-only node (RUN_JOBS=false) never loads the training path.
   const makeExecutor = config.runJobs
-    ? (overrides.makeExecutor ?? (await import('./jobs/execute.js')).createExecutor)
+    ? (overrides.makeExecutor ?? (await import('./pipeline/execute.js')).createExecutor)
     : () => async () => {};
   const scheduler = new Scheduler({
-    database,
-    nodeId,
+    store,
     devices,
     leaseSeconds: config.leaseSeconds,
     executor: makeExecutor(ctx),
-    events,
     logger,
   });
+  const gpuAvailable = devices.some((d) => d.startsWith('cuda'));
   const jobService = new JobService({
     database,
     slots: scheduler,
     events,
     hook,
+    engines,
+    gpuAvailable,
     maxQueueLength: config.maxQueueLength,
     cacheSize: config.jobCacheSize,
     logger,
   });
 
   activeJobs = () => scheduler.activeCount;
-  const modelRegistry = new ModelRegistry({ database, workdir: config.workdir, python: () => resolvePython(config.python), logger });
   const deps: AppDeps = {
     config,
     logger,
@@ -157,8 +163,10 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     callbacks: callbacks.dispatcher,
     monitor,
     streams,
+    engines,
+    files,
     version: VERSION,
-    gpuAvailable: devices.some((d) => d.startsWith('cuda')),
+    gpuAvailable,
     queueSize,
     activeJobs: () => scheduler.activeCount,
     baseUrl: config.publicUrl ? () => config.publicUrl! : originOf,
@@ -192,6 +200,7 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     deps,
     scheduler,
     hook,
+    store,
     close: () =>
       (closing ??= (async () => {
         streams.close(); // open SSE responses would hold server.close() forever

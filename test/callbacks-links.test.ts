@@ -3,6 +3,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { completedPayload, failedPayload, progressPayload } from '../src/callbacks/payloads.js';
 import type { JobRow } from '../src/db/schema.js';
+import { Engines } from '../src/engines/index.js';
+import { JobFiles } from '../src/jobs/files.js';
 import { downloadPath, signDownloadLink, verifyDownloadLink } from '../src/security/links.js';
 
 const KEY = 'k'.repeat(43);
@@ -56,7 +58,11 @@ const base: JobRow = {
   progress: 45.123,
   currentEpoch: 45,
   totalEpochs: 100,
+  engine: 'ultralytics',
+  task: 'detect',
   request: {},
+  trainArgs: null,
+  baseModel: null,
   callbackUrl: 'https://app.example/hook',
   callbackSecret: 's',
   requestedDevice: 'auto',
@@ -77,7 +83,8 @@ const base: JobRow = {
   startedAt: new Date('2025-01-20T10:00:10Z'),
   finishedAt: null,
 };
-const ctx = { workdir: '/nonexistent', now: new Date('2025-01-20T10:35:42.123Z'), link: () => ({ url: 'u', expires_at: 'e' }) };
+const engines = new Engines();
+const ctx = { files: new JobFiles('/nonexistent', engines), engines, now: new Date('2025-01-20T10:35:42.123Z'), link: () => ({ url: 'u', expires_at: 'e' }) };
 
 test('training_progress is seed 003 §4.2.1', () => {
   assert.deepEqual(progressPayload(base, ctx), {

@@ -12,13 +12,10 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { asc, eq } from 'drizzle-orm';
 import { Webhook } from 'standardwebhooks';
-import { jobDir } from '../src/jobs/paths.js';
 import { callbackEvents } from '../src/db/schema.js';
-import { jobRecorder } from '../src/jobs/recorder.js';
-import { markRunning } from '../src/jobs/transitions.js';
+import type { PipelineContext } from '../src/pipeline/execute.js';
 import type { Executor } from '../src/scheduler/scheduler.js';
 import { signDownloadLink } from '../src/security/links.js';
-import type { ExecutorContext } from '../src/server.js';
 import { backends } from './helpers/database.js';
 import { startReceiver, type Receiver, type Received } from './helpers/receiver.js';
 import { api, startTestServer, trainBody, type TestServer } from './helpers/server.js';
@@ -41,16 +38,16 @@ const SCRIPTS: Record<string, Script> = {
   long: { epochs: 100, stepsPerEpoch: 20, stepMs: 50, outcome: 'completed' },
 };
 
-/** The training pipeline of execute.ts, scripted: same transitions, same hook, no Python. */
-function fakeTraining(ctx: ExecutorContext): Executor {
-  const { database, hook, events, nodeId } = ctx;
+/** The training pipeline of execute.ts, scripted: same job store, same hook, no Python. */
+function fakeTraining(ctx: PipelineContext): Executor {
+  const { store } = ctx;
   return async function executeScripted(claimed, { signal }) {
     const s = SCRIPTS[claimed.name] ?? SCRIPTS['short']!;
-    const { change: record, finish } = jobRecorder({ database, hook, events, nodeId }, claimed.id);
-    const running = await markRunning(database.db, claimed.id, nodeId);
+    const record = (patch: Parameters<typeof store.record>[1], change: Parameters<typeof store.record>[2]) => store.record(claimed.id, patch, change);
+    const finish = (state: 'completed' | 'failed', patch: Parameters<typeof store.finish>[2]) => store.finish(claimed.id, state, patch);
+    const running = await store.start(claimed.id);
     if (!running) return;
-    events.emit({ job: running, change: 'started' });
-    const dir = jobDir(ctx.config.workdir, claimed.id);
+    const dir = ctx.files.dir(claimed.id);
     fs.mkdirSync(path.join(dir, 'weights'), { recursive: true });
     fs.writeFileSync(path.join(dir, 'worker.log'), 'epoch 1\nepoch 2\n');
 
@@ -301,7 +298,7 @@ for (const backend of backends()) {
       const model = await fetch(completedBody.model.download_url);
       assert.equal(model.status, 200);
       const bytes = Buffer.from(await model.arrayBuffer());
-      assert.deepEqual(bytes, fs.readFileSync(path.join(jobDir(server.workdir, fullJob), 'weights', 'best.pt')));
+      assert.deepEqual(bytes, fs.readFileSync(path.join(server.deps.files.dir(fullJob), 'weights', 'best.pt')));
       assert.match(model.headers.get('content-disposition')!, /filename="best\.pt"/);
       const csv = await fetch(completedBody.artifacts.results_csv);
       assert.equal(await csv.text(), 'results.csv contents');

@@ -13,8 +13,9 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { setupPython } from '../scripts/setup-python.mjs';
-import { ULTRALYTICS_VERSION, catalog } from '../src/configs/catalog.js';
-import { resolveConfig, type ResolveInput } from '../src/configs/resolver.js';
+import { PRESETS_DIR, ULTRALYTICS_VERSION, catalog } from '../src/engines/ultralytics/catalog.js';
+import { officialTask, officialWeights } from '../src/engines/ultralytics/base-models.js';
+import { resolveConfig, type ResolveInput } from '../src/engines/ultralytics/resolver.js';
 import { ROOT, api, startTestServer, tempDir, trainBody, type TestServer } from './helpers/server.js';
 
 async function runPython(python: string, args: string[], input?: string): Promise<string> {
@@ -77,9 +78,21 @@ describe('configs against Ultralytics', () => {
   });
 
   test(`the argument catalog is Ultralytics ${ULTRALYTICS_VERSION}'s default.yaml`, async () => {
-    const fresh = JSON.parse(await runPython(python, [path.join(ROOT, 'configs/ultralytics/extract_args.py'), '--stdout']));
-    assert.equal(fresh.ultralytics_version, ULTRALYTICS_VERSION, 'worker/requirements.txt pins the catalog version');
+    const fresh = JSON.parse(await runPython(python, [path.join(PRESETS_DIR, 'extract_args.py'), '--stdout']));
+    assert.equal(fresh.ultralytics_version, ULTRALYTICS_VERSION, 'the engine requirements pin the catalog version');
     assert.deepEqual(catalog(), fresh);
+  });
+
+  test(`the official weight names are the release assets Ultralytics ${ULTRALYTICS_VERSION} downloads`, async () => {
+    const fresh = JSON.parse(await runPython(python, [path.join(PRESETS_DIR, 'extract_assets.py'), '--stdout']));
+    const stored = JSON.parse(fs.readFileSync(path.join(PRESETS_DIR, `assets-${ULTRALYTICS_VERSION}.json`), 'utf8'));
+    assert.deepEqual(stored, fresh);
+    // Every task has official weights, and the names a user types resolve to them.
+    for (const task of ['detect', 'segment', 'classify', 'pose', 'obb']) assert.ok(officialWeights(task).length >= 10, task);
+    assert.equal(officialTask('yolov8n.pt'), 'detect');
+    assert.equal(officialTask('yolo11s-seg.pt'), 'segment');
+    assert.equal(officialTask('yolov5s.pt'), 'detect', 'the u-renamed YOLOv5 weights');
+    assert.equal(officialTask('my-weights.pt'), undefined);
   });
 
   test('resolved configs and their yolo lines give Ultralytics exactly the resolved arguments', async () => {
@@ -146,7 +159,7 @@ describe('config endpoints', () => {
     assert.equal(dev.status, 200, dev.text);
     assert.equal(dev.json.ultralytics_version, ULTRALYTICS_VERSION);
     assert.equal(dev.json.config.model, 'yolo11n.yaml');
-    assert.equal(dev.json.yaml, fs.readFileSync(path.join(ROOT, 'configs/ultralytics/detect.yaml'), 'utf8'));
+    assert.equal(dev.json.yaml, fs.readFileSync(path.join(PRESETS_DIR, 'detect.yaml'), 'utf8'));
     assert.match(dev.json.command, /^yolo detect train data=data\.yaml model=yolo11n\.yaml patience=50$/);
     assert.deepEqual(dev.json.editable, Object.keys(dev.json.config));
     const lr0 = dev.json.fields.find((f: { key: string }) => f.key === 'lr0');

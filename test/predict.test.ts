@@ -1,7 +1,7 @@
 /**
  * Prediction outputs and the prediction worker (issue 6):
  *   - the JSON, CSV and COCO shapes (seed 001 §6.2) for detect and segment results (pure);
- *   - worker/predict.py --serve through PredictWorker on a segment model: polygons equal
+ *   - the Ultralytics engine's predict.py, served through PythonServer, on a segment model: polygons equal
  *     Ultralytics' masks.xy run directly; a timeout kills the worker and the next request
  *     starts a new one. (The detect path end to end, with the API: test/registry.test.ts.)
  *
@@ -16,8 +16,9 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { setupPython } from '../scripts/setup-python.mjs';
 import { toCoco, toCsv, toJsonResults, type PredictionRun } from '../src/registry/formats.js';
-import { PredictWorker } from '../src/registry/predict-worker.js';
-import { ToolError } from '../src/registry/python-tool.js';
+import { ultralyticsEngine } from '../src/engines/ultralytics/index.js';
+import { PythonServer } from '../src/worker/serve.js';
+import { ToolError } from '../src/worker/tool.js';
 import { tempDir } from './helpers/server.js';
 import { encodeImage, drawSample, prng } from './helpers/synthetic-dataset.js';
 
@@ -93,7 +94,8 @@ describe('the prediction worker', () => {
   let dir: string;
   let model: string;
   const images: { path: string; name: string }[] = [];
-  let worker: PredictWorker;
+  let worker: PythonServer;
+  const cacheDir = () => path.join(dir, 'ultralytics');
 
   before(async () => {
     python = await setupPython();
@@ -123,12 +125,12 @@ m.save(sys.argv[1])`;
     await promisify(execFile)(python, ['-c', build, model], {
       env: { ...process.env, YOLO_OFFLINE: 'true', YOLO_CONFIG_DIR: path.join(dir, 'ultralytics') },
     });
-    worker = new PredictWorker({ python: () => python, configDir: path.join(dir, 'ultralytics'), logFile: path.join(dir, 'predict.log') });
+    worker = new PythonServer({ python: () => python, entry: ultralyticsEngine.python.predict!, cwd: path.join(dir, 'ultralytics'), logFile: path.join(dir, 'predict.log') });
   });
   after(() => worker?.close());
 
   test('segment: boxes and polygons equal Ultralytics run directly', async (t) => {
-    const spec = { model, task: 'segment', images, conf: 0.001, iou: 0.7, imgsz: 96, max_det: 50, device: 'cpu' };
+    const spec = { model, task: 'segment', images, conf: 0.001, iou: 0.7, imgsz: 96, max_det: 50, device: 'cpu', cache_dir: cacheDir() };
     const started = Date.now();
     const out = await worker.request<{ task: string; names: string[]; results: any[] }>(spec, 120_000);
     const first = Date.now() - started;
@@ -177,19 +179,19 @@ print('RESULT ' + json.dumps(out))`,
 
   test('a missing model is an error answer; the worker keeps serving', async () => {
     await assert.rejects(
-      worker.request({ model: path.join(dir, 'nope.pt'), task: 'detect', images }, 60_000),
+      worker.request({ model: path.join(dir, 'nope.pt'), task: 'detect', images, cache_dir: cacheDir() }, 60_000),
       (err: unknown) => err instanceof ToolError && err.code === 'MODEL_NOT_FOUND',
     );
-    const out = await worker.request<{ results: unknown[] }>({ model, task: 'segment', images: images.slice(0, 1), imgsz: 96 }, 60_000);
+    const out = await worker.request<{ results: unknown[] }>({ model, task: 'segment', images: images.slice(0, 1), imgsz: 96, cache_dir: cacheDir() }, 60_000);
     assert.equal(out.results.length, 1);
   });
 
   test('a request past its timeout kills the worker; the next request starts a new one', async () => {
     await assert.rejects(
-      worker.request({ model, task: 'segment', images, imgsz: 96 }, 1),
+      worker.request({ model, task: 'segment', images, imgsz: 96, cache_dir: cacheDir() }, 1),
       (err: unknown) => err instanceof ToolError && err.code === 'TIMEOUT',
     );
-    const out = await worker.request<{ results: unknown[] }>({ model, task: 'segment', images: images.slice(0, 1), imgsz: 96 }, 120_000);
+    const out = await worker.request<{ results: unknown[] }>({ model, task: 'segment', images: images.slice(0, 1), imgsz: 96, cache_dir: cacheDir() }, 120_000);
     assert.equal(out.results.length, 1);
   });
 });

@@ -29,7 +29,7 @@ import { promisify } from 'node:util';
 import { parse as parseYaml } from 'yaml';
 import { PNG } from 'pngjs';
 import { setupPython } from '../scripts/setup-python.mjs';
-import { configToWorkerArgs } from '../src/configs/train-args.js';
+import { configToWorkerArgs } from '../src/engines/ultralytics/config-args.js';
 import { serveFile, startFileServer, type FileServer } from './helpers/file-server.js';
 import { TOKEN, api, startTestServer, tempDir, type TestServer } from './helpers/server.js';
 import { writeSyntheticDataset, zipDirectory } from './helpers/synthetic-dataset.js';

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { UiAuth } from '../src/ui/auth.js';
+import { UiAuth } from '../src/http/session.js';
 import { TOKEN, api, startTestServer, trainBody, type TestServer } from './helpers/server.js';
 
 async function submit(server: TestServer, name = 'auth-model'): Promise<string> {

@@ -113,7 +113,7 @@ describe('status pages in a browser', { skip: haveChromium ? false : `no ${CHROM
     await drive.epoch(jobId, 2, 5);
     await page.waitForFunction((sel) => document.querySelector(sel)?.textContent?.startsWith('44% · Epoch 2/5'), `${card} [data-f="progress-text"]`);
     assert.equal(await page.locator(`${card} progress`).evaluate((p) => (p as HTMLProgressElement).value), 44);
-    assert.equal(await textOf(page, `${card} [data-f="map50"]`), '0.400');
+    assert.equal(await textOf(page, `${card} [data-f="headline"]`), '0.400');
     assert.equal(await textOf(page, `${card} [data-f="eta"]`), '1m 30s');
     // A resource sample reaches the page too (the dashboard stream's `resources` event).
     const sampled = await textOf(page, '[data-r="sampled"]');

@@ -1,5 +1,6 @@
 /**
- * The real worker (worker/train.py, Ultralytics on CPU) through runWorker, on tiny synthetic
+ * The real Ultralytics worker (worker/main.py running worker/engines/ultralytics/train.py, on
+ * CPU) through runWorker, on tiny synthetic
  * datasets: training, segment, missing base model, cancel, resume after a stop and after a
  * SIGKILL, the stdin lifeline, divergence. Small on purpose (16 images, imgsz 64, batch 4):
  * the whole file runs in a couple of minutes on 2 CPU cores once the venv exists.
@@ -14,9 +15,11 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { setupPython } from '../scripts/setup-python.mjs';
-import { toUltralyticsArgs } from '../src/training/args.js';
-import type { WorkerEvent, WorkerSpec } from '../src/training/protocol.js';
-import { DEFAULT_WORKER_SCRIPT, runWorker, writeWorkerSpec, type WorkerOutcome } from '../src/training/runner.js';
+import { toUltralyticsArgs } from '../src/engines/ultralytics/args.js';
+import type { WorkerEvent, WorkerSpec } from '../src/worker/protocol.js';
+import { ultralyticsEngine } from '../src/engines/ultralytics/index.js';
+import { WORKER_MAIN } from '../src/worker/process.js';
+import { runWorker, writeWorkerSpec, type WorkerOutcome } from '../src/worker/training.js';
 import { writeSyntheticDataset } from './helpers/synthetic-dataset.js';
 
 let python = '';
@@ -34,14 +37,16 @@ function baseSpec(name: string, over: Partial<WorkerSpec> = {}, argsOver: Record
   );
   return {
     job_id: name,
+    engine: 'ultralytics',
     task: 'detect',
     // Does not exist: the worker finds yolo11n.yaml among the configs Ultralytics ships.
     model: path.join(dir, 'base-models', 'yolo11n.yaml'),
     data: detYaml,
-    project: path.join(dir, 'jobs'),
-    name,
+    data_format: 'yolo',
+    run_dir: path.join(dir, 'jobs', name),
     resume: false,
-    config_dir: path.join(dir, 'ultralytics'),
+    cache_dir: path.join(dir, 'ultralytics'),
+    device: 'cpu',
     args: { ...args, ...argsOver },
     progress_every_pct: 25,
     ...over,
@@ -56,11 +61,12 @@ async function train(
 ): Promise<Run> {
   const events: WorkerEvent[] = [];
   let pid: number | null = null;
-  const logFile = path.join(dir, 'logs', `${spec.name}.log`);
+  const logFile = path.join(dir, 'logs', `${spec.job_id}.log`);
   const t0 = Date.now();
   const outcome = await runWorker(spec, {
     python,
-    specPath: path.join(dir, 'specs', `${spec.name}-${Date.now()}.json`),
+    entry: ultralyticsEngine.python.train,
+    specPath: path.join(dir, 'specs', `${spec.job_id}-${Date.now()}.json`),
     logFile,
     signal: hooks.signal ?? new AbortController().signal,
     graceMs: GRACE_MS,
@@ -94,7 +100,7 @@ function assertOffline(log: string) {
   }
 }
 
-describe('worker/train.py through runWorker', { timeout: 20 * 60_000 }, () => {
+describe('the Ultralytics worker through runWorker', { timeout: 20 * 60_000 }, () => {
   before(
     async () => {
       python = await setupPython(); // progress on stderr when it has to build
@@ -147,11 +153,11 @@ describe('worker/train.py through runWorker', { timeout: 20 * 60_000 }, () => {
     assert.ok(items.every((i) => i.size > 0 && fs.existsSync(i.path)));
     assert.equal(events.at(-1)?.type, 'done');
     assert.equal(events.filter((e) => e.type === 'done' || e.type === 'error' || e.type === 'stopped').length, 1);
-    assert.deepEqual(csvEpochs(path.join(spec.project, spec.name)), [1, 2]);
+    assert.deepEqual(csvEpochs(spec.run_dir), [1, 2]);
     assertOffline(run.log);
     assertGone(run.pid);
     // Fonts were placed so plots never fetch one.
-    assert.ok(fs.existsSync(path.join(spec.config_dir, 'Ultralytics', 'Arial.ttf')));
+    assert.ok(fs.existsSync(path.join(spec.cache_dir, 'Ultralytics', 'Arial.ttf')));
 
     const image = fs.readdirSync(path.join(dir, 'det', 'images', 'val'))[0]!;
     const predict = spawnSync(
@@ -162,7 +168,7 @@ describe('worker/train.py through runWorker', { timeout: 20 * 60_000 }, () => {
         done.best,
         path.join(dir, 'det', 'images', 'val', image),
       ],
-      { encoding: 'utf8', env: { ...process.env, YOLO_OFFLINE: 'true', YOLO_CONFIG_DIR: spec.config_dir } },
+      { encoding: 'utf8', env: { ...process.env, YOLO_OFFLINE: 'true', YOLO_CONFIG_DIR: spec.cache_dir } },
     );
     assert.equal(predict.status, 0, predict.stderr);
     assert.match(predict.stdout, /RESULTS 1 True/);
@@ -210,7 +216,7 @@ describe('worker/train.py through runWorker', { timeout: 20 * 60_000 }, () => {
     assert.equal(run.outcome.kind, 'stopped', JSON.stringify(run.outcome).slice(0, 2000));
     if (run.outcome.kind !== 'stopped') return;
     assert.equal(run.outcome.event.epochs_completed, 1);
-    const last = path.join(spec.project, spec.name, 'weights', 'last.pt');
+    const last = path.join(spec.run_dir, 'weights', 'last.pt');
     assert.equal(run.outcome.event.last, last);
     assert.ok(fs.existsSync(last));
     assert.ok(stopTook < GRACE_MS, `stopping took ${stopTook} ms`);
@@ -223,7 +229,7 @@ describe('worker/train.py through runWorker', { timeout: 20 * 60_000 }, () => {
     assert.equal(ofType(resumed.events, 'started')[0]?.resumed_from_epoch, 1);
     assert.deepEqual(epochsOf(resumed.events), [2, 3]);
     if (resumed.outcome.kind === 'done') assert.equal(resumed.outcome.event.epochs_completed, 3);
-    assert.deepEqual(csvEpochs(path.join(spec.project, spec.name)), [1, 2, 3]);
+    assert.deepEqual(csvEpochs(spec.run_dir), [1, 2, 3]);
     assertOffline(resumed.log);
   });
 
@@ -243,15 +249,15 @@ describe('worker/train.py through runWorker', { timeout: 20 * 60_000 }, () => {
 
     // A kill in the middle of Ultralytics' in-place write of last.pt leaves it torn; the
     // worker's atomic copy (weights/resume.ckpt) still resumes.
-    const last = path.join(spec.project, spec.name, 'weights', 'last.pt');
+    const last = path.join(spec.run_dir, 'weights', 'last.pt');
     fs.truncateSync(last, Math.floor(fs.statSync(last).size / 2));
 
     const resumed = await train({ ...spec, resume: true });
     assert.equal(resumed.outcome.kind, 'done', JSON.stringify(resumed.outcome).slice(0, 2000));
     assert.equal(ofType(resumed.events, 'started')[0]?.resumed_from_epoch, 1);
     assert.deepEqual(epochsOf(resumed.events), [2]);
-    assert.ok(!fs.existsSync(path.join(spec.project, spec.name, 'weights', 'resume.ckpt')), 'resume copy removed when done');
-    assert.deepEqual(csvEpochs(path.join(spec.project, spec.name)), [1, 2]);
+    assert.ok(!fs.existsSync(path.join(spec.run_dir, 'weights', 'resume.ckpt')), 'resume copy removed when done');
+    assert.deepEqual(csvEpochs(spec.run_dir), [1, 2]);
 
     // Once finished, resume=true reports the finished run instead of training again.
     const again = await train({ ...spec, resume: true });
@@ -262,7 +268,7 @@ describe('worker/train.py through runWorker', { timeout: 20 * 60_000 }, () => {
 
   it('stops when its stdin closes (the server died)', async () => {
     const spec = writeWorkerSpec(path.join(dir, 'specs', 'lifeline.json'), baseSpec('lifeline', {}, { epochs: 3 }));
-    const child = spawn(python, [DEFAULT_WORKER_SCRIPT, '--spec', path.join(dir, 'specs', 'lifeline.json')], {
+    const child = spawn(python, [WORKER_MAIN, '--entry', ultralyticsEngine.python.train, '--spec', path.join(dir, 'specs', 'lifeline.json')], {
       cwd: dir,
       stdio: ['pipe', 'pipe', 'ignore'],
     });
@@ -276,7 +282,7 @@ describe('worker/train.py through runWorker', { timeout: 20 * 60_000 }, () => {
     assert.equal(events.at(-1)?.type, 'stopped', JSON.stringify(events.at(-1)));
     assert.equal(code, 0);
     assert.ok(epochsOf(events).length < 3);
-    assert.equal(spec.name, 'lifeline');
+    assert.equal(spec.job_id, 'lifeline');
   });
 
   it('halves the batch on out-of-memory and trains on', async () => {

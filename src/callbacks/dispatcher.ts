@@ -16,10 +16,10 @@
  */
 import { setMaxListeners } from 'node:events';
 import type { Dispatcher } from 'undici';
-import type { Config } from '../config.js';
+import type { Config } from '../core/config.js';
 import type { Db } from '../db/client.js';
 import type { JobEvents } from '../jobs/events.js';
-import type { Logger } from '../logger.js';
+import type { Logger } from '../core/logger.js';
 import { attemptDelivery, type AttemptAnswer } from './deliver.js';
 import type { CallbackMetrics } from './metrics.js';
 import { retryDelayMs } from './schedule.js';

@@ -11,10 +11,12 @@
  * transaction leaves it, and stored; every retry sends the same bytes.
  */
 import crypto from 'node:crypto';
-import type { Config } from '../config.js';
+import type { Config } from '../core/config.js';
 import type { DbOrTx } from '../db/client.js';
 import type { JobRow } from '../db/schema.js';
+import type { Engines } from '../engines/index.js';
 import type { JobChange } from '../jobs/events.js';
+import type { JobFiles } from '../jobs/files.js';
 import { signDownloadLink } from '../security/links.js';
 import { completedPayload, failedPayload, progressPayload, type CallbackType, type PayloadContext } from './payloads.js';
 import { enqueueCallback } from './sql/enqueue.js';
@@ -45,6 +47,8 @@ export function newEventId(): string {
 
 export function createCallbackHook(opts: {
   config: Config;
+  files: JobFiles;
+  engines: Engines;
   linkSigningKey: string;
   /** Base of download links: PUBLIC_URL, else the URL this server listens on. */
   baseUrl: () => string;
@@ -53,7 +57,8 @@ export function createCallbackHook(opts: {
 }): CallbackHook {
   const { config } = opts;
   const ctx = (): PayloadContext => ({
-    workdir: config.workdir,
+    files: opts.files,
+    engines: opts.engines,
     link: (jobId, name) =>
       signDownloadLink({
         key: opts.linkSigningKey,

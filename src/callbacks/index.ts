@@ -3,13 +3,15 @@
  * and the dispatcher that delivers it. startServer builds it before the job service (which
  * takes the hook) and starts it once the server listens (download links need its URL).
  */
-import type { Config } from '../config.js';
+import type { Config } from '../core/config.js';
 import type { Db } from '../db/client.js';
+import type { Engines } from '../engines/index.js';
 import type { JobEvents } from '../jobs/events.js';
-import type { Logger } from '../logger.js';
+import type { JobFiles } from '../jobs/files.js';
+import type { Logger } from '../core/logger.js';
 import { createOutboundDispatcher } from '../net/outbound.js';
 import type { Registry } from 'prom-client';
-import { VERSION } from '../version.js';
+import { VERSION } from '../core/version.js';
 import { CallbackDispatcher } from './dispatcher.js';
 import { createCallbackHook, type CallbackHook } from './hook.js';
 import { createCallbackMetrics } from './metrics.js';
@@ -30,6 +32,8 @@ export function createCallbacks(opts: {
   nodeId: string;
   registry: Registry;
   events: JobEvents;
+  files: JobFiles;
+  engines: Engines;
 }): Callbacks {
   const { config } = opts;
   let listenUrl = `http://${config.host}:${config.port}`;
@@ -48,6 +52,8 @@ export function createCallbacks(opts: {
   });
   const hook = createCallbackHook({
     config,
+    files: opts.files,
+    engines: opts.engines,
     linkSigningKey: opts.linkSigningKey,
     baseUrl: () => config.publicUrl ?? listenUrl,
     onEnqueued: (at) => dispatcher.wakeAt(at),

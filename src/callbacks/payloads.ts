@@ -1,51 +1,37 @@
 /**
- * The bodies of the three callbacks, exactly seed 003 §4.2.1–4.2.3 (key order included), built
- * from the job row as committed in the transaction that causes them. Pure functions: what a
- * body says is decided here, when and how it is sent is the outbox's business.
+ * The bodies of the three callbacks, built from the job row as committed in the transaction
+ * that causes them. The envelope (key order included) is what upstream apps store; the metric
+ * blocks are the ones the job's engine declares for its task. Pure functions: what a body says
+ * is decided here, when and how it is sent is the outbox's business.
  */
 import fs from 'node:fs';
 import type { JobRow } from '../db/schema.js';
+import type { Engines } from '../engines/index.js';
+import type { JobFiles } from '../jobs/files.js';
+import { LOG_FILE } from '../jobs/files.js';
+import { jobMetrics, num, pick } from '../jobs/metrics.js';
 import { apiStatus } from '../jobs/view.js';
 import type { SignedLink } from '../security/links.js';
-import { CALLBACK_ARTIFACTS, LOG_FILE, MODEL_FILE, jobFiles, type CallbackArtifact } from './files.js';
 
 export const CALLBACK_TYPES = ['training_progress', 'training_completed', 'training_failed'] as const;
 export type CallbackType = (typeof CALLBACK_TYPES)[number];
 
 export interface PayloadContext {
-  workdir: string;
+  files: JobFiles;
+  engines: Engines;
   /** A signed download link for one file of a job. */
   link(jobId: string, name: string): SignedLink;
   now?: Date;
 }
 
-type Num = number | null;
-
-/** Seconds precision, as in the seed's examples. */
+/** Seconds precision, as upstream apps' examples write timestamps. */
 export const isoSeconds = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
 const round = (n: number, digits: number) => Math.round(n * 10 ** digits) / 10 ** digits;
-const num = (m: Record<string, unknown> | null | undefined, key: string): Num => {
-  const v = m?.[key];
-  return typeof v === 'number' && Number.isFinite(v) ? v : null;
-};
-
-function currentMetrics(m: Record<string, Num> | null | undefined) {
-  return {
-    box_loss: num(m, 'box_loss'),
-    cls_loss: num(m, 'cls_loss'),
-    dfl_loss: num(m, 'dfl_loss'),
-    precision: num(m, 'precision'),
-    recall: num(m, 'recall'),
-    mAP50: num(m, 'mAP50'),
-    'mAP50-95': num(m, 'mAP50-95'),
-  };
-}
-
-function bestMetrics(m: Record<string, Num> | null | undefined) {
-  return { mAP50: num(m, 'mAP50'), 'mAP50-95': num(m, 'mAP50-95'), epoch: num(m, 'epoch') };
-}
+/** A metric block with its epoch last. */
+const withEpoch = (m: Record<string, number | null>, epoch: number | null): Record<string, number | null> => ({ ...m, epoch });
 
 export function progressPayload(job: JobRow, ctx: PayloadContext) {
+  const spec = jobMetrics(ctx.engines, job);
   return {
     type: 'training_progress' as const,
     job_id: job.id,
@@ -57,26 +43,30 @@ export function progressPayload(job: JobRow, ctx: PayloadContext) {
       phase: job.phase,
       eta_seconds: job.etaSeconds,
     },
-    metrics: { current: currentMetrics(job.metricsCurrent), best: bestMetrics(job.metricsBest) },
+    metrics: {
+      current: pick(job.metricsCurrent, spec.callback.current),
+      best: withEpoch(pick(job.metricsBest, spec.callback.best), num(job.metricsBest, 'epoch')),
+    },
     // Filled by the resource monitor (gpu_utilization, memory_used_gb, temperature_c); null before.
     resources: job.resources ?? null,
   };
 }
 
 export function completedPayload(job: JobRow, ctx: PayloadContext) {
-  const files = jobFiles(job, ctx.workdir);
+  const spec = jobMetrics(ctx.engines, job);
+  const files = ctx.files.downloadable(job);
   const model = (job.model ?? {}) as { size_bytes?: unknown; best_epoch?: unknown; format?: unknown };
-  const modelLink = files.has(MODEL_FILE) ? ctx.link(job.id, MODEL_FILE) : null;
+  const modelName = ctx.files.modelName(job);
+  const modelLink = modelName && files.has(modelName) ? ctx.link(job.id, modelName) : null;
   const sizeBytes = typeof model.size_bytes === 'number' ? model.size_bytes : null;
   const bestEpoch = num(model as Record<string, unknown>, 'best_epoch') ?? num(job.metricsBest, 'epoch');
   const started = job.startedAt ?? job.createdAt;
   const finished = job.finishedAt ?? ctx.now ?? new Date();
-  const artifacts = {} as Record<CallbackArtifact, string | null>;
-  for (const key of Object.keys(CALLBACK_ARTIFACTS) as CallbackArtifact[]) {
-    const name = CALLBACK_ARTIFACTS[key].find((n) => files.has(n) && (n !== LOG_FILE || fs.existsSync(files.get(n)!)));
+  const artifacts: Record<string, string | null> = {};
+  for (const [key, candidates] of Object.entries(ctx.files.artifactKeys(job))) {
+    const name = candidates.find((n) => files.has(n) && (n !== LOG_FILE || fs.existsSync(files.get(n)!)));
     artifacts[key] = name ? ctx.link(job.id, name).url : null;
   }
-  const m = job.metricsCurrent;
   return {
     type: 'training_completed' as const,
     job_id: job.id,
@@ -91,13 +81,7 @@ export function completedPayload(job: JobRow, ctx: PayloadContext) {
       expires_at: modelLink?.expires_at ?? null,
     },
     final_metrics: {
-      mAP50: num(m, 'mAP50'),
-      'mAP50-95': num(m, 'mAP50-95'),
-      precision: num(m, 'precision'),
-      recall: num(m, 'recall'),
-      box_loss: num(m, 'box_loss'),
-      cls_loss: num(m, 'cls_loss'),
-      dfl_loss: num(m, 'dfl_loss'),
+      ...pick(job.metricsCurrent, spec.callback.final),
       best_epoch: bestEpoch,
       // Epochs actually trained (early stopping by `patience` may end before the configured count).
       total_epochs: job.currentEpoch > 0 ? job.currentEpoch : job.totalEpochs,
@@ -120,6 +104,7 @@ function datasetInfo(info: Record<string, unknown> | null | undefined) {
 
 /** training_failed: failures, and cancellations (error code CANCELLED, status "cancelled"). */
 export function failedPayload(job: JobRow, ctx: PayloadContext) {
+  const spec = jobMetrics(ctx.engines, job);
   const e = job.error;
   const cancelled = job.state === 'cancelled';
   return {
@@ -134,7 +119,7 @@ export function failedPayload(job: JobRow, ctx: PayloadContext) {
       phase: e?.phase ?? job.phase,
       epoch: e?.epoch ?? null,
     },
-    partial_metrics: job.metricsCurrent ? { ...currentMetrics(job.metricsCurrent), epoch: num(job.metricsCurrent, 'epoch') } : null,
+    partial_metrics: job.metricsCurrent ? withEpoch(pick(job.metricsCurrent, spec.callback.current), num(job.metricsCurrent, 'epoch')) : null,
   };
 }
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { loadConfig } from '../config.js';
+import { loadConfig } from '../core/config.js';
 import { parseRetryAfter, retryDelayMs } from './schedule.js';
 
 test('the default schedule spans about three days over ten attempts', () => {

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { PNG } from 'pngjs';
-import { JobError } from '../errors.js';
+import { JobError } from '../core/errors.js';
 import { writeSyntheticDataset } from '../../test/helpers/synthetic-dataset.js';
 import { checkDataset, type DatasetInfo, type Problem } from './check.js';
 import { checkLabelText } from './labels.js';

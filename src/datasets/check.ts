@@ -15,7 +15,7 @@
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import path from 'node:path';
-import { JobError } from '../errors.js';
+import { JobError } from '../core/errors.js';
 import { checkImage, imageScratch, labelPathFor, listImages } from './images.js';
 import { checkLabelText, type LabelTask } from './labels.js';
 import type { DatasetLayout, Split } from './layout.js';

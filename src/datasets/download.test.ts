@@ -5,7 +5,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { JobError } from '../errors.js';
+import { JobError } from '../core/errors.js';
 import { createOutboundDispatcher } from '../net/outbound.js';
 import { serveBytes, startFileServer, type FileServer } from '../../test/helpers/file-server.js';
 import { downloadToFile, redactUrl, type DownloadOptions } from './download.js';

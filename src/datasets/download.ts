@@ -16,7 +16,7 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request, type Dispatcher } from 'undici';
-import { JobError, type JobErrorCode } from '../errors.js';
+import { JobError, type JobErrorCode } from '../core/errors.js';
 import { isOutboundBlockedError } from '../net/outbound.js';
 
 export type DownloadOptions = {

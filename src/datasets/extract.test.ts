@@ -5,7 +5,7 @@ import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { JobError } from '../errors.js';
+import { JobError } from '../core/errors.js';
 import { rawZip, type RawEntry } from '../../test/helpers/raw-zip.js';
 import { writeSyntheticDataset, zipDirectory } from '../../test/helpers/synthetic-dataset.js';
 import { extractZip, type ExtractLimits } from './extract.js';

@@ -22,7 +22,7 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import yauzl from 'yauzl';
-import { JobError } from '../errors.js';
+import { JobError } from '../core/errors.js';
 
 export type ExtractLimits = {
   maxEntries: number;

@@ -10,8 +10,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import YAML from 'yaml';
-import type { Config } from '../config.js';
-import { JobError } from '../errors.js';
+import type { Config } from '../core/config.js';
+import { JobError } from '../core/errors.js';
 import { createOutboundDispatcher } from '../net/outbound.js';
 import { serveBytes, startFileServer, type FileServer } from '../../test/helpers/file-server.js';
 import { rawZip } from '../../test/helpers/raw-zip.js';
@@ -75,7 +75,7 @@ after(async () => {
 
 let n = 0;
 const jobDir = () => path.join(tmp, 'jobs', `job-${n++}`);
-const opts = (task: 'detect' | 'segment', o: Partial<PrepareOptions> = {}): PrepareOptions => ({ dispatcher, limits, task, backoffMs: 10, ...o });
+const opts = (task: 'detect' | 'segment', o: Partial<PrepareOptions> = {}): PrepareOptions => ({ dispatcher, limits, task, formats: ['yolo'], backoffMs: 10, ...o });
 
 async function expectJobError(p: Promise<unknown>, code: string, check?: (e: JobError) => void) {
   await assert.rejects(p, (e: unknown) => {
@@ -105,8 +105,8 @@ describe('prepareDataset', () => {
       assert.deepEqual(r.info.classes, ['circle', 'square', 'triangle']);
       assert.ok(Object.values(r.info.class_distribution).reduce((a, b) => a + b) >= c.train + c.val);
       assert.deepEqual(r.warnings, []);
-      assert.equal(r.dataYaml, path.join(dir, 'data.yaml'));
-      const doc = YAML.parse(await readFile(r.dataYaml, 'utf8')) as Record<string, string>;
+      assert.equal(r.data, path.join(dir, 'data.yaml'));
+      const doc = YAML.parse(await readFile(r.data, 'utf8')) as Record<string, string>;
       assert.deepEqual(Object.keys(doc), ['path', 'train', 'val', 'nc', 'names']);
       for (const k of ['path', 'train', 'val'] as const) {
         assert.ok(path.isAbsolute(doc[k]!) && doc[k]!.startsWith(path.join(dir, 'dataset')), doc[k]);

@@ -1,8 +1,8 @@
 /**
- * A job's dataset, from URL to the data.yaml the worker trains on:
- * download (jobDir/dataset.zip) → extract (jobDir/dataset/) → delete the ZIP → find and
- * resolve data.yaml → check every image and label → write jobDir/data.yaml (normalized) and
- * jobDir/dataset-info.json.
+ * A job's dataset, from URL to what the worker trains on:
+ * download (jobDir/dataset.zip) → extract (jobDir/dataset/) → delete the ZIP → find which of
+ * the engine's formats the archive is in → check every image and label → write what the worker
+ * reads (for YOLO: jobDir/data.yaml, normalized) and jobDir/dataset-info.json.
  *
  * dataset-info.json is written last and atomically: it is the marker that the dataset is
  * ready. A job resumed after a restart finds it and skips the whole pipeline (the ZIP is gone
@@ -11,22 +11,26 @@
 import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Dispatcher } from 'undici';
-import type { Config } from '../config.js';
-import { JobError } from '../errors.js';
+import type { Config } from '../core/config.js';
+import { JobError } from '../core/errors.js';
 import { checkDataset, type DatasetInfo } from './check.js';
 import { downloadToFile } from './download.js';
 import { extractZip } from './extract.js';
+import type { DatasetFormat } from './formats.js';
 import type { LabelTask } from './labels.js';
 import { readLayout, renderDataYaml } from './layout.js';
 
 export type { DatasetInfo } from './check.js';
 
-export type PreparedDataset = { dataYaml: string; info: DatasetInfo; warnings: string[] };
+/** What the worker trains on: `data` is a normalized data.yaml (yolo) or a dataset folder. */
+export type PreparedDataset = { data: string; format: DatasetFormat; info: DatasetInfo; warnings: string[] };
 
 export type PrepareOptions = {
   dispatcher: Dispatcher;
   limits: Config['dataset'];
-  task: LabelTask;
+  /** The formats the job's engine trains this task on, in order of preference. */
+  formats: readonly DatasetFormat[];
+  task: string;
   signal?: AbortSignal;
   /** 0→1 over the whole preparation: download 0–0.8, extraction 0.8–0.9, check 0.9–1. */
   onPhaseProgress?: (fraction: number) => void;
@@ -35,7 +39,7 @@ export type PrepareOptions = {
 };
 
 const MARKER = 'dataset-info.json';
-const MARKER_VERSION = 1;
+const MARKER_VERSION = 2;
 
 export function datasetPaths(jobDir: string) {
   return {
@@ -49,17 +53,25 @@ export function datasetPaths(jobDir: string) {
 async function readPrepared(jobDir: string): Promise<PreparedDataset | null> {
   const p = datasetPaths(jobDir);
   try {
-    const stored = JSON.parse(await readFile(p.marker, 'utf8')) as { version?: number; info?: DatasetInfo; warnings?: string[] };
-    if (stored.version !== MARKER_VERSION || !stored.info) return null;
-    await Promise.all([stat(p.dataYaml), stat(p.extracted)]);
-    return { dataYaml: p.dataYaml, info: stored.info, warnings: stored.warnings ?? [] };
+    const stored = JSON.parse(await readFile(p.marker, 'utf8')) as {
+      version?: number;
+      info?: DatasetInfo;
+      warnings?: string[];
+      data?: string;
+      format?: DatasetFormat;
+    };
+    // Version 1 markers were written for YOLO datasets only, before the format was recorded.
+    if (stored.version === 1 && stored.info) return { data: p.dataYaml, format: 'yolo', info: stored.info, warnings: stored.warnings ?? [] };
+    if (stored.version !== MARKER_VERSION || !stored.info || !stored.data || !stored.format) return null;
+    await Promise.all([stat(stored.data), stat(p.extracted)]);
+    return { data: stored.data, format: stored.format, info: stored.info, warnings: stored.warnings ?? [] };
   } catch {
     return null;
   }
 }
 
 export async function prepareDataset(
-  dataset: { url: string; sha256?: string | null | undefined },
+  dataset: { url: string; sha256?: string | null | undefined; format?: DatasetFormat | undefined },
   jobDir: string,
   opts: PrepareOptions,
 ): Promise<PreparedDataset> {
@@ -111,19 +123,48 @@ export async function prepareDataset(
   progress(0.9);
 
   // From here on, a failure leaves jobDir/dataset in place so the user's files can be looked at.
-  const layout = await readLayout(p.extracted);
-  const info = await checkDataset(layout, {
-    task: opts.task,
-    displayRoot: p.extracted,
-    signal: opts.signal,
-    onProgress: (done, total) => progress(0.9 + (0.1 * done) / Math.max(1, total)),
-  });
-  if (opts.signal?.aborted) throw new JobError('CANCELLED', 'dataset preparation cancelled');
-
-  await writeFile(p.dataYaml, renderDataYaml(layout));
+  const format = chooseFormat(dataset.format, opts.formats);
+  const checkProgress = (done: number, total: number) => progress(0.9 + (0.1 * done) / Math.max(1, total));
+  let prepared: PreparedDataset;
+  switch (format) {
+    case 'yolo': {
+      const layout = await readLayout(p.extracted);
+      const info = await checkDataset(layout, {
+        task: yoloTask(opts.task),
+        displayRoot: p.extracted,
+        signal: opts.signal,
+        onProgress: checkProgress,
+      });
+      if (opts.signal?.aborted) throw new JobError('CANCELLED', 'dataset preparation cancelled');
+      await writeFile(p.dataYaml, renderDataYaml(layout));
+      prepared = { data: p.dataYaml, format, info, warnings: info.warnings };
+      break;
+    }
+    default:
+      throw new JobError('DATASET_INVALID', `the ${format} dataset format is not supported by this server yet`, { format });
+  }
   const tmp = `${p.marker}.tmp`;
-  await writeFile(tmp, JSON.stringify({ version: MARKER_VERSION, info, warnings: info.warnings }, null, 2));
+  await writeFile(tmp, JSON.stringify({ version: MARKER_VERSION, ...prepared }, null, 2));
   await rename(tmp, p.marker);
   progress(1);
-  return { dataYaml: p.dataYaml, info, warnings: info.warnings };
+  return prepared;
+}
+
+/** The format to check: the one the request names (when the engine takes it), else the engine's first. */
+function chooseFormat(requested: DatasetFormat | undefined, accepted: readonly DatasetFormat[]): DatasetFormat {
+  if (requested) {
+    if (!accepted.includes(requested)) {
+      throw new JobError('DATASET_INVALID', `dataset.format ${requested} is not one this job's engine trains on (${accepted.join(', ')})`, {
+        format: requested,
+        accepted,
+      });
+    }
+    return requested;
+  }
+  return accepted[0]!;
+}
+
+function yoloTask(task: string): LabelTask {
+  if (task === 'detect' || task === 'segment') return task;
+  throw new JobError('DATASET_INVALID', `a YOLO label layout has no rules for task ${task}`, { task });
 }

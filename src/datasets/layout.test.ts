@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import YAML from 'yaml';
-import { JobError } from '../errors.js';
+import { JobError } from '../core/errors.js';
 import { writeSyntheticDataset } from '../../test/helpers/synthetic-dataset.js';
 import { parseNames, readLayout, renderDataYaml } from './layout.js';
 

@@ -1,6 +1,7 @@
 /**
- * The database is the truth about every job (SPEC §1). One drizzle schema for PGlite and
- * PostgreSQL; migrations in migrations/ are generated from it with drizzle-kit.
+ * The database is the truth about every job: nodes share it, and a job's state never lives in
+ * memory alone. One drizzle schema for PGlite and PostgreSQL; migrations in migrations/ are
+ * generated from it with drizzle-kit.
  */
 import { sql } from 'drizzle-orm';
 import {
@@ -39,13 +40,20 @@ export const jobs = pgTable(
     /** Submission order: the queue is served by seq, and a re-queued job keeps its place. */
     seq: bigserial('seq', { mode: 'number' }).notNull().unique(),
     name: text('name').notNull(),
+    /** The engine that trains it (its model_config's framework) and the task. */
+    engine: text('engine').notNull(),
+    task: text('task').notNull(),
     state: jobState('state').notNull().default('queued'),
     phase: text('phase').$type<Phase>().notNull().default('queued'),
     progress: doublePrecision('progress').notNull().default(0),
     currentEpoch: integer('current_epoch').notNull().default(0),
     totalEpochs: integer('total_epochs').notNull(),
-    /** The request as accepted, without callback_secret (kept in its own column). */
+    /** The request as accepted, without callback_secret (kept in its own column); jobs/request.ts reads it back typed. */
     request: jsonb('request').$type<Record<string, unknown>>().notNull(),
+    /** The worker's arguments as the job was trained with them (its engine built them at start). */
+    trainArgs: jsonb('train_args').$type<Record<string, unknown>>(),
+    /** The base model the job trained from: the request's name, where the file came from, its sha256. */
+    baseModel: jsonb('base_model').$type<{ name: string | null; source: string | null; sha256: string | null }>(),
     callbackUrl: text('callback_url'),
     callbackSecret: text('callback_secret'),
     requestedDevice: text('requested_device').notNull().default('auto'),
@@ -91,9 +99,9 @@ export const jobEpochs = pgTable(
 );
 
 /**
- * Callback outbox (SPEC §3): written in the same transaction as the job change that caused it.
+ * Callback outbox: written in the same transaction as the job change that caused it.
  * id is the Standard Webhooks webhook-id, stable across retries. payload is `json`, not
- * `jsonb`: json keeps the text as written (key order of seed 003's bodies), and the dispatcher
+ * `jsonb`: json keeps the text as written (the bodies' key order), and the dispatcher
  * sends `payload::text` byte for byte on every retry.
  */
 export const OUTBOX_STATES = ['pending', 'delivered', 'superseded', 'dead'] as const;
@@ -151,8 +159,8 @@ export const seenSignatures = pgTable('seen_signatures', {
 });
 
 /**
- * Model registry (issue 6): every completed job registers its best model; a model can be
- * exported (ONNX, TorchScript), used for predictions and as the base of a new job
+ * Model registry: every completed job registers its best model; a model can be
+ * exported (ONNX, TorchScript…), used for predictions and as the base of a new job
  * (`base_model: "model:<id>"`). Files live under workdir/models/<id>/ (src/registry/files.ts),
  * copied out of the job's folder so a model outlives its job's files. One model per source job
  * (the unique key makes registering idempotent across restarts).
@@ -162,19 +170,22 @@ export const models = pgTable(
   {
     id: uuid('id').primaryKey(),
     name: text('name').notNull(),
-    framework: text('framework').notNull().default('ultralytics'),
+    framework: text('framework').notNull(),
     task: text('task').notNull(),
     format: text('format').notNull().default('pytorch'),
     /** File name inside workdir/models/<id>/. */
     fileName: text('file_name').notNull(),
     classes: jsonb('classes').$type<string[]>().notNull(),
-    imgsz: integer('imgsz').notNull(),
+    /** The input size the model expects, when its engine has one. */
+    imgsz: integer('imgsz'),
     metrics: jsonb('metrics').$type<Record<string, number | null>>(),
     sizeBytes: integer('size_bytes').notNull(),
     sha256: text('sha256').notNull(),
     sourceJobId: uuid('source_job_id')
       .unique()
       .references(() => jobs.id, { onDelete: 'set null' }),
+    /** The arguments its source job trained with: what export and prediction need to rebuild it. */
+    trainArgs: jsonb('train_args').$type<Record<string, unknown>>(),
     /** What the source job trained from (a base model name, URL or model:<id>): fine-tuning chains. */
     baseModel: text('base_model'),
     createdAt: tstz('created_at').notNull().defaultNow(),

@@ -5,7 +5,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { JobRow } from '../db/schema.js';
-import type { Logger } from '../logger.js';
+import type { Logger } from '../core/logger.js';
 
 export type JobChange =
   | 'queued'

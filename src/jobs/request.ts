@@ -1,71 +1,34 @@
 /**
- * The body of POST /api/v1/train (SPEC §2, seed 003 §4.1). Strict: unknown keys are errors,
- * so a typo in a hyperparameter never trains silently with a default.
+ * The body of POST /api/v1/train, built from the engines this server runs. Strict: unknown
+ * keys are errors, so a typo in a hyperparameter never trains silently with a default.
  *
- * Two ways to say what to train: seed 003's `model_config`, or `config`, a config resolved by
- * POST /api/v1/config/resolve (any Ultralytics training arguments, checked by src/configs)
- * with `name` and `task` beside it. Either way the parsed request carries a model_config (the
- * job row, callbacks and pages read it); a config request's model_config also carries the
- * resolved config as `resolved_config`, which the worker's arguments come from.
+ * Two ways to say what to train: `model_config` (each engine's own schema, told apart by its
+ * `framework`; a body without one is for the default engine), or `config`, a config resolved
+ * by POST /api/v1/config/resolve, with `name`, `task` and `framework` beside it. Either way the
+ * parsed request carries a typed model_config (the job row, callbacks and pages read it); a
+ * config request also keeps the resolved config as `resolved_config`, which the worker's
+ * arguments come from.
+ *
+ * What is stored with a job is this parsed request (without callback_secret); jobRequest()
+ * reads it back through the engine's schema, so code past the API never casts a blob.
  */
 import { z } from '@hono/zod-openapi';
-import { resolveConfig } from '../configs/resolver.js';
-import { modelConfigView } from '../configs/train-args.js';
-
-export const AugmentationSchema = z
-  .object({
-    hsv_h: z.number().min(0).max(1),
-    hsv_s: z.number().min(0).max(1),
-    hsv_v: z.number().min(0).max(1),
-    degrees: z.number().min(-180).max(180),
-    translate: z.number().min(0).max(1),
-    scale: z.number().min(0).max(1),
-    shear: z.number().min(-180).max(180),
-    perspective: z.number().min(0).max(0.001),
-    flipud: z.number().min(0).max(1),
-    fliplr: z.number().min(0).max(1),
-    mosaic: z.number().min(0).max(1),
-    mixup: z.number().min(0).max(1),
-  })
-  .partial()
-  .strict()
-  .openapi('Augmentation');
-
-export const ModelConfigSchema = z
-  .object({
-    name: z.string().min(1).max(200),
-    task: z.enum(['detect', 'segment']).default('detect'),
-    base_model: z
-      .string()
-      .min(1)
-      .max(2000)
-      .refine(
-        (s) => /^https:\/\//.test(s) || /^[\w.-]+\.(pt|ya?ml)$/.test(s) || /^model:[\w-]+$/.test(s),
-        'must be a file name under workdir/base-models/ (e.g. yolo11n.pt), a model .yaml, or an https URL',
-      )
-      .default('yolo11n.yaml'),
-    epochs: z.number().int().min(1).max(10_000).default(100),
-    batch_size: z.number().int().min(1).max(1024).default(16),
-    image_size: z.number().int().min(32).max(4096).multipleOf(32).default(640),
-    learning_rate: z.number().positive().max(1).default(0.01),
-    optimizer: z.enum(['auto', 'SGD', 'Adam', 'Adamax', 'AdamW', 'NAdam', 'RAdam', 'RMSProp', 'MuSGD']).default('auto'),
-    patience: z.number().int().min(0).max(10_000).default(50),
-    seed: z.number().int().min(0).max(2 ** 31 - 1).default(0),
-    augmentation: AugmentationSchema.default({}),
-  })
-  .strict()
-  .openapi('ModelConfig');
+import type { JobRow } from '../db/schema.js';
+import type { Engines } from '../engines/index.js';
+import type { AnyEngine, ModelConfigBase } from '../engines/types.js';
 
 export const DatasetSchema = z
   .object({
     url: z.string().url().max(8000).refine((u) => /^https?:\/\//.test(u), 'must be an http(s) URL'),
-    format: z.literal('yolo').default('yolo'),
+    format: z.enum(['yolo', 'coco', 'classify']).optional().openapi({
+      description: 'The archive layout; detected when left out. Each engine accepts its own formats (GET /api/v1/engines).',
+    }),
     sha256: z
       .string()
       .regex(/^[a-fA-F0-9]{64}$/, 'must be 64 hex characters')
       .transform((s) => s.toLowerCase())
       .optional(),
-    /** Accepted for seed 003 compatibility; the layout is detected, not declared. */
+    /** Accepted for compatibility with upstream apps that send it; the layout is detected, not declared. */
     expected_structure: z.record(z.string(), z.boolean()).optional(),
   })
   .strict()
@@ -82,91 +45,148 @@ export const ResourcesSchema = z
   })
   .strict()
   .openapi('Resources');
+export type Resources = z.infer<typeof ResourcesSchema>;
 
-export const TrainRequestSchema = z
-  .object({
-    job_id: z.string().uuid().optional(),
-    callback_url: z
-      .string()
-      .url()
-      .max(2000)
-      .refine((u) => /^https?:\/\//.test(u), 'must be an http(s) URL')
-      .optional(),
-    callback_secret: z.string().min(1).max(500).optional(),
-    model_config: ModelConfigSchema.optional(),
-    /** The alternative to model_config: a resolved config and what it does not say. */
-    name: z.string().min(1).max(200).optional().openapi({ description: 'With config: the model name (required)' }),
-    framework: z.literal('ultralytics').optional().openapi({ description: 'With config (default ultralytics)' }),
-    task: z.enum(['detect', 'segment']).optional().openapi({ description: 'With config (default detect)' }),
-    config: z
-      .record(z.string(), z.unknown())
-      .optional()
-      .openapi({
-        description:
-          'Instead of model_config: Ultralytics training arguments as POST /api/v1/config/resolve returns them (developer mode; omitted keys take the base config). model is the base model.',
-        example: { model: 'yolo11n.yaml', epochs: 50, imgsz: 640, batch: 16, lr0: 0.01, cos_lr: true },
-      }),
-    dataset: DatasetSchema,
-    resources: ResourcesSchema.default({ device: 'auto', workers: 8 }),
-  })
-  .strict()
-  .superRefine((body, ctx) => {
-    if (body.callback_url && !body.callback_secret) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['callback_secret'],
-        message: 'callback_secret is required when callback_url is set',
-      });
-    }
-    if (body.model_config && body.config) {
-      ctx.addIssue({ code: 'custom', path: ['config'], message: 'send model_config or config, not both' });
-    } else if (!body.model_config && !body.config) {
-      ctx.addIssue({ code: 'custom', path: ['model_config'], message: 'model_config (or a resolved config) is required' });
-    }
-    for (const key of ['name', 'framework', 'task'] as const) {
-      if (body.model_config && body[key] !== undefined) {
-        ctx.addIssue({ code: 'custom', path: [key], message: `goes with config; with model_config, ${key === 'framework' ? 'leave it out' : `set model_config.${key}`}` });
+/** The request as parsed and stored: what the rest of trainhook reads. */
+export interface TrainRequest {
+  job_id?: string | undefined;
+  callback_url?: string | undefined;
+  callback_secret?: string | undefined;
+  model_config: ModelConfigBase & Record<string, unknown>;
+  /** Set when the request came as a resolved config: the worker's arguments come from it. */
+  resolved_config?: Record<string, unknown> | undefined;
+  dataset: z.infer<typeof DatasetSchema>;
+  resources: Resources;
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+export function trainRequestSchema(engines: Engines) {
+  const all = engines.list();
+  const modelConfigs = all.map((e) => e.modelConfig) as unknown as [z.ZodObject, ...z.ZodObject[]];
+  const ModelConfigSchema = (
+    modelConfigs.length === 1 ? modelConfigs[0] : z.discriminatedUnion('framework', modelConfigs as [z.ZodObject, z.ZodObject, ...z.ZodObject[]])
+  ).openapi('ModelConfig', {
+    description: `One engine's model_config, chosen by framework (${all.map((e) => e.name).join(', ')}; default ${engines.default.name}).`,
+  });
+  return z
+    .object({
+      job_id: z.string().uuid().optional(),
+      callback_url: z
+        .string()
+        .url()
+        .max(2000)
+        .refine((u) => /^https?:\/\//.test(u), 'must be an http(s) URL')
+        .optional(),
+      callback_secret: z.string().min(1).max(500).optional(),
+      model_config: ModelConfigSchema.optional(),
+      /** The alternative to model_config: a resolved config and what it does not say. */
+      name: z.string().min(1).max(200).optional().openapi({ description: 'With config: the model name (required)' }),
+      framework: z
+        .enum(engines.names() as [string, ...string[]])
+        .optional()
+        .openapi({ description: `With config (default ${engines.default.name})` }),
+      task: z.string().min(1).max(50).optional().openapi({ description: "With config (default: the engine's first task)" }),
+      config: z
+        .record(z.string(), z.unknown())
+        .optional()
+        .openapi({
+          description:
+            "Instead of model_config: the engine's training arguments as POST /api/v1/config/resolve returns them (developer mode; omitted keys take the base config).",
+          example: { model: 'yolo11n.yaml', epochs: 50, imgsz: 640, batch: 16, lr0: 0.01, cos_lr: true },
+        }),
+      dataset: DatasetSchema,
+      resources: ResourcesSchema.default({ device: 'auto', workers: 8 }),
+    })
+    .strict()
+    .superRefine((body, ctx) => {
+      if (body.callback_url && !body.callback_secret) {
+        ctx.addIssue({ code: 'custom', path: ['callback_secret'], message: 'callback_secret is required when callback_url is set' });
       }
-    }
-    if (body.config && !body.name) {
-      ctx.addIssue({ code: 'custom', path: ['name'], message: 'name is required with config' });
-    }
-  })
-  .transform((body, ctx) => {
-    const { model_config: modelConfig, name, framework, task, config, ...rest } = body;
-    if (modelConfig) return { ...rest, model_config: modelConfig as ModelConfig };
-    const resolved = resolveConfig({ framework, task, mode: 'developer', overrides: config });
-    if (!resolved.ok) {
-      for (const issue of resolved.issues) {
-        ctx.addIssue({ code: 'custom', path: ['config', ...issue.path.slice(1)], message: issue.message });
+      if (body.model_config && body.config) {
+        ctx.addIssue({ code: 'custom', path: ['config'], message: 'send model_config or config, not both' });
+      } else if (!body.model_config && !body.config) {
+        ctx.addIssue({ code: 'custom', path: ['model_config'], message: 'model_config (or a resolved config) is required' });
       }
-      return z.NEVER;
-    }
-    const { config: resolvedConfig, task: resolvedTask } = resolved.value;
-    // The config's device chooses the slot unless resources.device does.
-    const configDevice = resolvedConfig['device'];
-    let resources = rest.resources;
-    if (typeof configDevice === 'string') {
-      if (resources.device === 'auto') resources = { ...resources, device: configDevice };
-      else if (resources.device.replace(/^(\d+)$/, 'cuda:$1') !== configDevice) {
-        ctx.addIssue({
-          code: 'custom',
-          path: ['config', 'device'],
-          message: `config.device ${configDevice} contradicts resources.device ${resources.device}`,
-        });
+      for (const key of ['name', 'framework', 'task'] as const) {
+        if (body.model_config && body[key] !== undefined) {
+          ctx.addIssue({ code: 'custom', path: [key], message: `goes with config; with model_config, set model_config.${key}` });
+        }
+      }
+      if (body.config && !body.name) ctx.addIssue({ code: 'custom', path: ['name'], message: 'name is required with config' });
+    })
+    .transform((body, ctx): TrainRequest => {
+      const { model_config: modelConfig, name, framework, task, config, ...rest } = body;
+      if (modelConfig) return { ...rest, model_config: modelConfig as TrainRequest['model_config'] };
+      const engine = framework ? engines.require(framework) : engines.default;
+      const chosenTask = task ?? engine.tasks[0]!;
+      if (!engine.tasks.includes(chosenTask)) {
+        ctx.addIssue({ code: 'custom', path: ['task'], message: `${engine.name} tasks are ${engine.tasks.join(', ')}` });
         return z.NEVER;
       }
-    }
-    return {
-      ...rest,
-      resources,
-      model_config: { ...modelConfigView(name!, resolvedTask, resolvedConfig), resolved_config: resolvedConfig } as ModelConfig,
-    };
-  })
-  .openapi('TrainRequest');
+      const submitted = engine.presets.submission(name!, chosenTask, config!);
+      if (!submitted.ok) {
+        for (const issue of submitted.issues) {
+          ctx.addIssue({ code: 'custom', path: ['config', ...issue.path.slice(1)], message: issue.message });
+        }
+        return z.NEVER;
+      }
+      const resolved = submitted.resolvedConfig;
+      // The config's device chooses the slot unless resources.device does.
+      const configDevice = resolved?.['device'];
+      let resources = rest.resources;
+      if (typeof configDevice === 'string') {
+        if (resources.device === 'auto') resources = { ...resources, device: configDevice };
+        else if (resources.device.replace(/^(\d+)$/, 'cuda:$1') !== configDevice) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['config', 'device'],
+            message: `config.device ${configDevice} contradicts resources.device ${resources.device}`,
+          });
+          return z.NEVER;
+        }
+      }
+      return {
+        ...rest,
+        resources,
+        model_config: submitted.modelConfig as TrainRequest['model_config'],
+        ...(resolved ? { resolved_config: resolved } : {}),
+      };
+    })
+    .openapi('TrainRequest');
+}
 
-export type ModelConfig = z.infer<typeof ModelConfigSchema> & {
-  /** Set when the request came as a resolved config: the worker's arguments come from it. */
-  resolved_config?: Record<string, unknown>;
-};
-export type TrainRequest = z.infer<typeof TrainRequestSchema>;
+/** A stored job's request, read back typed through its engine. */
+export interface JobRequest<MC extends ModelConfigBase = ModelConfigBase & Record<string, unknown>> {
+  engine: AnyEngine;
+  modelConfig: MC;
+  resolvedConfig: Record<string, unknown> | null;
+  dataset: TrainRequest['dataset'];
+  resources: Resources;
+}
+
+/**
+ * The request a job was submitted with. Rows written before requests carried a framework are
+ * the default engine's, and kept a resolved config inside model_config.
+ */
+export function jobRequest(row: Pick<JobRow, 'request' | 'engine'>, engines: Engines): JobRequest {
+  const stored = row.request;
+  const engine = engines.require(row.engine);
+  const raw = isRecord(stored['model_config']) ? { ...stored['model_config'] } : {};
+  let resolved = isRecord(stored['resolved_config']) ? stored['resolved_config'] : null;
+  if (isRecord(raw['resolved_config'])) {
+    resolved ??= raw['resolved_config'];
+    delete raw['resolved_config'];
+  }
+  raw['framework'] ??= engine.name;
+  const modelConfig = engine.modelConfig.parse(raw) as JobRequest['modelConfig'];
+  return {
+    engine,
+    modelConfig,
+    resolvedConfig: resolved,
+    dataset: DatasetSchema.parse(stored['dataset'] ?? {}),
+    resources: ResourcesSchema.parse(stored['resources'] ?? {}),
+  };
+}

@@ -5,11 +5,12 @@
  */
 import crypto from 'node:crypto';
 import type { Database, Tx } from '../db/client.js';
+import type { Engines } from '../engines/index.js';
 import type { JobRow } from '../db/schema.js';
-import { HttpError } from '../errors.js';
+import { HttpError } from '../core/errors.js';
 import type { JobChange, JobEvents } from './events.js';
 import { getJob, getJobFast, jobsAfter, queuePosition, recentMeanDurationSeconds, warmStart } from './queries.js';
-import type { Logger } from '../logger.js';
+import type { Logger } from '../core/logger.js';
 import { QueueIndex } from './queue-index.js';
 import { JobReadCache, type CachedJob } from './read-cache.js';
 import { jobView } from './view.js';
@@ -45,6 +46,9 @@ export class JobService {
       slots: SlotInfo;
       events: JobEvents;
       hook: TransitionHook;
+      engines: Engines;
+      /** Whether this node trains on a GPU (an engine may refuse GPU-only requests otherwise). */
+      gpuAvailable: boolean;
       maxQueueLength: number;
       /** Jobs kept in memory for status reads (0: none). */
       cacheSize: number;
@@ -162,6 +166,11 @@ export class JobService {
         { path: ['resources', 'device'], message: `available: auto, ${this.opts.slots.devices.join(', ')}` },
       ]);
     }
+    const engine = this.opts.engines.require(req.model_config.framework);
+    const refusal = engine.refuse?.(req.model_config, { gpuAvailable: this.opts.gpuAvailable });
+    if (refusal) {
+      throw new HttpError(400, 'VALIDATION_ERROR', refusal, [{ path: ['model_config'], message: refusal }]);
+    }
     const id = req.job_id ?? crypto.randomUUID();
     const { callback_secret: callbackSecret, ...stored } = req;
     const { db } = this.opts.database;
@@ -180,6 +189,8 @@ export class JobService {
       const job = await insertJob(tx, {
         id,
         name: req.model_config.name,
+        engine: engine.name,
+        task: req.model_config.task,
         totalEpochs: req.model_config.epochs,
         request: { ...stored, job_id: id },
         callbackUrl: req.callback_url ?? null,

@@ -30,6 +30,8 @@ export type JobPatch = Partial<
     | 'artifacts'
     | 'resources'
     | 'error'
+    | 'trainArgs'
+    | 'baseModel'
   >
 >;
 

@@ -1,16 +1,18 @@
 /**
  * Binds the monitor to the database: the jobs this node runs, their `resources` column (written
- * through transitions.updateActiveJob, so only while this node holds the job) and their log file.
+ * through the job store, so only while this node holds the job) and their log file.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import { and, eq, inArray, sql } from 'drizzle-orm';
 import type { Database } from '../db/client.js';
 import { jobs } from '../db/schema.js';
-import { updateActiveJob } from '../jobs/transitions.js';
+import type { JobFiles } from '../jobs/files.js';
+import type { JobStore } from '../jobs/store.js';
 import type { JobResourceSink } from './monitor.js';
-import { jobDir, jobLogFile } from '../jobs/paths.js';
 
-export function jobResourceSink(database: Database, nodeId: string, workdir: string): JobResourceSink {
+/** `store` is read when a sample arrives: the monitor starts before the store is built. */
+export function jobResourceSink(database: Database, nodeId: string, store: () => JobStore, files: JobFiles): JobResourceSink {
   return {
     running: () =>
       database.db
@@ -18,12 +20,13 @@ export function jobResourceSink(database: Database, nodeId: string, workdir: str
         .from(jobs)
         .where(and(eq(jobs.nodeId, nodeId), inArray(jobs.state, ['claimed', 'running']))),
     attach: async (jobId, resources) => {
-      await updateActiveJob(database.db, jobId, nodeId, { resources: { ...resources } });
+      await store().setResources(jobId, { ...resources });
     },
     // The worker's log; appends are O_APPEND, so lines do not interleave with the worker's.
     log: async (jobId, line) => {
-      await fs.promises.mkdir(jobDir(workdir, jobId), { recursive: true });
-      await fs.promises.appendFile(jobLogFile(workdir, jobId), line);
+      const file = files.logFile(jobId);
+      await fs.promises.mkdir(path.dirname(file), { recursive: true });
+      await fs.promises.appendFile(file, line);
     },
   };
 }

@@ -9,7 +9,7 @@
  * One sample at a time: a slow nvidia-smi delays the next tick instead of piling up calls.
  */
 import os from 'node:os';
-import type { Logger } from '../logger.js';
+import type { Logger } from '../core/logger.js';
 import { queryGpus, type GpuSample } from './gpu.js';
 import { CpuMeter, readDisk, readMemory, type SystemSample } from './system.js';
 

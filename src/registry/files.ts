@@ -1,14 +1,14 @@
 /**
- * Where registry files live: workdir/models/<model id>/ holds the registered weights (best.pt)
- * and its exports (best.onnx, best.torchscript). Ids are UUIDs and file names come from rows,
- * never from a request path, so nothing here can be steered outside that folder.
+ * Where registry files live: workdir/models/<model id>/ holds the registered weights (under the
+ * name the worker gave them: best.pt, checkpoint_best_total.pth…) and their exports. Ids are
+ * UUIDs and file names come from rows, never from a request path, so nothing here can be
+ * steered outside that folder.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 
-export const MODEL_FILE = 'best.pt';
 const ID_RE = /^[\w-]{1,100}$/;
 
 export function modelsRoot(workdir: string): string {
@@ -18,11 +18,6 @@ export function modelsRoot(workdir: string): string {
 export function modelDir(workdir: string, id: string): string {
   if (!ID_RE.test(id)) throw new Error(`invalid model id ${JSON.stringify(id)}`);
   return path.join(modelsRoot(workdir), id);
-}
-
-/** The registered weights of a model (what `base_model: "model:<id>"` trains from). */
-export function modelWeightsFile(workdir: string, id: string): string {
-  return path.join(modelDir(workdir, id), MODEL_FILE);
 }
 
 export async function sha256File(file: string): Promise<string> {

@@ -15,10 +15,11 @@ export async function modelOfJob(db: DbOrTx, jobId: string): Promise<ModelRow | 
 
 export async function listModels(
   db: DbOrTx,
-  opts: { task?: string | undefined; jobId?: string | undefined; limit: number; offset: number },
+  opts: { task?: string | undefined; framework?: string | undefined; jobId?: string | undefined; limit: number; offset: number },
 ): Promise<{ total: number; rows: ModelRow[] }> {
   const where = and(
     opts.task ? eq(models.task, opts.task) : undefined,
+    opts.framework ? eq(models.framework, opts.framework) : undefined,
     opts.jobId ? eq(models.sourceJobId, opts.jobId) : undefined,
   );
   const [total] = await db.select({ n: count() }).from(models).where(where);

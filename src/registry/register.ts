@@ -1,30 +1,22 @@
 /**
- * Registering a completed job's best model (seed 004 "Model Export and Registration"):
- * best.pt is copied to workdir/models/<id>/best.pt (a stable place that outlives the job's
- * files), hashed, and recorded with what a user picks a model by: name, task, classes, image
- * size, final metrics, size, sha256, source job and base model.
+ * Registering a completed job's best model: the weights the worker reported as best are copied
+ * to workdir/models/<id>/ (a stable place that outlives the job's files), hashed, and recorded
+ * with what a user picks a model by: name, engine, task, classes, input size, final metrics,
+ * size, sha256, source job, base model, and the arguments it was trained with.
  *
- * Called right after a job's completion commits (jobs/execute.ts) and, at start, for any
+ * Called right after a job's completion commits (the pipeline) and, at start, for any
  * completed job left without a model (a crash between the two). Idempotent: one model per
  * source job (unique key), a lost race removes its copy.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
 import type { Db } from '../db/client.js';
 import type { JobRow, ModelRow } from '../db/schema.js';
-import type { Logger } from '../logger.js';
-import { copyAtomic, modelDir, modelWeightsFile, MODEL_FILE, sha256File } from './files.js';
-import { completedJobsWithoutModel, insertModel, modelOfJob } from './queries.js';
-
-interface RequestView {
-  model_config?: {
-    name?: string;
-    task?: string;
-    base_model?: string;
-    image_size?: number;
-    resolved_config?: Record<string, unknown>;
-  };
-}
+import type { Engines } from '../engines/index.js';
+import { jobRequest } from '../jobs/request.js';
+import { copyAtomic, modelDir, sha256File } from './files.js';
+import { insertModel, modelOfJob } from './queries.js';
 
 function finalMetrics(job: JobRow): Record<string, number | null> | null {
   const current = job.metricsCurrent;
@@ -33,37 +25,43 @@ function finalMetrics(job: JobRow): Record<string, number | null> | null {
   return metrics;
 }
 
-export async function registerModelFromJob(db: Db, job: JobRow, workdir: string): Promise<ModelRow | null> {
+export async function registerModelFromJob(db: Db, job: JobRow, workdir: string, engines: Engines): Promise<ModelRow | null> {
   if (job.state !== 'completed') return null;
   const existing = await modelOfJob(db, job.id);
   if (existing) return existing;
-  const best = (job.model as { best?: unknown } | null)?.best;
+  const best = (job.model as { best?: unknown; format?: unknown } | null)?.best;
   if (typeof best !== 'string' || !fs.existsSync(best)) return null;
 
-  const request = job.request as RequestView;
-  const mc = request.model_config ?? {};
-  const imgsz = typeof mc.resolved_config?.['imgsz'] === 'number' ? (mc.resolved_config['imgsz'] as number) : (mc.image_size ?? 640);
+  const request = jobRequest(job, engines);
+  const trainArgs = job.trainArgs ?? request.engine.trainArgs(request.modelConfig, {
+    device: job.device ?? 'cpu',
+    resources: request.resources,
+    resolvedConfig: request.resolvedConfig,
+  });
   const classes = (job.datasetInfo as { classes?: unknown } | null)?.classes;
+  const format = (job.model as { format?: unknown }).format;
 
   const id = crypto.randomUUID();
-  const file = modelWeightsFile(workdir, id);
+  const fileName = path.basename(best);
+  const file = path.join(modelDir(workdir, id), fileName);
   await copyAtomic(best, file);
   try {
     const [sha256, stat] = await Promise.all([sha256File(file), fs.promises.stat(file)]);
     const row = await insertModel(db, {
       id,
       name: job.name,
-      framework: 'ultralytics',
-      task: mc.task === 'segment' ? 'segment' : 'detect',
-      format: 'pytorch',
-      fileName: MODEL_FILE,
+      framework: job.engine,
+      task: job.task,
+      format: typeof format === 'string' ? format : request.engine.files.modelFormat,
+      fileName,
       classes: Array.isArray(classes) ? classes.map(String) : [],
-      imgsz,
+      imgsz: request.engine.imageSize(request.modelConfig, trainArgs),
       metrics: finalMetrics(job),
       sizeBytes: stat.size,
       sha256,
       sourceJobId: job.id,
-      baseModel: mc.base_model ?? null,
+      trainArgs,
+      baseModel: request.modelConfig.base_model ?? null,
     });
     if (row) return row;
     // Another registration of the same job won the unique key.
@@ -73,18 +71,4 @@ export async function registerModelFromJob(db: Db, job: JobRow, workdir: string)
     await fs.promises.rm(modelDir(workdir, id), { recursive: true, force: true });
     throw err;
   }
-}
-
-/** At start: registers the models of completed jobs that have none (their best.pt still on disk). */
-export async function registerMissingModels(db: Db, workdir: string, logger: Logger): Promise<number> {
-  let registered = 0;
-  for (const job of await completedJobsWithoutModel(db)) {
-    try {
-      if (await registerModelFromJob(db, job, workdir)) registered++;
-    } catch (err) {
-      logger.warn({ err, job_id: job.id }, 'could not register the model of a completed job');
-    }
-  }
-  if (registered) logger.info({ registered }, 'registered models of completed jobs');
-  return registered;
 }

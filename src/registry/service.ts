@@ -1,26 +1,27 @@
 /**
- * The model registry as the API uses it: list, read, delete, export and predict. Python work
- * runs in child processes: exports one process each (python-tool.ts), at most
- * EXPORT_CONCURRENCY at a time on this node; predictions in one long-lived worker
- * (predict-worker.ts) that keeps models loaded, one request at a time.
+ * The model registry as the API and the pipeline use it: register, list, read, delete, export
+ * and predict, for every engine. Python work runs in child processes of the model's engine:
+ * exports one process each (worker/tool.ts), at most EXPORT_CONCURRENCY at a time on this node;
+ * predictions in one long-lived worker per engine (worker/serve.ts) that keeps models loaded,
+ * one request at a time.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import type { Config } from '../core/config.js';
+import type { Logger } from '../core/logger.js';
 import type { Database } from '../db/client.js';
 import type { JobRow, ModelExportRow, ModelRow } from '../db/schema.js';
-import type { Logger } from '../logger.js';
-import { jobDir } from '../jobs/paths.js';
-import { modelDir, modelWeightsFile, openableModelFile, sha256File } from './files.js';
+import type { Engines } from '../engines/index.js';
+import type { AnyEngine } from '../engines/types.js';
+import type { JobFiles } from '../jobs/files.js';
+import { resolvePython } from '../worker/python.js';
+import { PythonServer } from '../worker/serve.js';
+import { runPythonTool, ToolError } from '../worker/tool.js';
+import { modelDir, openableModelFile, sha256File } from './files.js';
 import type { ImageResult, PredictionRun } from './formats.js';
-import { PredictWorker } from './predict-worker.js';
-import { runPythonTool, ToolError } from './python-tool.js';
-import { deleteModelRow, exportsOf, getModel, jobsUsingModel, upsertExport } from './queries.js';
-import { registerMissingModels, registerModelFromJob } from './register.js';
-
-export const EXPORT_FORMATS = ['onnx', 'torchscript'] as const;
-export type ExportFormat = (typeof EXPORT_FORMATS)[number];
-const EXPORT_SUFFIX: Record<ExportFormat, string> = { onnx: '.onnx', torchscript: '.torchscript' };
+import { completedJobsWithoutModel, deleteModelRow, exportsOf, getModel, jobsUsingModel, upsertExport } from './queries.js';
+import { registerModelFromJob } from './register.js';
 
 const EXPORT_CONCURRENCY = 2;
 const EXPORT_TIMEOUT_MS = 15 * 60_000;
@@ -51,48 +52,53 @@ export interface UploadedImage {
 export interface PredictOptions {
   conf: number;
   iou: number;
-  imgsz: number;
+  imgsz: number | null;
   maxDet: number;
 }
 
 export class ModelRegistry {
   private readonly slots = new Slots(EXPORT_CONCURRENCY);
   private readonly exporting = new Map<string, Promise<ModelExportRow>>();
-  private readonly predictor: PredictWorker;
+  private readonly predictors = new Map<string, PythonServer>();
 
   constructor(
     private readonly opts: {
       database: Database;
-      workdir: string;
-      /** The worker's python (resolved lazily: an API-only node may never need it). */
-      python: () => string;
+      config: Config;
+      engines: Engines;
+      files: JobFiles;
       logger: Logger;
     },
-  ) {
-    this.predictor = new PredictWorker({
-      python: opts.python,
-      configDir: path.join(opts.workdir, 'ultralytics'),
-      logFile: path.join(opts.workdir, 'logs', 'predict-worker.log'),
-    });
-  }
-
-  /** Stops the prediction worker (server shutdown). */
-  close(): Promise<void> {
-    return this.predictor.close();
-  }
+  ) {}
 
   get workdir(): string {
-    return this.opts.workdir;
+    return this.opts.config.workdir;
   }
 
-  private get configDir(): string {
-    return path.join(this.opts.workdir, 'ultralytics');
+  /** Stops the prediction workers (server shutdown). */
+  async close(): Promise<void> {
+    await Promise.all([...this.predictors.values()].map((p) => p.close()));
+  }
+
+  private python(engine: AnyEngine): string {
+    const { config } = this.opts;
+    return resolvePython(engine.python.requirements, config.enginePython[engine.name] ?? config.python);
+  }
+
+  private cacheDir(engine: AnyEngine): string {
+    return path.join(this.workdir, 'engines', engine.name);
+  }
+
+  private engineOf(model: ModelRow): AnyEngine {
+    const engine = this.opts.engines.get(model.framework);
+    if (!engine) throw new ToolError('ENGINE_UNAVAILABLE', `model ${model.id} was trained by ${model.framework}, which this server does not run`);
+    return engine;
   }
 
   /** Registers a completed job's best model; logs instead of throwing (a job's completion stands). */
-  async registerFromJob(job: JobRow): Promise<ModelRow | null> {
+  async register(job: JobRow): Promise<ModelRow | null> {
     try {
-      const row = await registerModelFromJob(this.opts.database.db, job, this.opts.workdir);
+      const row = await registerModelFromJob(this.opts.database.db, job, this.workdir, this.opts.engines);
       if (row) this.opts.logger.info({ job_id: job.id, model_id: row.id }, 'model registered');
       return row;
     } catch (err) {
@@ -101,8 +107,23 @@ export class ModelRegistry {
     }
   }
 
-  registerMissing(): Promise<number> {
-    return registerMissingModels(this.opts.database.db, this.opts.workdir, this.opts.logger);
+  /** At start: registers the models of completed jobs that have none (their weights still on disk). */
+  async registerMissing(): Promise<number> {
+    let registered = 0;
+    for (const job of await completedJobsWithoutModel(this.opts.database.db)) {
+      if (await this.register(job)) registered++;
+    }
+    if (registered) this.opts.logger.info({ registered }, 'registered models of completed jobs');
+    return registered;
+  }
+
+  /** The weights a job of `engine` fine-tunes from (`base_model: "model:<id>"`), or why it cannot. */
+  async weightsFor(id: string, engine: string): Promise<string | { problem: string }> {
+    const row = /^[\w-]{1,100}$/.test(id) ? await this.get(id) : undefined;
+    if (!row) return { problem: `registered model ${id} not found (deleted, or registered on another node)` };
+    if (row.framework !== engine) return { problem: `registered model ${id} was trained by ${row.framework}, not ${engine}` };
+    const file = openableModelFile(this.workdir, row.id, row.fileName);
+    return file ? file.path : { problem: `the weights of registered model ${id} are missing on this server (${path.join(modelDir(this.workdir, row.id), row.fileName)})` };
   }
 
   get(id: string): Promise<ModelRow | undefined> {
@@ -113,6 +134,11 @@ export class ModelRegistry {
     return exportsOf(this.opts.database.db, ids);
   }
 
+  /** The export formats of a model's engine and task. */
+  exportFormats(model: ModelRow): string[] {
+    return this.opts.engines.get(model.framework)?.exportFormats(model.task) ?? [];
+  }
+
   /** 'in_use' when an unfinished job trains from it; its files go with the row. */
   async delete(id: string): Promise<ModelRow | 'not_found' | { inUse: string[] }> {
     const { db } = this.opts.database;
@@ -120,7 +146,7 @@ export class ModelRegistry {
     if (users.length) return { inUse: users.map((u) => u.id) };
     const row = await deleteModelRow(db, id);
     if (!row) return 'not_found';
-    await fs.promises.rm(modelDir(this.opts.workdir, id), { recursive: true, force: true });
+    await fs.promises.rm(modelDir(this.workdir, id), { recursive: true, force: true });
     return row;
   }
 
@@ -128,15 +154,19 @@ export class ModelRegistry {
    * Exports a model (or returns the export already made, unless `force`), then records it.
    * Concurrent requests for the same model and format share one export.
    */
-  async export(model: ModelRow, format: ExportFormat, force = false): Promise<{ row: ModelExportRow; created: boolean }> {
+  async export(model: ModelRow, format: string, force = false): Promise<{ row: ModelExportRow; created: boolean }> {
+    const engine = this.engineOf(model);
+    if (!engine.python.export || !engine.exportFormats(model.task).includes(format)) {
+      throw new ToolError('EXPORT_UNSUPPORTED', `${engine.label} ${model.task} models export to ${engine.exportFormats(model.task).join(', ') || 'no format'}, not ${format}`);
+    }
     const key = `${model.id}:${format}`;
     const running = this.exporting.get(key);
     if (running) return { row: await running, created: false };
     if (!force) {
       const [done] = (await this.exports([model.id])).filter((e) => e.format === format);
-      if (done && openableModelFile(this.opts.workdir, model.id, done.fileName)) return { row: done, created: false };
+      if (done && openableModelFile(this.workdir, model.id, done.fileName)) return { row: done, created: false };
     }
-    const work = this.slots.run(() => this.runExport(model, format));
+    const work = this.slots.run(() => this.runExport(engine, model, format));
     this.exporting.set(key, work);
     try {
       return { row: await work, created: true };
@@ -145,34 +175,44 @@ export class ModelRegistry {
     }
   }
 
-  private async runExport(model: ModelRow, format: ExportFormat): Promise<ModelExportRow> {
-    const weights = modelWeightsFile(this.opts.workdir, model.id);
-    const dir = modelDir(this.opts.workdir, model.id);
-    const dataYaml = model.sourceJobId ? path.join(jobDir(this.opts.workdir, model.sourceJobId), 'data.yaml') : null;
+  /** What the model's source job trained on, when its files are still here (the export check predicts on it). */
+  private sourceData(model: ModelRow): string | null {
+    if (!model.sourceJobId) return null;
+    const marker = path.join(this.opts.files.dir(model.sourceJobId), 'data.yaml');
+    return fs.existsSync(marker) ? marker : null;
+  }
+
+  private async runExport(engine: AnyEngine, model: ModelRow, format: string): Promise<ModelExportRow> {
+    const weights = openableModelFile(this.workdir, model.id, model.fileName);
+    if (!weights) throw new ToolError('MODEL_NOT_FOUND', `the weights of model ${model.id} are missing on this server`);
+    const dir = modelDir(this.workdir, model.id);
     const result = await runPythonTool<{ file: string; format: string; check: Record<string, unknown> }>({
-      python: this.opts.python(),
-      script: 'export.py',
+      python: this.python(engine),
+      entry: engine.python.export!,
       spec: {
-        model: weights,
+        model: weights.path,
         task: model.task,
         format,
         imgsz: model.imgsz,
-        config_dir: this.configDir,
-        data_yaml: dataYaml && fs.existsSync(dataYaml) ? dataYaml : null,
+        class_names: model.classes,
+        train_args: model.trainArgs ?? {},
+        out_dir: dir,
+        cache_dir: this.cacheDir(engine),
+        data: this.sourceData(model),
         check_image: null,
       },
       workDir: dir,
       logFile: path.join(dir, 'export.log'),
       timeoutMs: EXPORT_TIMEOUT_MS,
     });
-    const fileName = `best${EXPORT_SUFFIX[format]}`;
-    const file = openableModelFile(this.opts.workdir, model.id, fileName);
+    const fileName = path.basename(result.file);
+    const file = openableModelFile(this.workdir, model.id, fileName);
     if (!file || path.resolve(result.file) !== file.path) {
-      throw new ToolError('EXPORT_FAILED', `the ${format} export did not land at ${fileName}`, { file: result.file });
+      throw new ToolError('EXPORT_FAILED', `the ${format} export did not land in the model's folder`, { file: result.file });
     }
     if (result.check['passed'] !== true) {
       await fs.promises.rm(file.path, { force: true });
-      throw new ToolError('EXPORT_CHECK_FAILED', `the exported ${format} model does not predict like the .pt`, result.check);
+      throw new ToolError('EXPORT_CHECK_FAILED', `the exported ${format} model does not predict like the original`, result.check);
     }
     return upsertExport(this.opts.database.db, {
       modelId: model.id,
@@ -184,11 +224,27 @@ export class ModelRegistry {
     });
   }
 
+  private predictor(engine: AnyEngine): PythonServer {
+    let server = this.predictors.get(engine.name);
+    if (!server) {
+      if (!engine.python.predict) throw new ToolError('PREDICT_UNSUPPORTED', `${engine.label} models cannot predict on this server`);
+      server = new PythonServer({
+        python: () => this.python(engine),
+        entry: engine.python.predict,
+        cwd: this.cacheDir(engine),
+        logFile: path.join(this.workdir, 'logs', `predict-${engine.name}.log`),
+      });
+      this.predictors.set(engine.name, server);
+    }
+    return server;
+  }
+
   /** Predicts in a child process; the uploads live in a temporary folder for its duration. */
   async predict(model: ModelRow, images: UploadedImage[], opts: PredictOptions): Promise<PredictionRun> {
-    const weights = openableModelFile(this.opts.workdir, model.id, model.fileName);
+    const engine = this.engineOf(model);
+    const weights = openableModelFile(this.workdir, model.id, model.fileName);
     if (!weights) throw new ToolError('MODEL_NOT_FOUND', `the weights of model ${model.id} are missing on this server`);
-    const tmp = path.join(this.opts.workdir, 'tmp', `predict-${crypto.randomUUID()}`);
+    const tmp = path.join(this.workdir, 'tmp', `predict-${crypto.randomUUID()}`);
     await fs.promises.mkdir(tmp, { recursive: true });
     try {
       const files = await Promise.all(
@@ -201,7 +257,7 @@ export class ModelRegistry {
         }),
       );
       const timestamp = new Date().toISOString();
-      const out = await this.predictor.request<{ task: string; names: string[]; results: (ImageResult & { error?: string })[] }>(
+      const out = await this.predictor(engine).request<{ task: string; names: string[]; results: (ImageResult & { error?: string })[] }>(
         {
           model: weights.path,
           task: model.task,
@@ -211,6 +267,9 @@ export class ModelRegistry {
           imgsz: opts.imgsz,
           max_det: opts.maxDet,
           device: 'cpu',
+          class_names: model.classes,
+          train_args: model.trainArgs ?? {},
+          cache_dir: this.cacheDir(engine),
         },
         PREDICT_TIMEOUT_MS,
       );

@@ -13,11 +13,9 @@
  * 'lease_lost' (another node took it over, or it was cancelled on another node).
  */
 import PQueue from 'p-queue';
-import type { Database } from '../db/client.js';
 import type { JobRow } from '../db/schema.js';
-import type { Logger } from '../logger.js';
-import { claimNextJob, renewLeases, requeueOrphans } from '../jobs/transitions.js';
-import type { JobEvents } from '../jobs/events.js';
+import type { Logger } from '../core/logger.js';
+import type { JobStore } from '../jobs/store.js';
 
 export type StopReason = 'cancelled' | 'shutdown' | 'lease_lost';
 
@@ -31,12 +29,11 @@ interface Running {
 }
 
 export interface SchedulerOptions {
-  database: Database;
-  nodeId: string;
+  store: JobStore;
   devices: string[];
+  /** Leases are renewed three times per lease period. */
   leaseSeconds: number;
   executor: Executor;
-  events: JobEvents;
   logger: Logger;
   /** How often to look for work from other nodes and for expired leases. */
   pollMs?: number;
@@ -67,10 +64,9 @@ export class Scheduler {
   }
 
   async start(): Promise<void> {
-    const orphans = await requeueOrphans(this.opts.database.db, this.opts.nodeId);
+    const orphans = await this.opts.store.recover();
     for (const job of orphans) {
       this.opts.logger.warn({ job_id: job.id }, 'job re-queued after restart; it resumes from its last checkpoint');
-      this.opts.events.emit({ job, change: 'requeued' });
     }
     const pollMs = this.opts.pollMs ?? 2000;
     const leaseMs = this.opts.leaseSeconds * 1000;
@@ -102,13 +98,8 @@ export class Scheduler {
     for (const [device, slot] of this.slots) {
       if (this.stopped) return;
       if (slot.size + slot.pending > 0) continue;
-      const job = await claimNextJob(this.opts.database.db, {
-        nodeId: this.opts.nodeId,
-        device,
-        leaseSeconds: this.opts.leaseSeconds,
-      });
+      const job = await this.opts.store.claim(device);
       if (!job) continue;
-      this.opts.events.emit({ job, change: 'claimed' });
       const controller = new AbortController();
       const done = slot.add(() => this.execute(job, device, controller.signal));
       this.running.set(job.id, { controller, device, done: done.then(() => undefined) });
@@ -141,10 +132,9 @@ export class Scheduler {
     if (this.stopped) return;
     try {
       // Only expired leases here: our own jobs are alive (their leases are being renewed).
-      const orphans = await requeueOrphans(this.opts.database.db, null);
+      const orphans = await this.opts.store.sweep();
       for (const job of orphans) {
-        this.opts.logger.warn({ job_id: job.id, node_id: job.nodeId }, 'lease expired; job re-queued');
-        this.opts.events.emit({ job, change: 'requeued' });
+        this.opts.logger.warn({ job_id: job.id }, 'lease expired; job re-queued');
       }
     } catch (err) {
       this.opts.logger.error({ err }, 'lease sweep failed');
@@ -156,7 +146,7 @@ export class Scheduler {
     if (this.running.size === 0 || this.stopped) return;
     const ids = [...this.running.keys()];
     try {
-      const held = await renewLeases(this.opts.database.db, this.opts.nodeId, ids, this.opts.leaseSeconds);
+      const held = await this.opts.store.renew(ids);
       for (const id of ids) {
         // Cancelled on another node, or taken over: stop our worker.
         if (!held.has(id)) this.abort(id, 'lease_lost');

@@ -21,10 +21,12 @@ import type { Database } from '../db/client.js';
 import type { JobRow } from '../db/schema.js';
 import { getJob, jobEpochRows } from '../jobs/queries.js';
 import type { JobChangeEvent, JobEvents } from '../jobs/events.js';
-import type { Logger } from '../logger.js';
+import type { Logger } from '../core/logger.js';
 import type { ResourceSample } from '../monitor/monitor.js';
 import { resourcesView } from '../monitor/view.js';
 import { dashboardJobData, jobStreamEvent, progressData, terminalData } from './payload.js';
+import type { Engines } from '../engines/index.js';
+import { jobMetrics } from '../jobs/metrics.js';
 import { Channel, SSE_HEADERS, SseClient, encodeFrame, type CloseReason, type Frame } from './sse.js';
 
 export interface JobSnapshot {
@@ -34,6 +36,8 @@ export interface JobSnapshot {
 
 export interface StreamHubOptions {
   events: JobEvents;
+  /** Each job's engine declares which metrics its frames carry. */
+  engines: Engines;
   monitor?: { onSample(l: (s: ResourceSample) => void): () => void; latest(): ResourceSample | null } | undefined;
   loadSnapshot(jobId: string): Promise<JobSnapshot | null>;
   logger: Logger;
@@ -179,11 +183,12 @@ export class StreamHub {
     if (this.closed) return;
     const channel = this.channel(e.job.id);
     this.snapshots.delete(e.job.id);
-    const { event, data } = jobStreamEvent(e);
+    const spec = jobMetrics(this.opts.engines, e.job);
+    const { event, data } = jobStreamEvent(spec, e);
     const seq = ++this.seq;
     channel.publish({ seq, bytes: encodeFrame({ id: `${this.boot}-${seq}`, event, data }) });
     const dseq = ++this.seq;
-    this.dashboard.publish({ seq: dseq, bytes: encodeFrame({ id: `${this.boot}-${dseq}`, event: 'job', data: dashboardJobData(e.job, e.change) }) });
+    this.dashboard.publish({ seq: dseq, bytes: encodeFrame({ id: `${this.boot}-${dseq}`, event: 'job', data: dashboardJobData(spec, e.job, e.change) }) });
   }
 
   /** A job's state now, and every epoch: shared by the clients that connect before the next change. */
@@ -201,7 +206,7 @@ export class StreamHub {
             id,
             event: 'progress',
             data: {
-              ...progressData(job, 'snapshot'),
+              ...progressData(jobMetrics(this.opts.engines, job), job, 'snapshot'),
               snapshot: true,
               epochs: epochs.map((e) => ({ epoch: e.epoch, metrics: e.metrics, epoch_seconds: e.epochSeconds })),
             },
@@ -209,7 +214,7 @@ export class StreamHub {
         },
       ];
       if (TERMINAL.has(job.state)) {
-        out.push({ seq: 0, bytes: encodeFrame({ id, event: job.state, data: terminalData(job) }) });
+        out.push({ seq: 0, bytes: encodeFrame({ id, event: job.state, data: terminalData(jobMetrics(this.opts.engines, job), job) }) });
       }
       return out;
     });

@@ -1,39 +1,13 @@
 /**
- * What the streams say about a job (seed 003 §5.3): `progress` with epoch, progress, mAP50, loss
- * and ETA, then one of `completed`, `failed`, `cancelled`. The status page and the dashboard
- * read the same headline numbers (mAP50, loss) from here.
+ * What the streams say about a job: `progress` with epoch, progress, the engine's headline
+ * metrics (mAP50 and mAP50-95 for detection), the summed loss and ETA, then one of `completed`,
+ * `failed`, `cancelled`. The status page and the dashboard read the same headline numbers.
  */
 import type { JobRow } from '../db/schema.js';
+import type { MetricsSpec } from '../engines/types.js';
 import type { JobChange, JobChangeEvent } from '../jobs/events.js';
+import { headline, lossLabel } from '../jobs/metrics.js';
 import { apiStatus, shownProgress } from '../jobs/view.js';
-
-type Metrics = Record<string, number | null> | null | undefined;
-
-const TRAIN_LOSSES = ['box_loss', 'cls_loss', 'dfl_loss', 'seg_loss'] as const;
-
-/** Training loss as Ultralytics totals it: box + cls + dfl (+ seg); null before the first epoch. */
-export function totalLoss(metrics: Metrics): number | null {
-  if (!metrics) return null;
-  let sum = 0;
-  let any = false;
-  for (const k of TRAIN_LOSSES) {
-    const v = metrics[k];
-    if (typeof v === 'number' && Number.isFinite(v)) {
-      sum += v;
-      any = true;
-    }
-  }
-  return any ? Math.round(sum * 1e5) / 1e5 : null;
-}
-
-export function headline(row: Pick<JobRow, 'metricsCurrent' | 'metricsBest'>) {
-  const m = row.metricsCurrent ?? null;
-  return {
-    mAP50: m?.['mAP50'] ?? null,
-    'mAP50-95': m?.['mAP50-95'] ?? null,
-    loss: totalLoss(m),
-  };
-}
 
 /** Where the job stands: the fields every stream frame about a job starts with. */
 function standing(row: JobRow) {
@@ -52,12 +26,14 @@ export function streamEventName(change: JobChange): StreamEventName {
   return change === 'completed' || change === 'failed' || change === 'cancelled' ? change : 'progress';
 }
 
-export function progressData(row: JobRow, change: JobChange | 'snapshot', epoch?: JobChangeEvent['epoch']) {
+export function progressData(spec: MetricsSpec, row: JobRow, change: JobChange | 'snapshot', epoch?: JobChangeEvent['epoch']) {
   return {
     job_id: row.id,
     change,
     ...standing(row),
-    ...headline(row),
+    ...headline(spec, row),
+    headline_keys: spec.headline,
+    loss_label: lossLabel(spec),
     eta_seconds: row.etaSeconds,
     started_at: row.startedAt?.toISOString() ?? null,
     finished_at: row.finishedAt?.toISOString() ?? null,
@@ -68,14 +44,15 @@ export function progressData(row: JobRow, change: JobChange | 'snapshot', epoch?
   };
 }
 
-export function terminalData(row: JobRow) {
+export function terminalData(spec: MetricsSpec, row: JobRow) {
   const best = row.metricsBest ?? null;
   const current = row.metricsCurrent ?? null;
+  const finals: Record<string, number | null> = {};
+  for (const key of spec.headline) finals[`final_${key}`] = current?.[key] ?? best?.[key] ?? null;
   return {
     job_id: row.id,
     ...standing(row),
-    final_mAP50: current?.['mAP50'] ?? best?.['mAP50'] ?? null,
-    'final_mAP50-95': current?.['mAP50-95'] ?? best?.['mAP50-95'] ?? null,
+    ...finals,
     metrics: { current, best },
     error: row.error ?? null,
     finished_at: row.finishedAt?.toISOString() ?? null,
@@ -84,19 +61,20 @@ export function terminalData(row: JobRow) {
 }
 
 /** The one frame a job change becomes on its job's stream. */
-export function jobStreamEvent(e: JobChangeEvent): { event: StreamEventName; data: unknown } {
+export function jobStreamEvent(spec: MetricsSpec, e: JobChangeEvent): { event: StreamEventName; data: unknown } {
   const event = streamEventName(e.change);
-  return { event, data: event === 'progress' ? progressData(e.job, e.change, e.epoch) : terminalData(e.job) };
+  return { event, data: event === 'progress' ? progressData(spec, e.job, e.change, e.epoch) : terminalData(spec, e.job) };
 }
 
 /** The dashboard's line about a job (event `job`). */
-export function dashboardJobData(row: JobRow, change: JobChange) {
+export function dashboardJobData(spec: MetricsSpec, row: JobRow, change: JobChange) {
   return {
     job_id: row.id,
     name: row.name,
     change,
     ...standing(row),
-    ...headline(row),
+    ...headline(spec, row),
+    headline_keys: spec.headline,
     eta_seconds: row.etaSeconds,
     timestamp: new Date().toISOString(),
   };

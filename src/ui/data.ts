@@ -1,16 +1,41 @@
 /** What the two pages show, read from the database, the monitor and the job's run folder. */
 import fs from 'node:fs';
-import path from 'node:path';
 import { asc, desc, eq, inArray } from 'drizzle-orm';
-import type { AppDeps } from '../api/deps.js';
+import type { AppDeps } from '../http/deps.js';
 import { callbackAttempts, callbackEvents, type JobRow } from '../db/schema.js';
+import type { Engines } from '../engines/index.js';
+import type { MetricsSpec } from '../engines/types.js';
+import { headline, jobMetrics, lossLabel } from '../jobs/metrics.js';
 import { countByState, jobEpochRows, listJobs, queuedJobs } from '../jobs/queries.js';
 import { apiStatus } from '../jobs/view.js';
 import { resourcesView } from '../monitor/view.js';
-import { headline } from '../stream/payload.js';
-import { jobDir, jobLogFile } from '../jobs/paths.js';
 
-export function jobCard(row: JobRow) {
+const metricLabel = (spec: MetricsSpec, key: string) => spec.fields.find((f) => f.key === key)?.label ?? key;
+
+/** How the job page shows an engine's metrics: charts, the current values, the epoch table, the best. */
+export function metricsView(spec: MetricsSpec) {
+  const named = (key: string) => ({ key, label: metricLabel(spec, key) });
+  const quality = new Set(spec.fields.filter((f) => f.kind === 'quality').map((f) => f.key));
+  return {
+    charts: spec.charts.map((c) => ({
+      id: c.id,
+      title: c.title,
+      series: c.keys.map(named),
+      // Scores live in [0, 1]; losses get their own scale.
+      range: c.keys.every((k) => quality.has(k)) ? { yMin: 0, yMax: 1 } : { yMin: 0, digits: 2 },
+    })),
+    current: spec.callback.current.map(named),
+    table: spec.callback.current.map(named),
+    // The first headline metric is the one a reader compares epochs by.
+    best: named(spec.headline[0] ?? spec.best.key),
+  };
+}
+export type MetricsView = ReturnType<typeof metricsView>;
+
+export function jobCard(engines: Engines, row: JobRow) {
+  const spec = jobMetrics(engines, row);
+  const values = headline(spec, row);
+  const key = spec.headline[0] ?? spec.best.key;
   return {
     id: row.id,
     name: row.name,
@@ -25,7 +50,10 @@ export function jobCard(row: JobRow) {
     finishedAt: row.finishedAt,
     createdAt: row.createdAt,
     error: row.error ?? null,
-    ...headline(row),
+    headlineLabel: metricLabel(spec, key),
+    headline: values[key] ?? null,
+    lossLabel: lossLabel(spec),
+    loss: values['loss'] ?? null,
   };
 }
 export type JobCard = ReturnType<typeof jobCard>;
@@ -47,11 +75,11 @@ export async function dashboardData(deps: AppDeps) {
       failed: byState.failed,
       cancelled: byState.cancelled,
     },
-    active: active.rows.map(jobCard).reverse(),
+    active: active.rows.map((r) => jobCard(deps.engines, r)).reverse(),
     activeTotal: active.total,
     queued: queued.slice(0, 50).map((q, i) => ({ id: q.id, name: q.name, position: i + 1, createdAt: q.createdAt })),
     queuedTotal: queued.length,
-    recent: recent.rows.map(jobCard),
+    recent: recent.rows.map((r) => jobCard(deps.engines, r)),
     resources: resourcesView(deps.monitor.latest()),
     health: { ok: dbOk, database: deps.database.kind, version: deps.version, gpuAvailable: deps.gpuAvailable },
   };
@@ -108,23 +136,6 @@ export async function callbackDeliveries(deps: AppDeps, jobId: string, limit = 5
   }
 }
 
-/** Checkpoints Ultralytics wrote for the job (`<workdir>/jobs/<id>/weights/*.pt`). */
-export function checkpoints(workdir: string, jobId: string) {
-  const dir = path.join(jobDir(workdir, jobId), 'weights');
-  try {
-    return fs
-      .readdirSync(dir, { withFileTypes: true })
-      .filter((e) => e.isFile() && e.name.endsWith('.pt'))
-      .map((e) => {
-        const st = fs.statSync(path.join(dir, e.name));
-        return { name: e.name, size: st.size, modifiedAt: st.mtime };
-      })
-      .sort((a, b) => a.name.localeCompare(b.name));
-  } catch {
-    return [];
-  }
-}
-
 export async function jobPageData(deps: AppDeps, row: JobRow) {
   const request = row.request as {
     model_config?: Record<string, unknown>;
@@ -136,10 +147,15 @@ export async function jobPageData(deps: AppDeps, row: JobRow) {
     callbackDeliveries(deps, row.id),
     row.state === 'queued' ? deps.jobs.estimatedStart(row) : Promise.resolve(null),
   ]);
-  const logFile = jobLogFile(deps.config.workdir, row.id);
+  const logFile = deps.files.logFile(row.id);
   const logSize = fs.existsSync(logFile) ? fs.statSync(logFile).size : null;
+  const engine = deps.engines.get(row.engine);
   return {
-    job: jobCard(row),
+    job: jobCard(deps.engines, row),
+    engine: { name: row.engine, label: engine?.label ?? row.engine, task: row.task },
+    metricsView: metricsView(jobMetrics(deps.engines, row)),
+    trainArgs: row.trainArgs ?? null,
+    baseModel: row.baseModel ?? null,
     row,
     modelConfig: request.model_config ?? {},
     dataset: request.dataset ?? {},
@@ -150,7 +166,7 @@ export async function jobPageData(deps: AppDeps, row: JobRow) {
     resources: (row.resources ?? null) as Record<string, unknown> | null,
     model: (row.model ?? null) as Record<string, unknown> | null,
     artifacts: row.artifacts?.map((a) => ({ name: a.name, size: a.size })) ?? [],
-    checkpoints: checkpoints(deps.config.workdir, row.id),
+    checkpoints: deps.files.checkpoints(row),
     epochs: epochs.map((e) => ({ epoch: e.epoch, metrics: e.metrics, epoch_seconds: e.epochSeconds })),
     callbacks,
     callbackUrl: row.callbackUrl,

@@ -7,17 +7,15 @@ import type { OpenAPIHono } from '@hono/zod-openapi';
 import { serveStatic } from '@hono/node-server/serve-static';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import type { Context, Next } from 'hono';
-import type { AppDeps } from '../api/deps.js';
-import { RateLimiter } from '../api/rate-limit.js';
-import { logDownload } from '../api/routes/logs.js';
-import { jobLogFile } from '../jobs/paths.js';
-import { UUID_RE } from '../api/schemas.js';
+import type { AppDeps } from '../http/deps.js';
+import { RateLimiter } from '../http/rate-limit.js';
+import { UUID_RE } from '../http/schemas.js';
 import { resourcesView } from '../monitor/view.js';
-import { registerStreams } from '../stream/routes.js';
-import { UiAuth, safeNext, type Access } from './auth.js';
+import { registerStreams } from './stream-routes.js';
+import { UiAuth, safeNext, type Access } from '../http/session.js';
 import { dashboardData, jobPageData } from './data.js';
 import { PUBLIC_DIR, render } from './render.js';
-import { requestLog } from '../api/context.js';
+import { requestLog } from '../http/context.js';
 
 const CSP = [
   "default-src 'self'",
@@ -172,7 +170,7 @@ export function registerUi(app: OpenAPIHono, deps: AppDeps): void {
     const id = c.req.param('id');
     if (!access.write) return c.redirect(`/login?next=${encodeURIComponent(`/jobs/${id}`)}`, 303);
     if (!UUID_RE.test(id) || !(await deps.jobs.get(id))) return errorPage(c, access, 404, 'Job not found', `There is no job ${id}.`);
-    return logDownload(jobLogFile(deps.config.workdir, id), id);
+    return deps.files.logDownload(id);
   });
 
   app.post('/jobs/:id/cancel', async (c) => {

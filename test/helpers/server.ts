@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/core/config.js';
 import { startServer, type ServerHandle, type ServerOverrides } from '../../src/server.js';
 import { freshPostgresDatabase, type Backend } from './database.js';
 

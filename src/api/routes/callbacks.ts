@@ -2,10 +2,10 @@
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import { listCallbackEvents, redeliverCallback } from '../../callbacks/sql/read.js';
 import { OUTBOX_STATES } from '../../db/schema.js';
-import { HttpError } from '../../errors.js';
-import type { AppDeps } from '../deps.js';
-import { JobIdParam, UUID_RE, errorResponses } from '../schemas.js';
-import { requestLog } from '../context.js';
+import { HttpError } from '../../core/errors.js';
+import type { AppDeps } from '../../http/deps.js';
+import { JobIdParam, UUID_RE, errorResponses } from '../../http/schemas.js';
+import { requestLog } from '../../http/context.js';
 
 const AttemptSchema = z.object({
   attempted_at: z.string(),

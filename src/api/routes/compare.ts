@@ -1,22 +1,22 @@
 /**
  * GET /api/v1/jobs/compare?ids=a,b[,…] — experiments side by side: the full training arguments
- * of each job (Ultralytics' defaults under what the job set, however it was submitted: seed 003
- * model_config or a resolved config), which of them differ, and the final and best metrics.
+ * of each job (its engine's defaults under what the job trained with, however it was
+ * submitted), with the framework among them, which of them differ, and the final and best
+ * metrics.
  *
  * Registered before /api/v1/jobs/{id} (app.ts): Hono runs matching handlers in registration
  * order, and {id} would otherwise take "compare" for a job id and answer 404.
  */
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import { inArray } from 'drizzle-orm';
-import { effectiveTrainArgs } from '../../configs/train-args.js';
 import { jobs, models, type JobRow } from '../../db/schema.js';
-import { HttpError } from '../../errors.js';
-import type { ModelConfig, TrainRequest } from '../../jobs/request.js';
+import { HttpError } from '../../core/errors.js';
+import type { Engines } from '../../engines/index.js';
+import { better, jobMetrics } from '../../jobs/metrics.js';
+import { jobRequest } from '../../jobs/request.js';
 import { apiStatus } from '../../jobs/view.js';
-import { ultralyticsDevice } from '../../scheduler/devices.js';
-import { toUltralyticsArgs } from '../../training/args.js';
-import type { AppDeps } from '../deps.js';
-import { UUID_RE, errorResponses } from '../schemas.js';
+import type { AppDeps } from '../../http/deps.js';
+import { UUID_RE, errorResponses } from '../../http/schemas.js';
 
 const MAX_IDS = 20;
 
@@ -57,19 +57,20 @@ const route = createRoute({
   },
 });
 
-/** The Ultralytics arguments a job trained with (device: the one it ran on, else cpu). */
-export function jobTrainArgs(job: JobRow): Record<string, unknown> {
-  const request = job.request as unknown as TrainRequest;
-  const mc = request.model_config as ModelConfig;
-  const device = job.device ?? (request.resources?.device && request.resources.device !== 'auto' ? request.resources.device : 'cpu');
-  const explicit = toUltralyticsArgs(mc, request.resources, ultralyticsDevice(device));
-  const task = mc.task === 'segment' ? 'segment' : 'detect';
-  return effectiveTrainArgs(task, explicit, mc.base_model ?? null);
+/**
+ * The arguments a job trained with, as stored when it started (a job that never started: what
+ * its engine would give it), its engine's defaults filled in, and its framework.
+ */
+export function jobTrainArgs(job: JobRow, engines: Engines): Record<string, unknown> {
+  const request = jobRequest(job, engines);
+  const { engine, modelConfig } = request;
+  const device = job.device ?? (request.resources.device !== 'auto' ? request.resources.device : 'cpu');
+  const args = job.trainArgs ?? engine.trainArgs(modelConfig, { device, resources: request.resources, resolvedConfig: request.resolvedConfig });
+  const full = engine.effectiveArgs ? engine.effectiveArgs(job.task, args, modelConfig.base_model) : { ...args };
+  return { framework: engine.name, ...full };
 }
 
 const same = (a: unknown, b: unknown) => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
-/** Metrics where lower is better; everything else (precision, recall, mAP…) is higher-better. */
-const lowerIsBetter = (name: string) => /loss|^lr/.test(name);
 
 export function registerCompare(app: OpenAPIHono, deps: AppDeps): void {
   app.openapi(route, async (c) => {
@@ -93,7 +94,7 @@ export function registerCompare(app: OpenAPIHono, deps: AppDeps): void {
     const modelOf = new Map(registered.map((m) => [m.jobId, m.id]));
 
     const ordered = ids.map((id) => byId.get(id)!);
-    const args = new Map(ordered.map((j) => [j.id, jobTrainArgs(j)]));
+    const args = new Map(ordered.map((j) => [j.id, jobTrainArgs(j, deps.engines)]));
     const keys = [...new Set(ordered.flatMap((j) => Object.keys(args.get(j.id)!)))];
     const differences: Record<string, Record<string, unknown>> = {};
     const common: Record<string, unknown> = {};
@@ -127,7 +128,9 @@ export function registerCompare(app: OpenAPIHono, deps: AppDeps): void {
         leader[name] = scored[0]?.[0] ?? null;
         continue;
       }
-      scored.sort((a, b) => (lowerIsBetter(name) ? a[1] - b[1] : b[1] - a[1]));
+      // Each metric's direction comes from the first job's engine that declares it.
+      const spec = ordered.map((j) => jobMetrics(deps.engines, j)).find((m) => m.fields.some((f) => f.key === name)) ?? jobMetrics(deps.engines, ordered[0]!);
+      scored.sort((a, b) => (better(spec, name, a[1], b[1]) ? -1 : better(spec, name, b[1], a[1]) ? 1 : 0));
       leader[name] = scored[0]![1] === scored[1]![1] ? null : scored[0]![0];
     }
 
@@ -138,7 +141,8 @@ export function registerCompare(app: OpenAPIHono, deps: AppDeps): void {
           job_id: j.id,
           name: j.name,
           status: apiStatus(j.state),
-          task: (j.request as { model_config?: { task?: string } }).model_config?.task ?? 'detect',
+          framework: j.engine,
+          task: j.task,
           base_model: args.get(j.id)!['model'] ?? null,
           device: j.device,
           epochs_completed: j.currentEpoch,

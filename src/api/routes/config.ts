@@ -1,25 +1,27 @@
 /**
- * Base configs and the resolver over HTTP (seed 004 "Config Base and Resolver"):
+ * Base configs and the resolver over HTTP, for every engine (User and Developer presets):
  *
  *   GET  /api/v1/config/default?framework=ultralytics&task=detect&mode=user|developer
  *   POST /api/v1/config/resolve {framework, task, mode, base_config?, overrides}
  *
- * The resolved `config` is what POST /api/v1/train accepts as `config` (with name and task).
- * Seed 004's task names (detection, segmentation) are accepted as aliases.
+ * The resolved `config` is what POST /api/v1/train accepts as `config` (with name, task and
+ * framework). The task names detection and segmentation are accepted as aliases.
  */
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
-import { CONFIG_MODES, FRAMEWORKS, ULTRALYTICS_VERSION, modeKeys } from '../../configs/catalog.js';
-import { commandLine } from '../../configs/cli.js';
-import { baseConfig, baseConfigText, fieldList, resolveConfig } from '../../configs/resolver.js';
-import { HttpError } from '../../errors.js';
-import type { AppDeps } from '../deps.js';
-import { errorResponses } from '../schemas.js';
+import { HttpError } from '../../core/errors.js';
+import type { Engines } from '../../engines/index.js';
+import type { AnyEngine } from '../../engines/types.js';
+import type { AppDeps } from '../../http/deps.js';
+import { errorResponses } from '../../http/schemas.js';
 
+const CONFIG_MODES = ['user', 'developer'] as const;
 const Task = z
-  .enum(['detect', 'segment', 'detection', 'segmentation'])
-  .default('detect')
-  .transform((t) => (t === 'detection' ? 'detect' : t === 'segmentation' ? 'segment' : t));
-const Framework = z.enum(FRAMEWORKS).default('ultralytics');
+  .string()
+  .min(1)
+  .max(50)
+  .optional()
+  .transform((t) => (t === 'detection' ? 'detect' : t === 'segmentation' ? 'segment' : t))
+  .openapi({ description: "The engine's task (default: its first); detection and segmentation are aliases" });
 const Mode = z.enum(CONFIG_MODES).default('developer');
 
 const FieldSchema = z
@@ -27,7 +29,8 @@ const FieldSchema = z
     key: z.string(),
     type: z.string(),
     value: z.unknown().openapi({ description: "The base config's value" }),
-    ultralytics_default: z.unknown(),
+    default: z.unknown().openapi({ description: "The engine library's own default" }),
+    ultralytics_default: z.unknown().optional().openapi({ description: 'Ultralytics engine: the same as default' }),
     min: z.number().optional(),
     max: z.number().optional(),
     exclusiveMin: z.boolean().optional(),
@@ -40,106 +43,128 @@ const FieldSchema = z
   })
   .openapi('ConfigField');
 
-const defaultRoute = createRoute({
-  method: 'get',
-  path: '/api/v1/config/default',
-  summary: 'The base config of a framework and task, with the fields a mode may change',
-  security: [{ bearer: [] }],
-  request: { query: z.object({ framework: Framework, task: Task, mode: Mode }).strict() },
-  responses: {
-    200: {
-      description: 'The base config',
-      content: {
-        'application/json': {
-          schema: z.object({
-            framework: z.string(),
-            task: z.string(),
-            mode: z.string(),
-            ultralytics_version: z.string(),
-            editable: z.array(z.string()),
-            fields: z.array(FieldSchema),
-            config: z.record(z.string(), z.unknown()),
-            yaml: z.string(),
-            command: z.string(),
-          }),
+const defaultRoute = (frameworks: [string, ...string[]]) =>
+  createRoute({
+    method: 'get',
+    path: '/api/v1/config/default',
+    summary: 'The base config of an engine and task, with the fields a mode may change',
+    security: [{ bearer: [] }],
+    request: { query: z.object({ framework: z.enum(frameworks).default(frameworks[0]), task: Task, mode: Mode }).strict() },
+    responses: {
+      200: {
+        description: 'The base config',
+        content: {
+          'application/json': {
+            schema: z.object({
+              framework: z.string(),
+              task: z.string(),
+              mode: z.string(),
+              version: z.string().openapi({ description: "The pinned version of the engine's library" }),
+              ultralytics_version: z.string().optional(),
+              editable: z.array(z.string()),
+              fields: z.array(FieldSchema),
+              config: z.record(z.string(), z.unknown()),
+              yaml: z.string(),
+              command: z.string().nullable(),
+            }),
+          },
         },
       },
+      ...errorResponses(400, 401),
     },
-    ...errorResponses(400, 401),
-  },
-});
+  });
 
-const ResolveBody = z
-  .object({
-    framework: Framework,
-    task: Task,
-    mode: Mode,
-    base_config: z
-      .record(z.string(), z.unknown())
-      .optional()
-      .openapi({ description: "A full config to start from (e.g. one resolved earlier); default: the repository's base" }),
-    overrides: z
-      .record(z.string(), z.unknown())
-      .default({})
-      .openapi({ description: 'Ultralytics arguments to change; user mode accepts model, epochs, imgsz, batch, amp, patience, device' }),
-  })
-  .strict()
-  .openapi('ResolveConfigRequest');
+const resolveBody = (frameworks: [string, ...string[]]) =>
+  z
+    .object({
+      framework: z.enum(frameworks).default(frameworks[0]),
+      task: Task,
+      mode: Mode,
+      base_config: z
+        .record(z.string(), z.unknown())
+        .optional()
+        .openapi({ description: "A full config to start from (e.g. one resolved earlier); default: the engine's base" }),
+      overrides: z
+        .record(z.string(), z.unknown())
+        .default({})
+        .openapi({ description: "Arguments to change; user mode accepts the engine's user keys only (GET /config/default lists them)" }),
+    })
+    .strict()
+    .openapi('ResolveConfigRequest');
 
 const ResolvedSchema = z
   .object({
     framework: z.string(),
     task: z.string(),
     mode: z.string(),
-    ultralytics_version: z.string(),
+    version: z.string(),
+    ultralytics_version: z.string().optional(),
     config: z.record(z.string(), z.unknown()).openapi({ description: 'Send as `config` to POST /api/v1/train' }),
     changed: z.record(z.string(), z.object({ from: z.unknown(), to: z.unknown() })),
     yaml: z.string().openapi({ description: 'The base YAML with the resolved values (comments kept)' }),
-    command: z.string().openapi({ example: 'yolo detect train data=data.yaml model=yolo11n.yaml epochs=50 patience=50' }),
-    argv: z.array(z.string()),
+    command: z.string().nullable().openapi({ example: 'yolo detect train data=data.yaml model=yolo11n.yaml epochs=50 patience=50' }),
+    argv: z.array(z.string()).nullable(),
   })
   .openapi('ResolvedConfig');
 
-const resolveRoute = createRoute({
-  method: 'post',
-  path: '/api/v1/config/resolve',
-  summary: 'Merge overrides onto a base config; the resolved config, its YAML and the equivalent yolo command',
-  description:
-    'Every key is checked against the Ultralytics argument set (default.yaml of the pinned version) and its range; unknown, out-of-range or not-allowed keys are 400 CONFIG_INVALID with one entry per key in details ({path, message, code}).',
-  security: [{ bearer: [] }],
-  request: { body: { required: true, content: { 'application/json': { schema: ResolveBody } } } },
-  responses: {
-    200: { description: 'Resolved', content: { 'application/json': { schema: ResolvedSchema } } },
-    ...errorResponses(400, 401),
-  },
-});
+const resolveRoute = (frameworks: [string, ...string[]]) =>
+  createRoute({
+    method: 'post',
+    path: '/api/v1/config/resolve',
+    summary: 'Merge overrides onto a base config; the resolved config, its YAML and the equivalent command line',
+    description:
+      "Every key is checked against the engine's argument set and its range; unknown, out-of-range or not-allowed keys are 400 CONFIG_INVALID with one entry per key in details ({path, message, code}).",
+    security: [{ bearer: [] }],
+    request: { body: { required: true, content: { 'application/json': { schema: resolveBody(frameworks) } } } },
+    responses: {
+      200: { description: 'Resolved', content: { 'application/json': { schema: ResolvedSchema } } },
+      ...errorResponses(400, 401),
+    },
+  });
 
-export function registerConfig(app: OpenAPIHono, _deps: AppDeps): void {
-  app.openapi(defaultRoute, (c) => {
-    const { framework, task, mode } = c.req.valid('query');
-    const config = baseConfig(framework, task);
+/** The engine and one of its tasks with a base config, or a 400 that says which exist. */
+function presetTask(engines: Engines, framework: string, task: string | undefined): { engine: AnyEngine; task: string } {
+  const engine = engines.require(framework);
+  const chosen = task ?? engine.presets.tasks[0]!;
+  if (!engine.presets.tasks.includes(chosen)) {
+    throw new HttpError(400, 'VALIDATION_ERROR', `${engine.name} has base configs for ${engine.presets.tasks.join(', ')}, not ${chosen}`, [
+      { path: ['task'], message: `one of ${engine.presets.tasks.join(', ')}` },
+    ]);
+  }
+  return { engine, task: chosen };
+}
+
+
+export function registerConfig(app: OpenAPIHono, deps: AppDeps): void {
+  const frameworks = deps.engines.names() as [string, ...string[]];
+  app.openapi(defaultRoute(frameworks), (c) => {
+    const q = c.req.valid('query');
+    const { engine, task } = presetTask(deps.engines, q.framework, q.task);
+    const view = engine.presets.defaults(task, q.mode);
     return c.json(
       {
-        framework,
+        framework: engine.name,
         task,
-        mode,
-        ultralytics_version: ULTRALYTICS_VERSION,
-        editable: modeKeys(task, mode),
-        fields: fieldList(framework, task, mode).map((f) => ({ ...f, choices: f.choices ? [...f.choices] : undefined })),
-        config,
-        yaml: baseConfigText(framework, task),
-        command: commandLine(task, config),
+        mode: q.mode,
+        version: engine.version,
+        ...engine.presets.answerFields,
+        editable: view.editable,
+        fields: view.fields,
+        config: view.config,
+        yaml: view.yaml,
+        command: view.command,
       },
       200,
     );
   });
 
-  app.openapi(resolveRoute, (c) => {
+  app.openapi(resolveRoute(frameworks), (c) => {
     const body = c.req.valid('json');
-    const result = resolveConfig(body);
+    const { engine, task } = presetTask(deps.engines, body.framework, body.task);
+    const result = engine.presets.resolve({ task, mode: body.mode, base_config: body.base_config, overrides: body.overrides });
     if (!result.ok) {
       throw new HttpError(400, 'CONFIG_INVALID', `invalid config: ${result.issues.length} problem(s)`, result.issues);
     }
-    return c.json(result.value, 200);
+    return c.json({ framework: engine.name, task, mode: body.mode, version: engine.version, ...engine.presets.answerFields, ...result.value }, 200);
   });
 }

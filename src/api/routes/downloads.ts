@@ -1,5 +1,5 @@
 /**
- * Downloads of a job's model and artifacts (SPEC §2).
+ * Downloads of a job's model and artifacts.
  *
  * With the API token: GET /api/v1/jobs/{id}/model and /api/v1/jobs/{id}/artifacts/{name} answer
  * a signed link `{url, expires_at}` (or, with ?download=true, the file itself), and
@@ -11,12 +11,12 @@ import fs from 'node:fs';
 import { Readable } from 'node:stream';
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
-import { contentType, jobFiles, openableFile, resolveName } from '../../callbacks/files.js';
+import { contentType } from '../../jobs/files.js';
 import type { JobRow } from '../../db/schema.js';
-import { HttpError } from '../../errors.js';
+import { HttpError } from '../../core/errors.js';
 import { downloadPath, signDownloadLink, verifyDownloadLink } from '../../security/links.js';
-import type { AppDeps } from '../deps.js';
-import { JobIdParam, UUID_RE, errorResponses } from '../schemas.js';
+import type { AppDeps } from '../../http/deps.js';
+import { JobIdParam, UUID_RE, errorResponses } from '../../http/schemas.js';
 
 const LinkSchema = z
   .object({ job_id: z.string(), name: z.string(), size_bytes: z.number(), url: z.string(), expires_at: z.string() })
@@ -48,7 +48,7 @@ const NameParam = z.object({
 const modelRoute = createRoute({
   method: 'get',
   path: '/api/v1/jobs/{id}/model',
-  summary: "A signed, expiring download link for the job's trained model (best.pt)",
+  summary: "A signed, expiring download link for the job's trained model (the best checkpoint)",
   security: [{ bearer: [] }],
   request: { params: JobIdParam, query: DownloadQuery },
   responses: {
@@ -100,7 +100,7 @@ const signedRoute = createRoute({
 });
 
 export function registerDownloads(app: OpenAPIHono, deps: AppDeps): void {
-  const { workdir } = deps.config;
+  const { files } = deps;
 
   const loadJob = async (id: string): Promise<JobRow> => {
     const job = UUID_RE.test(id) ? await deps.jobs.get(id) : undefined;
@@ -122,11 +122,11 @@ export function registerDownloads(app: OpenAPIHono, deps: AppDeps): void {
   });
 
   const answer = (c: Context, job: JobRow, requested: string, download: boolean) => {
-    const name = resolveName(job, workdir, requested);
-    const file = name ? openableFile(job, workdir, name) : null;
+    const name = files.resolveName(job, requested);
+    const file = name ? files.open(job, name) : null;
     if (!name || !file) {
       throw new HttpError(404, 'FILE_NOT_FOUND', `job ${job.id} has no file ${requested}`, {
-        available: [...jobFiles(job, workdir).keys()].filter((n) => openableFile(job, workdir, n)),
+        available: [...files.downloadable(job).keys()].filter((n) => files.open(job, n)),
       });
     }
     return download ? sendFile(c, name, file) : c.json(linkFor(c, job, name, file.size), 200);
@@ -146,11 +146,11 @@ export function registerDownloads(app: OpenAPIHono, deps: AppDeps): void {
 
   app.openapi(artifactsRoute, async (c) => {
     const job = await loadJob(c.req.valid('param').id);
-    const files = [...jobFiles(job, workdir).keys()].flatMap((name) => {
-      const f = openableFile(job, workdir, name);
+    const links = [...files.downloadable(job).keys()].flatMap((name) => {
+      const f = files.open(job, name);
       return f ? [linkFor(c, job, name, f.size)] : [];
     });
-    return c.json({ job_id: job.id, files }, 200);
+    return c.json({ job_id: job.id, files: links }, 200);
   });
 
   app.openapi(signedRoute, async (c) => {
@@ -162,7 +162,7 @@ export function registerDownloads(app: OpenAPIHono, deps: AppDeps): void {
       throw new HttpError(403, 'LINK_INVALID', 'this download link is not valid (missing, malformed or altered signature)');
     }
     const job = await loadJob(id);
-    const file = openableFile(job, workdir, name);
+    const file = files.open(job, name);
     if (!file) throw new HttpError(404, 'FILE_NOT_FOUND', `job ${id} has no file ${name}`);
     return sendFile(c, name, file) as never;
   });

@@ -1,13 +1,10 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
-import { jobDir } from '../../jobs/paths.js';
-import { HttpError } from '../../errors.js';
+import { HttpError } from '../../core/errors.js';
 import { jobEpochRows, listJobs } from '../../jobs/queries.js';
 import { jobSummary, jobView, statesFor } from '../../jobs/view.js';
-import type { AppDeps } from '../deps.js';
-import { JobIdParam, JobSchema, UUID_RE, errorResponses, jobIdPathParameter } from '../schemas.js';
-import { requestLog } from '../context.js';
+import type { AppDeps } from '../../http/deps.js';
+import { JobIdParam, JobSchema, UUID_RE, errorResponses, jobIdPathParameter } from '../../http/schemas.js';
+import { requestLog } from '../../http/context.js';
 
 const getRoute = createRoute({
   method: 'get',
@@ -111,25 +108,12 @@ function notFound(id: string): HttpError {
   return new HttpError(404, 'JOB_NOT_FOUND', `no job ${id}`);
 }
 
-/** Checkpoints the worker left in workdir/jobs/{id}/weights/ (files, not rows: they are the truth). */
-export function listCheckpoints(workdir: string, id: string) {
-  const dir = path.join(jobDir(workdir, id), 'weights');
-  if (!fs.existsSync(dir)) return [];
-  return fs
-    .readdirSync(dir)
-    .filter((name) => name.endsWith('.pt'))
-    .map((name) => {
-      const st = fs.statSync(path.join(dir, name));
-      return { name, size: st.size, modified_at: st.mtime.toISOString() };
-    })
-    .sort((a, b) => b.modified_at.localeCompare(a.modified_at));
-}
-
 export function registerJobs(app: OpenAPIHono, deps: AppDeps): void {
   app.openapi(checkpointsRoute, async (c) => {
     const { id } = c.req.valid('param');
-    if (!UUID_RE.test(id) || !(await deps.jobs.get(id))) throw notFound(id);
-    return c.json({ job_id: id, checkpoints: listCheckpoints(deps.config.workdir, id) }, 200);
+    const job = UUID_RE.test(id) ? await deps.jobs.get(id) : undefined;
+    if (!job) throw notFound(id);
+    return c.json({ job_id: id, checkpoints: deps.files.checkpoints(job) }, 200);
   });
 
   app.openapi(getRoute, async (c) => {

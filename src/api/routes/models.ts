@@ -1,10 +1,10 @@
 /**
- * The model registry over HTTP (issue 6; seed 001 §8 "Models" and "Prediction"):
+ * The model registry over HTTP:
  *
- *   GET    /api/v1/models                 registered models, newest first (?task=, ?job_id=)
+ *   GET    /api/v1/models                 registered models, newest first (?task=, ?framework=, ?job_id=)
  *   GET    /api/v1/models/{id}            one model, its exports, signed download links
  *   DELETE /api/v1/models/{id}            removes the model and its files (409 while a job trains from it)
- *   POST   /api/v1/models/{id}/export     {format: onnx | torchscript} → the checked export and its link
+ *   POST   /api/v1/models/{id}/export     {format: onnx | torchscript | …} → the checked export and its link
  *   POST   /api/v1/models/{id}/predict    multipart images → detections as json, csv or coco
  *   GET    /downloads/models/{id}/{name}  a registry file through a signed link (no token)
  *
@@ -18,17 +18,17 @@ import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { imageSize } from 'image-size';
 import type { ModelRow } from '../../db/schema.js';
-import { HttpError } from '../../errors.js';
+import { HttpError } from '../../core/errors.js';
 import { openableModelFile } from '../../registry/files.js';
 import { PREDICT_FORMATS, toCoco, toCsv, toJsonResults } from '../../registry/formats.js';
 import { verifyModelLink } from '../../registry/links.js';
-import { ToolError } from '../../registry/python-tool.js';
+import { ToolError } from '../../worker/tool.js';
 import { listModels } from '../../registry/queries.js';
-import { EXPORT_FORMATS, type UploadedImage } from '../../registry/service.js';
+import type { UploadedImage } from '../../registry/service.js';
 import { exportView, modelView, type LinkSigner } from '../../registry/view.js';
-import type { AppDeps } from '../deps.js';
-import { UUID_RE, errorResponses } from '../schemas.js';
-import { requestLog } from '../context.js';
+import type { AppDeps } from '../../http/deps.js';
+import { UUID_RE, errorResponses } from '../../http/schemas.js';
+import { requestLog } from '../../http/context.js';
 
 const ModelIdParam = z.object({
   id: z.string().openapi({ param: { name: 'id', in: 'path' }, example: '6f1c2b1e-4c1a-4f57-9a55-0d3f2a1b7c9e' }),
@@ -56,7 +56,7 @@ const ModelSchema = z
     format: z.string(),
     classes: z.array(z.string()),
     num_classes: z.number(),
-    imgsz: z.number(),
+    imgsz: z.number().nullable().openapi({ description: 'The input size the model expects, when its engine has one' }),
     metrics: z.record(z.string(), z.number().nullable()).nullable(),
     size_bytes: z.number(),
     size_mb: z.number(),
@@ -79,7 +79,8 @@ const listRoute = createRoute({
   request: {
     query: z
       .object({
-        task: z.enum(['detect', 'segment']).optional(),
+        task: z.string().max(50).optional(),
+        framework: z.string().max(50).optional().openapi({ description: 'Models of this engine' }),
         job_id: z.string().uuid().optional().openapi({ description: 'The model of this job' }),
         limit: z.coerce.number().int().min(1).max(500).default(50),
         offset: z.coerce.number().int().min(0).default(0),
@@ -126,31 +127,6 @@ const deleteRoute = createRoute({
   },
 });
 
-const exportRoute = createRoute({
-  method: 'post',
-  path: '/api/v1/models/{id}/export',
-  summary: 'Export a model to ONNX or TorchScript (offline, in a worker process), checked by predicting one image',
-  description:
-    'Answers when the export is done (typically seconds). The exported file is loaded and run on one image (the first validation image of the source dataset) next to the .pt: every .pt detection with confidence ≥ 0.001 (top 20) must have an exported detection of the same class with box IoU ≥ 0.9 and confidence within 0.05, else 500 EXPORT_CHECK_FAILED. An existing export is returned (200) unless force is true.',
-  security: [{ bearer: [] }],
-  request: {
-    params: ModelIdParam,
-    body: {
-      required: true,
-      content: {
-        'application/json': {
-          schema: z.object({ format: z.enum(EXPORT_FORMATS), force: z.boolean().default(false) }).strict(),
-        },
-      },
-    },
-  },
-  responses: {
-    200: { description: 'The export already made', content: { 'application/json': { schema: ExportSchema } } },
-    201: { description: 'Exported and checked', content: { 'application/json': { schema: ExportSchema } } },
-    ...errorResponses(400, 401, 404, 500),
-  },
-});
-
 const PredictQuery = z
   .object({
     format: z.enum(PREDICT_FORMATS).default('json'),
@@ -186,9 +162,42 @@ const MAX_IMAGES = 100;
 /** image-size's names for what predict.py (OpenCV / PIL) reads. */
 const READABLE = new Set(['jpg', 'png', 'bmp', 'tiff', 'webp']);
 
+const exportRoute = (formats: [string, ...string[]]) =>
+  createRoute({
+  method: 'post',
+  path: '/api/v1/models/{id}/export',
+  summary: 'Export a model (ONNX, TorchScript… as its engine offers) offline in a worker process, checked by predicting one image',
+  description:
+    "Answers when the export is done (typically seconds). The exported file is loaded and run on one image (the first validation image of the source dataset) next to the original: every original detection with confidence ≥ 0.001 (top 20) must have an exported detection of the same class with box IoU ≥ 0.9 and confidence within 0.05, else 500 EXPORT_CHECK_FAILED. An existing export is returned (200) unless force is true. A format the model's engine does not export to is 400 EXPORT_UNSUPPORTED.",
+  security: [{ bearer: [] }],
+  request: {
+    params: ModelIdParam,
+    body: {
+      required: true,
+      content: {
+        'application/json': {
+          schema: z.object({ format: z.enum(formats), force: z.boolean().default(false) }).strict(),
+        },
+      },
+    },
+  },
+  responses: {
+    200: { description: 'The export already made', content: { 'application/json': { schema: ExportSchema } } },
+    201: { description: 'Exported and checked', content: { 'application/json': { schema: ExportSchema } } },
+    ...errorResponses(400, 401, 404, 500),
+  },
+});
+
 function toolHttpError(err: unknown): unknown {
   if (!(err instanceof ToolError)) return err;
-  const status: Record<string, number> = { INVALID_IMAGE: 422, MODEL_NOT_FOUND: 404, TIMEOUT: 504 };
+  const status: Record<string, number> = {
+    INVALID_IMAGE: 422,
+    MODEL_NOT_FOUND: 404,
+    TIMEOUT: 504,
+    EXPORT_UNSUPPORTED: 400,
+    PREDICT_UNSUPPORTED: 400,
+    ENGINE_UNAVAILABLE: 409,
+  };
   return new HttpError(status[err.code] ?? 500, err.code, err.message, err.details);
 }
 
@@ -207,7 +216,7 @@ export function registerModels(app: OpenAPIHono, deps: AppDeps): void {
 
   app.openapi(listRoute, async (c) => {
     const q = c.req.valid('query');
-    const { total, rows } = await listModels(deps.database.db, { task: q.task, jobId: q.job_id, limit: q.limit, offset: q.offset });
+    const { total, rows } = await listModels(deps.database.db, { task: q.task, framework: q.framework, jobId: q.job_id, limit: q.limit, offset: q.offset });
     const exports = await registry.exports(rows.map((r) => r.id));
     const s = signer(c);
     return c.json({ total, limit: q.limit, offset: q.offset, models: rows.map((r) => modelView(r, exports, s)) }, 200);
@@ -230,7 +239,8 @@ export function registerModels(app: OpenAPIHono, deps: AppDeps): void {
     return c.json({ model_id: id, success: true as const }, 200);
   });
 
-  app.openapi(exportRoute, async (c) => {
+  const formats = [...new Set(deps.engines.list().flatMap((e) => e.tasks.flatMap((t) => e.exportFormats(t))))];
+  app.openapi(exportRoute(formats as [string, ...string[]]), async (c) => {
     const row = await load(c.req.valid('param').id);
     const { format, force } = c.req.valid('json');
     try {

@@ -1,19 +1,21 @@
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
-import { TrainRequestSchema } from '../../jobs/request.js';
+import { trainRequestSchema } from '../../jobs/request.js';
+import type { Engines } from '../../engines/index.js';
 import { jobView } from '../../jobs/view.js';
-import type { AppDeps } from '../deps.js';
-import { HttpError } from '../../errors.js';
-import { JobSchema, LinksSchema, errorResponses } from '../schemas.js';
-import { requestLog } from '../context.js';
+import type { AppDeps } from '../../http/deps.js';
+import { HttpError } from '../../core/errors.js';
+import { JobSchema, LinksSchema, errorResponses } from '../../http/schemas.js';
+import { requestLog } from '../../http/context.js';
 
-const route = createRoute({
+const route = (engines: Engines) =>
+  createRoute({
   method: 'post',
   path: '/api/v1/train',
   summary: 'Submit a training job',
   description:
     'Queues a training job. When REQUEST_SIGNING_SECRET is set, the request must carry X-Trainhook-Timestamp and X-Trainhook-Signature (v1=hex HMAC-SHA256 of "timestamp.body").',
   security: [{ bearer: [] }],
-  request: { body: { required: true, content: { 'application/json': { schema: TrainRequestSchema } } } },
+  request: { body: { required: true, content: { 'application/json': { schema: trainRequestSchema(engines) } } } },
   responses: {
     202: {
       description: 'Job queued',
@@ -43,7 +45,7 @@ const route = createRoute({
 });
 
 export function registerTrain(app: OpenAPIHono, deps: AppDeps): void {
-  app.openapi(route, async (c) => {
+  app.openapi(route(deps.engines), async (c) => {
     const body = c.req.valid('json');
     const { job, created, position: placed } = await deps.jobs.submit(body);
     const baseUrl = deps.baseUrl(c.req.url);

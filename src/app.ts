@@ -1,0 +1,165 @@
+/**
+ * The HTTP application: middleware, routes, the OpenAPI document and the one place where
+ * errors become the JSON error shape `{"error": {"code", "message", "details"}}`.
+ */
+import { requestLog } from './http/context.js';
+import { OpenAPIHono } from '@hono/zod-openapi';
+import { swaggerUI } from '@hono/swagger-ui';
+import { getConnInfo } from '@hono/node-server/conninfo';
+import type { Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { HTTPException } from 'hono/http-exception';
+import { requestId } from 'hono/request-id';
+import { routePath } from 'hono/route';
+import { lt } from 'drizzle-orm';
+import { seenSignatures } from './db/schema.js';
+import { HttpError } from './core/errors.js';
+import { bearerAuth, requestSignature } from './http/auth.js';
+import type { AppDeps } from './http/deps.js';
+import { RateLimiter } from './http/rate-limit.js';
+import { registerCallbacks } from './api/routes/callbacks.js';
+import { registerCompare } from './api/routes/compare.js';
+import { registerConfig } from './api/routes/config.js';
+import { registerDownloads } from './api/routes/downloads.js';
+import { registerEngines } from './api/routes/engines.js';
+import { registerHealth } from './api/routes/health.js';
+import { registerJobs } from './api/routes/jobs.js';
+import { registerLogs } from './api/routes/logs.js';
+import { isPredictUpload, registerModels } from './api/routes/models.js';
+import { registerTrain } from './api/routes/train.js';
+import { registerUi } from './ui/routes.js';
+
+export function createApp(deps: AppDeps): OpenAPIHono {
+  const app = new OpenAPIHono({
+    defaultHook: (result) => {
+      if (!result.success) {
+        throw new HttpError(
+          400,
+          'VALIDATION_ERROR',
+          `invalid request ${result.target}: ${result.error.issues.length} problem(s)`,
+          result.error.issues.map((i) => ({ path: i.path, message: i.message, code: i.code })),
+        );
+      }
+    },
+  });
+
+  app.use(requestId({ headerName: 'X-Request-Id' }));
+  app.use(async function accessLog(c, next) {
+    const started = performance.now();
+    c.set('logger', deps.logger);
+    await next();
+    const seconds = (performance.now() - started) / 1000;
+    const route = routePath(c) || 'unmatched';
+    const status = c.res.status;
+    deps.metrics.httpDuration.observe({ method: c.req.method, route, status: String(status) }, seconds);
+    if (route !== '/metrics' && route !== '/health') {
+      deps.accessLogger.info(
+        { request_id: c.get('requestId'), method: c.req.method, route, path: c.req.path, status, ms: Math.round(seconds * 1e4) / 10 },
+        'request',
+      );
+    }
+  });
+
+  const apiBodyLimit = bodyLimit({
+    maxSize: deps.config.maxBodyBytes,
+    onError: () => {
+      throw new HttpError(413, 'PAYLOAD_TOO_LARGE', `request body over ${deps.config.maxBodyBytes} bytes`);
+    },
+  });
+  // Prediction uploads get their own limit (PREDICT_MAX_BYTES) in routes/models.ts, after auth.
+  // GET and HEAD carry no body: skipping the limiter there also spares building a full
+  // Request per read (a third of a status read's CPU in bench/api.ts).
+  app.use('/api/*', (c, next) =>
+    c.req.method === 'GET' || c.req.method === 'HEAD' || isPredictUpload(c.req.method, c.req.path)
+      ? next()
+      : apiBodyLimit(c, next),
+  );
+  app.use('/api/*', bearerAuth({ token: deps.secrets.apiToken }));
+
+  const limiter = new RateLimiter(deps.config.trainRateLimitPerMinute);
+  app.post('/api/v1/train', async function rateLimit(c, next) {
+    const retryAfter = limiter.take(clientKey(c));
+    if (retryAfter > 0) {
+      throw new HttpError(429, 'RATE_LIMITED', `too many training requests; retry in ${retryAfter} s`, null, {
+        'Retry-After': String(retryAfter),
+      });
+    }
+    await next();
+  });
+  let remembered = 0;
+  app.post(
+    '/api/v1/train',
+    requestSignature({
+      secrets: deps.config.requestSigningSecrets,
+      toleranceSeconds: deps.config.signatureToleranceSeconds,
+      remember: async (signature, expiresAt) => {
+        const { db } = deps.database;
+        if (++remembered % 100 === 0) await db.delete(seenSignatures).where(lt(seenSignatures.expiresAt, new Date()));
+        const rows = await db
+          .insert(seenSignatures)
+          .values({ signature, expiresAt })
+          .onConflictDoNothing()
+          .returning({ signature: seenSignatures.signature });
+        return rows.length === 1;
+      },
+    }),
+  );
+
+  registerTrain(app, deps);
+  registerCompare(app, deps); // before registerJobs: /jobs/{id} would take "compare" as an id
+  registerJobs(app, deps);
+  registerConfig(app, deps);
+  registerEngines(app, deps);
+  registerModels(app, deps);
+  registerHealth(app, deps);
+  registerLogs(app, deps);
+  registerUi(app, deps); // status pages, login, /stream/* (SSE), /static/*
+  registerCallbacks(app, deps);
+  registerDownloads(app, deps);
+
+  app.get('/metrics', async (c) => {
+    return c.text(await deps.metrics.registry.metrics(), 200, { 'Content-Type': deps.metrics.registry.contentType });
+  });
+
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer' });
+  app.doc31('/openapi.json', {
+    openapi: '3.1.0',
+    info: {
+      title: 'trainhook',
+      version: deps.version,
+      description: 'Headless training server (Ultralytics YOLO and other engines): signed job intake, signed webhooks, live status.',
+      license: { name: 'AGPL-3.0-only' },
+    },
+  });
+  app.get('/docs', swaggerUI({ url: '/openapi.json' }));
+
+  app.notFound((c) => c.json({ error: { code: 'NOT_FOUND', message: `no route ${c.req.method} ${c.req.path}` } }, 404));
+  app.onError((err, c) => {
+    if (err instanceof HttpError) {
+      for (const [k, v] of Object.entries(err.headers)) c.header(k, v);
+      const details = err.details as { job?: unknown } | null;
+      // 409 on a duplicate job_id carries the existing job at the top level too.
+      const extra = err.status === 409 && details && typeof details === 'object' && 'job' in details ? { job: details.job } : {};
+      return c.json(
+        { error: { code: err.code, message: err.message, details: err.details ?? null }, ...extra },
+        err.status as 400,
+      );
+    }
+    if (err instanceof HTTPException) {
+      const status = err.status;
+      const code = status === 400 ? 'INVALID_JSON' : `HTTP_${status}`;
+      return c.json({ error: { code, message: err.message || 'bad request', details: null } }, status);
+    }
+    (c.get('logger') ? requestLog(c) : deps.logger).error({ err }, 'unhandled error');
+    return c.json({ error: { code: 'INTERNAL_ERROR', message: 'internal server error', details: null } }, 500);
+  });
+  return app;
+}
+
+function clientKey(c: Context): string {
+  try {
+    return getConnInfo(c).remote.address ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}

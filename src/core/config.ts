@@ -1,0 +1,214 @@
+/**
+ * Every environment variable trainhook reads, in one place, parsed once with zod into a frozen
+ * typed config that is passed down. No module reads process.env on its own.
+ */
+import path from 'node:path';
+import { z } from 'zod';
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
+const list = z
+  .string()
+  .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean));
+
+const EnvSchema = z.object({
+  PORT: int(0, 65535).default(8000),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  /** Public base URL used in links (download links, status page links in callbacks). */
+  PUBLIC_URL: z.string().url().optional(),
+  WORKDIR: z.string().min(1).default('workdir'),
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
+    .optional(),
+  API_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  REQUEST_SIGNING_SECRET: z.string().min(16, 'must be at least 16 characters').optional(),
+  /** Rotation: a second accepted signing secret. */
+  REQUEST_SIGNING_SECRET_PREVIOUS: z.string().min(16).optional(),
+  SIGNATURE_TOLERANCE_SECONDS: int(1, 3600).default(300),
+  /** Key for signed download links; generated under workdir/ when absent. */
+  LINK_SIGNING_KEY: z.string().min(32).optional(),
+  DOWNLOAD_LINK_TTL_SECONDS: int(60).default(7 * 24 * 3600),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+
+  MAX_BODY_BYTES: int(1024).default(1024 * 1024),
+  /** Body limit of POST /api/v1/models/{id}/predict (image uploads), instead of MAX_BODY_BYTES. */
+  PREDICT_MAX_BYTES: int(1024).default(64 * 1024 * 1024),
+  MAX_QUEUE_LENGTH: int(1).default(100),
+  /** How long GET /jobs/{id} may serve a job read before (changes made on this node show at once). */
+  JOB_CACHE_SIZE: int(0, 1_000_000).default(10_000),
+  /** Requests per minute per client on POST /train. */
+  TRAIN_RATE_LIMIT_PER_MINUTE: int(1).default(30),
+
+  /** false: an API-only node that queues jobs for other nodes sharing its PostgreSQL. */
+  RUN_JOBS: bool.default(true),
+  /** Devices that get one training slot each: "auto" finds GPUs, else e.g. "cpu" or "cuda:0,cuda:1". */
+  DEVICES: z.string().default('auto'),
+  LEASE_SECONDS: int(5).default(60),
+  NODE_ID: z.string().optional(),
+  CANCEL_GRACE_SECONDS: int(1).default(30),
+
+  /** An interpreter for every engine's worker (with every engine's requirements); <ENGINE>_PYTHON for one. */
+  PYTHON: z.string().optional(),
+  /** Base model downloads fetch `<prefix><file name>` instead of the official URL (sites without internet). */
+  BASE_MODEL_MIRROR: z
+    .string()
+    .url()
+    .refine((u) => /^https?:\/\//.test(u), 'must be an http(s) URL prefix')
+    .optional(),
+  DATASET_MAX_DOWNLOAD_BYTES: int(1024).default(20 * 1024 ** 3),
+  DATASET_MAX_UNCOMPRESSED_BYTES: int(1024).default(50 * 1024 ** 3),
+  DATASET_MAX_ENTRIES: int(1).default(500_000),
+  DATASET_MAX_COMPRESSION_RATIO: int(1).default(200),
+  DOWNLOAD_TIMEOUT_SECONDS: int(1).default(600),
+  DOWNLOAD_RETRIES: int(0, 10).default(3),
+  /** Hosts, IPs or CIDRs that may be private/loopback (SSRF allow-list), e.g. "127.0.0.1,10.0.0.0/8". */
+  OUTBOUND_ALLOW: list.default([]),
+
+  CALLBACK_SEND_SECRET_HEADER: bool.default(true),
+  CALLBACK_TIMEOUT_SECONDS: int(1, 120).default(15),
+  /** Standard Webhooks example schedule, in seconds after the previous attempt. */
+  CALLBACK_RETRY_SCHEDULE: list
+    .default(['0', '5', '300', '1800', '7200', '18000', '36000', '50400', '72000', '86400'])
+    .pipe(z.array(z.string().regex(/^\d+(\.\d+)?$/, 'must be seconds').transform(Number))),
+  CALLBACK_PROGRESS_MIN_INTERVAL_MS: int(0).default(500),
+  /** Callback attempts in flight at once on this node (at most one per job). */
+  CALLBACK_CONCURRENCY: int(1, 1000).default(128),
+  /** How often the dispatcher looks for callbacks written by other nodes. */
+  CALLBACK_POLL_INTERVAL_MS: int(50).default(1000),
+
+  UI_PUBLIC_READ: bool.default(false),
+  MONITOR_INTERVAL_SECONDS: int(1).default(5),
+  GPU_TEMP_WARN_C: int(0).default(85),
+  GPU_MEMORY_WARN_PERCENT: int(1, 100).default(95),
+  /** Seconds between SSE heartbeat events. */
+  SSE_HEARTBEAT_SECONDS: z.coerce.number().positive().max(3600).default(15),
+  /** Bytes one SSE client may have waiting before it is disconnected as too slow. */
+  SSE_CLIENT_BUFFER_BYTES: int(4096).default(1024 * 1024),
+});
+
+export type Config = Readonly<{
+  port: number;
+  host: string;
+  publicUrl: string | undefined;
+  workdir: string;
+  databaseUrl: string | undefined;
+  apiToken: string | undefined;
+  requestSigningSecrets: readonly string[];
+  signatureToleranceSeconds: number;
+  linkSigningKey: string | undefined;
+  downloadLinkTtlSeconds: number;
+  logLevel: z.infer<typeof EnvSchema>['LOG_LEVEL'];
+  maxBodyBytes: number;
+  predictMaxBytes: number;
+  maxQueueLength: number;
+  jobCacheSize: number;
+  trainRateLimitPerMinute: number;
+  runJobs: boolean;
+  devices: string;
+  leaseSeconds: number;
+  nodeId: string | undefined;
+  cancelGraceSeconds: number;
+  python: string | undefined;
+  /** <ENGINE>_PYTHON settings (ULTRALYTICS_PYTHON, RFDETR_PYTHON…), by engine name in lower case. */
+  enginePython: Readonly<Record<string, string>>;
+  baseModelMirror: string | undefined;
+  dataset: Readonly<{
+    maxDownloadBytes: number;
+    maxUncompressedBytes: number;
+    maxEntries: number;
+    maxCompressionRatio: number;
+    downloadTimeoutMs: number;
+    downloadRetries: number;
+  }>;
+  outboundAllow: readonly string[];
+  callbacks: Readonly<{
+    sendSecretHeader: boolean;
+    timeoutMs: number;
+    retryScheduleSeconds: readonly number[];
+    progressMinIntervalMs: number;
+    concurrency: number;
+    pollIntervalMs: number;
+  }>;
+  uiPublicRead: boolean;
+  monitor: Readonly<{ intervalMs: number; gpuTempWarnC: number; gpuMemoryWarnPercent: number }>;
+  stream: Readonly<{ heartbeatMs: number; clientBufferBytes: number }>;
+}>;
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  // Empty strings count as unset, as in most .env tooling.
+  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = EnvSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.') || '(env)'}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  const e = parsed.data;
+  return Object.freeze({
+    port: e.PORT,
+    host: e.HOST,
+    publicUrl: e.PUBLIC_URL?.replace(/\/+$/, ''),
+    workdir: path.resolve(e.WORKDIR),
+    databaseUrl: e.DATABASE_URL,
+    apiToken: e.API_TOKEN,
+    requestSigningSecrets: [e.REQUEST_SIGNING_SECRET, e.REQUEST_SIGNING_SECRET_PREVIOUS].filter(
+      (s): s is string => !!s,
+    ),
+    signatureToleranceSeconds: e.SIGNATURE_TOLERANCE_SECONDS,
+    linkSigningKey: e.LINK_SIGNING_KEY,
+    downloadLinkTtlSeconds: e.DOWNLOAD_LINK_TTL_SECONDS,
+    logLevel: e.LOG_LEVEL,
+    maxBodyBytes: e.MAX_BODY_BYTES,
+    predictMaxBytes: e.PREDICT_MAX_BYTES,
+    maxQueueLength: e.MAX_QUEUE_LENGTH,
+    jobCacheSize: e.JOB_CACHE_SIZE,
+    trainRateLimitPerMinute: e.TRAIN_RATE_LIMIT_PER_MINUTE,
+    runJobs: e.RUN_JOBS,
+    devices: e.DEVICES,
+    leaseSeconds: e.LEASE_SECONDS,
+    nodeId: e.NODE_ID,
+    cancelGraceSeconds: e.CANCEL_GRACE_SECONDS,
+    python: e.PYTHON,
+    enginePython: Object.freeze(
+      Object.fromEntries(
+        Object.entries(cleaned)
+          .filter(([k]) => /^[A-Z][A-Z0-9]*_PYTHON$/.test(k))
+          .map(([k, v]) => [k.slice(0, -'_PYTHON'.length).toLowerCase(), v as string]),
+      ),
+    ),
+    baseModelMirror: e.BASE_MODEL_MIRROR,
+    dataset: Object.freeze({
+      maxDownloadBytes: e.DATASET_MAX_DOWNLOAD_BYTES,
+      maxUncompressedBytes: e.DATASET_MAX_UNCOMPRESSED_BYTES,
+      maxEntries: e.DATASET_MAX_ENTRIES,
+      maxCompressionRatio: e.DATASET_MAX_COMPRESSION_RATIO,
+      downloadTimeoutMs: e.DOWNLOAD_TIMEOUT_SECONDS * 1000,
+      downloadRetries: e.DOWNLOAD_RETRIES,
+    }),
+    outboundAllow: Object.freeze([...e.OUTBOUND_ALLOW]),
+    callbacks: Object.freeze({
+      sendSecretHeader: e.CALLBACK_SEND_SECRET_HEADER,
+      timeoutMs: e.CALLBACK_TIMEOUT_SECONDS * 1000,
+      retryScheduleSeconds: Object.freeze([...e.CALLBACK_RETRY_SCHEDULE]),
+      progressMinIntervalMs: e.CALLBACK_PROGRESS_MIN_INTERVAL_MS,
+      concurrency: e.CALLBACK_CONCURRENCY,
+      pollIntervalMs: e.CALLBACK_POLL_INTERVAL_MS,
+    }),
+    uiPublicRead: e.UI_PUBLIC_READ,
+    monitor: Object.freeze({
+      intervalMs: e.MONITOR_INTERVAL_SECONDS * 1000,
+      gpuTempWarnC: e.GPU_TEMP_WARN_C,
+      gpuMemoryWarnPercent: e.GPU_MEMORY_WARN_PERCENT,
+    }),
+    stream: Object.freeze({
+      heartbeatMs: Math.round(e.SSE_HEARTBEAT_SECONDS * 1000),
+      clientBufferBytes: e.SSE_CLIENT_BUFFER_BYTES,
+    }),
+  });
+}

@@ -1,0 +1,10 @@
+/**
+ * The dataset layouts trainhook reads. Each engine says which ones a task trains on; the
+ * dataset step finds which one an archive is in and checks it before any training.
+ *
+ *   yolo      data.yaml + images/ and labels/ folders per split (Ultralytics or Roboflow export)
+ *   coco      a COCO JSON annotation file per split beside its images (Roboflow COCO export)
+ *   classify  one folder per split, one folder per class inside, images in them
+ */
+export const DATASET_FORMATS = ['yolo', 'coco', 'classify'] as const;
+export type DatasetFormat = (typeof DATASET_FORMATS)[number];

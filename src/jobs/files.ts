@@ -1,0 +1,226 @@
+/**
+ * The one place for a job's files: where they live, which of them may be downloaded, its
+ * checkpoints, its log, and opening any of them safely.
+ *
+ * workdir/jobs/{id}/ is the job's folder and its engine's run folder at once: the worker writes
+ * checkpoints, plots and CSVs there, beside the dataset, the worker spec and worker.log.
+ *
+ * Downloadable files are named by the job row (the model the worker reported, its artifacts)
+ * and the log, never by a path in a request, and every path is checked to lie in the job's
+ * folder after symlinks are resolved: no traversal, no serving a file the worker did not write.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import type { JobRow } from '../db/schema.js';
+import type { Engines } from '../engines/index.js';
+
+export const LOG_FILE = 'worker.log';
+/** The callback artifact key of the job's log (every engine's completion callback has it). */
+export const LOG_ARTIFACT = 'training_logs';
+const NAME_RE = /^[A-Za-z0-9][\w.-]{0,199}$/;
+/** Longer log lines (a progress bar redrawn thousands of times) are cut to this. */
+const MAX_LINE_CHARS = 8192;
+
+export interface LogPage {
+  offset: number;
+  limit: number;
+  total_lines: number;
+  next_offset: number | null;
+  lines: string[];
+}
+
+export interface Checkpoint {
+  name: string;
+  size: number;
+  modified_at: string;
+}
+
+type JobRef = Pick<JobRow, 'id' | 'engine' | 'model' | 'artifacts'>;
+
+/** `dir/*.pt`-style patterns: a literal folder and a file name with `*` wildcards. */
+function matchGlob(root: string, pattern: string): string[] {
+  const dir = path.join(root, path.dirname(pattern));
+  const re = new RegExp(`^${path.basename(pattern).replace(/[.+^${}()|[\]\\?]/g, '\\$&').replace(/\*/g, '[^/]*')}$`);
+  try {
+    return fs
+      .readdirSync(dir, { withFileTypes: true })
+      .filter((e) => e.isFile() && re.test(e.name))
+      .map((e) => path.join(dir, e.name));
+  } catch {
+    return [];
+  }
+}
+
+export class JobFiles {
+  constructor(
+    readonly workdir: string,
+    private readonly engines: Engines,
+  ) {}
+
+  dir(jobId: string): string {
+    return path.join(this.workdir, 'jobs', jobId);
+  }
+
+  logFile(jobId: string): string {
+    return path.join(this.dir(jobId), LOG_FILE);
+  }
+
+  specFile(jobId: string): string {
+    return path.join(this.dir(jobId), 'worker-spec.json');
+  }
+
+  /** Checkpoints the worker left (files, not rows: they are the truth), newest first. */
+  checkpoints(job: Pick<JobRow, 'id' | 'engine'>): Checkpoint[] {
+    const engine = this.engines.get(job.engine);
+    if (!engine) return [];
+    const seen = new Set<string>();
+    const out: Checkpoint[] = [];
+    for (const pattern of engine.files.checkpoints) {
+      for (const file of matchGlob(this.dir(job.id), pattern)) {
+        const name = path.relative(this.dir(job.id), file);
+        if (seen.has(name)) continue;
+        seen.add(name);
+        const st = fs.statSync(file, { throwIfNoEntry: false });
+        if (st) out.push({ name: path.basename(file), size: st.size, modified_at: st.mtime.toISOString() });
+      }
+    }
+    return out.sort((a, b) => b.modified_at.localeCompare(a.modified_at) || a.name.localeCompare(b.name));
+  }
+
+  /** The name the trained model downloads under (the file the worker reported as best), or null. */
+  modelName(job: JobRef): string | null {
+    const best = (job.model as { best?: unknown } | null)?.best;
+    return typeof best === 'string' && NAME_RE.test(path.basename(best)) ? path.basename(best) : null;
+  }
+
+  /** name → absolute path as recorded (not yet checked on disk). */
+  downloadable(job: JobRef): Map<string, string> {
+    const files = new Map<string, string>();
+    for (const a of job.artifacts ?? []) {
+      if (NAME_RE.test(a.name) && typeof a.path === 'string') files.set(a.name, a.path);
+    }
+    const model = job.model as { best?: unknown; last?: unknown } | null;
+    for (const p of [model?.best, model?.last]) {
+      if (typeof p === 'string' && NAME_RE.test(path.basename(p))) files.set(path.basename(p), p);
+    }
+    files.set(LOG_FILE, this.logFile(job.id));
+    return files;
+  }
+
+  /** The callback artifact keys of a job's engine, the log's included, with the file names each may be. */
+  artifactKeys(job: Pick<JobRow, 'engine'>): Record<string, readonly string[]> {
+    const declared = this.engines.get(job.engine)?.files.callbackArtifacts ?? {};
+    return { ...declared, [LOG_ARTIFACT]: [LOG_FILE] };
+  }
+
+  /** A requested name or alias (model, training_logs, pr_curve…) → the file name it serves. */
+  resolveName(job: JobRef, requested: string): string | null {
+    const files = this.downloadable(job);
+    if (requested === 'model') return this.modelName(job);
+    if (files.has(requested) && NAME_RE.test(requested)) return requested;
+    return this.artifactKeys(job)[requested]?.find((c) => files.has(c)) ?? null;
+  }
+
+  /**
+   * The file behind a name, when it exists and lies inside the job's folder; null otherwise.
+   * realpath on both sides, so a symlink planted in the folder cannot point outside it.
+   */
+  open(job: JobRef, name: string): { path: string; size: number } | null {
+    if (!NAME_RE.test(name)) return null;
+    const recorded = this.downloadable(job).get(name);
+    if (!recorded) return null;
+    try {
+      const root = fs.realpathSync(this.dir(job.id));
+      const real = fs.realpathSync(recorded);
+      if (!real.startsWith(root + path.sep)) return null;
+      const stat = fs.statSync(real);
+      return stat.isFile() ? { path: real, size: stat.size } : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Bytes the job's folder holds on this disk. */
+  diskUsage(jobId: string): number {
+    let total = 0;
+    const walk = (dir: string) => {
+      let entries: fs.Dirent[];
+      try {
+        entries = fs.readdirSync(dir, { withFileTypes: true });
+      } catch {
+        return;
+      }
+      for (const e of entries) {
+        const p = path.join(dir, e.name);
+        if (e.isDirectory()) walk(p);
+        else if (e.isFile()) total += fs.statSync(p, { throwIfNoEntry: false })?.size ?? 0;
+      }
+    };
+    walk(this.dir(jobId));
+    return total;
+  }
+
+  /**
+   * Lines [offset, offset + limit) of a job's log, streamed (the file is never read whole). A
+   * line redrawn with carriage returns (tqdm) reads as its last state, as a terminal shows it.
+   */
+  async readLog(jobId: string, offset: number, limit: number): Promise<LogPage> {
+    const file = this.logFile(jobId);
+    const lines: string[] = [];
+    let total = 0;
+    const take = (raw: string) => {
+      if (total >= offset && lines.length < limit) {
+        const segments = raw.split('\r').filter((seg) => seg.length > 0);
+        let line = segments.length ? segments[segments.length - 1]! : '';
+        if (line.length > MAX_LINE_CHARS) line = `${line.slice(0, MAX_LINE_CHARS)}… [line cut at ${MAX_LINE_CHARS} characters]`;
+        lines.push(line);
+      }
+      total++;
+    };
+    if (fs.existsSync(file)) {
+      // Split on \n only: readline would also break at every lone \r of a progress bar.
+      let rest = '';
+      for await (const chunk of fs.createReadStream(file, { encoding: 'utf8', highWaterMark: 256 * 1024 })) {
+        const parts = (rest + (chunk as string)).split('\n');
+        rest = parts.pop()!;
+        for (const part of parts) take(part);
+        // A line longer than any page shows is not kept whole in memory.
+        if (rest.length > 16 * MAX_LINE_CHARS) rest = rest.slice(-16 * MAX_LINE_CHARS);
+      }
+      if (rest.length > 0) take(rest);
+    }
+    const end = offset + lines.length;
+    return { offset, limit, total_lines: total, next_offset: end < total ? end : null, lines };
+  }
+
+  /** The whole log as a download; an empty one when the job has not written a log yet. */
+  logDownload(jobId: string): Response {
+    const file = this.logFile(jobId);
+    const headers = {
+      'content-type': 'text/plain; charset=utf-8',
+      'content-disposition': `attachment; filename="trainhook-${jobId}.log"`,
+      'x-content-type-options': 'nosniff',
+    };
+    if (!fs.existsSync(file)) return new Response('', { status: 200, headers });
+    const size = fs.statSync(file).size;
+    // Up to the size seen now: a log still being written ends where it ended when asked.
+    const body = Readable.toWeb(fs.createReadStream(file, { start: 0, end: Math.max(0, size - 1) })) as ReadableStream<Uint8Array>;
+    return new Response(size === 0 ? '' : body, { status: 200, headers: { ...headers, 'content-length': String(size) } });
+  }
+}
+
+const TYPES: Record<string, string> = {
+  '.png': 'image/png',
+  '.jpg': 'image/jpeg',
+  '.jpeg': 'image/jpeg',
+  '.csv': 'text/csv; charset=utf-8',
+  '.yaml': 'text/yaml; charset=utf-8',
+  '.json': 'application/json',
+  '.log': 'text/plain; charset=utf-8',
+  '.txt': 'text/plain; charset=utf-8',
+};
+
+export function contentType(name: string): string {
+  return TYPES[path.extname(name).toLowerCase()] ?? 'application/octet-stream';
+}

@@ -1,0 +1,121 @@
+/**
+ * Turns an engine's base model source into something its worker can load without the internet:
+ * a file under workdir/base-models/ (fetched by the service when it knows where from), a
+ * registered model's weights, a name the engine builds itself, or nothing (random
+ * initialisation). Workers never download weights: a file that cannot be had fails here, fast,
+ * with MODEL_DOWNLOAD_FAILED naming the URL tried and where the file may be placed.
+ *
+ * Downloads go through the guarded downloader (SSRF guard, size cap, retries), once: jobs that
+ * ask for the same file at the same time share one download, and later jobs reuse the file.
+ * BASE_MODEL_MIRROR=<prefix> fetches `<prefix><name>` instead of the official URL, for sites
+ * without internet. A pinned sha256 is checked on every use, cached or not.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Dispatcher } from 'undici';
+import { JobError } from '../core/errors.js';
+import { downloadToFile } from '../datasets/download.js';
+import type { BaseModelSource } from '../engines/types.js';
+import { sha256File } from '../registry/files.js';
+
+export interface BaseModelOptions {
+  workdir: string;
+  dispatcher: Dispatcher;
+  maxBytes: number;
+  timeoutMs: number;
+  retries: number;
+  mirror?: string | undefined;
+  signal?: AbortSignal;
+  /** The weights file of a registered model of this engine, or a message why it cannot be used. */
+  registered(id: string): Promise<string | { problem: string }>;
+}
+
+export interface ResolvedBaseModel {
+  /** What the worker gets as spec.model. */
+  model: string | null;
+  /** Where it came from (a URL, model:<id>, a file placed by hand, a built-in name). */
+  source: string | null;
+  sha256: string | null;
+}
+
+export function baseModelsDir(workdir: string): string {
+  return path.join(workdir, 'base-models');
+}
+
+/** Downloads in flight on this node, by destination: a second job waits for the first's. */
+const inFlight = new Map<string, Promise<void>>();
+
+async function fetchOnce(url: string, dest: string, opts: BaseModelOptions): Promise<void> {
+  let running = inFlight.get(dest);
+  if (!running) {
+    running = (async () => {
+      fs.mkdirSync(path.dirname(dest), { recursive: true });
+      await downloadToFile(url, dest, {
+        dispatcher: opts.dispatcher,
+        maxBytes: opts.maxBytes,
+        timeoutMs: opts.timeoutMs,
+        retries: opts.retries,
+        signal: opts.signal,
+        errorCode: 'MODEL_DOWNLOAD_FAILED',
+      });
+    })().finally(() => inFlight.delete(dest));
+    inFlight.set(dest, running);
+  }
+  await running;
+}
+
+export async function resolveBaseModel(source: BaseModelSource, opts: BaseModelOptions): Promise<ResolvedBaseModel> {
+  switch (source.kind) {
+    case 'none':
+      return { model: null, source: null, sha256: null };
+    case 'builtin': {
+      // A file of that name placed by hand wins over the engine's own (a customised architecture).
+      const local = path.join(baseModelsDir(opts.workdir), source.value);
+      if (!source.value.includes('/') && fs.existsSync(local)) return { model: local, source: local, sha256: await sha256File(local) };
+      return { model: source.value, source: 'builtin', sha256: null };
+    }
+    case 'registered': {
+      const file = await opts.registered(source.id);
+      if (typeof file !== 'string') {
+        throw new JobError('MODEL_DOWNLOAD_FAILED', file.problem, { base_model: `model:${source.id}` });
+      }
+      return { model: file, source: `model:${source.id}`, sha256: await sha256File(file) };
+    }
+    case 'file': {
+      const dest = path.join(baseModelsDir(opts.workdir), source.file);
+      const url = opts.mirror && source.mirrorName ? `${opts.mirror}${source.mirrorName}` : source.url;
+      if (!fs.existsSync(dest)) {
+        if (!url) {
+          throw new JobError(
+            'MODEL_DOWNLOAD_FAILED',
+            `base model ${source.file} is not on this server: place the file at ${dest}, or name a model this engine can download`,
+            { base_model: source.file, expected_path: dest },
+          );
+        }
+        try {
+          await fetchOnce(url, dest, opts);
+        } catch (err) {
+          if (err instanceof JobError) {
+            throw new JobError(
+              'MODEL_DOWNLOAD_FAILED',
+              `could not download base model ${source.file} from ${url} (${err.message}); place the file at ${dest}${opts.mirror ? '' : ', or set BASE_MODEL_MIRROR to a server that has it'}`,
+              { base_model: source.file, url, expected_path: dest, cause: err.details ?? null },
+              { cause: err },
+            );
+          }
+          throw err;
+        }
+      }
+      const sha256 = await sha256File(dest);
+      if (source.sha256 && sha256 !== source.sha256) {
+        throw new JobError('MODEL_DOWNLOAD_FAILED', `base model ${source.file} has sha256 ${sha256}, not the pinned ${source.sha256}`, {
+          base_model: source.file,
+          path: dest,
+          sha256,
+          expected_sha256: source.sha256,
+        });
+      }
+      return { model: dest, source: url ?? dest, sha256 };
+    }
+  }
+}

@@ -1,0 +1,256 @@
+/**
+ * Runs one claimed job to its end, whatever its engine: download and check the dataset in one
+ * of the engine's formats, resolve the base model, build the worker's arguments (stored with
+ * the job), train in the engine's Python worker, and record every step through the job store
+ * (each change one transaction with its callback, announced once committed). A completed job's
+ * model goes to the registry.
+ *
+ * Progress: downloading 0→5, preparing 5→10, training 10→95 (by epoch and batch), validating
+ * 95→99, completed 100.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Dispatcher } from 'undici';
+import type { Config } from '../core/config.js';
+import { JobError, toJobError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import type { Phase } from '../db/schema.js';
+import { prepareDataset } from '../datasets/index.js';
+import type { Engines } from '../engines/index.js';
+import type { JobChange, JobChangeEvent } from '../jobs/events.js';
+import type { JobFiles } from '../jobs/files.js';
+import { better, jobMetrics, pick } from '../jobs/metrics.js';
+import { jobRequest } from '../jobs/request.js';
+import type { JobPatch, JobStore } from '../jobs/store.js';
+import { createOutboundDispatcher } from '../net/outbound.js';
+import type { ModelRegistry } from '../registry/service.js';
+import type { Executor, StopReason } from '../scheduler/scheduler.js';
+import type { WorkerEvent, WorkerSpec } from '../worker/protocol.js';
+import { resolvePython } from '../worker/python.js';
+import { runWorker } from '../worker/training.js';
+import { resolveBaseModel } from './base-model.js';
+
+const TRAIN_START = 10;
+const TRAIN_SPAN = 85;
+
+export interface PipelineContext {
+  config: Config;
+  logger: Logger;
+  store: JobStore;
+  files: JobFiles;
+  engines: Engines;
+  registry: ModelRegistry;
+}
+
+type Metrics = Record<string, number | null>;
+
+export function createExecutor(ctx: PipelineContext): Executor {
+  const { config, store, files, engines, registry, logger } = ctx;
+  const dispatcher: Dispatcher = createOutboundDispatcher(config.outboundAllow);
+
+  return async function executeJob(claimed, { device, signal }) {
+    const log = logger.child({ job_id: claimed.id, device });
+    const local = new AbortController();
+    const stop = AbortSignal.any([signal, local.signal]);
+    let phase: Phase = 'downloading';
+    let epoch = 0;
+
+    /** Undefined when we no longer hold the job: the worker is then stopped. */
+    const record = async (patch: JobPatch, change: JobChange, epochRow?: JobChangeEvent['epoch']) => {
+      const row = await store.record(claimed.id, patch, change, epochRow);
+      if (!row) local.abort('lease_lost' satisfies StopReason);
+      return row;
+    };
+    const fail = async (err: JobError) => {
+      log.warn({ code: err.code, err_message: err.message }, 'job failed');
+      await store.finish(claimed.id, 'failed', {
+        error: { code: err.code, message: err.message, details: err.details ?? null, phase, epoch: epoch || null },
+      });
+    };
+    /** The run was stopped from outside: cancelled (already recorded), shutdown, lease lost. */
+    const stopped = async () => {
+      const reason = stop.reason as StopReason;
+      if (reason === 'shutdown') {
+        await store.requeue(claimed.id);
+        log.info('job re-queued for shutdown; it resumes from its last checkpoint');
+      } else {
+        log.info({ reason }, 'job stopped');
+      }
+    };
+
+    const running = await store.start(claimed.id);
+    if (!running) return;
+    const dir = files.dir(running.id);
+    fs.mkdirSync(dir, { recursive: true });
+
+    try {
+      const request = jobRequest(running, engines);
+      const { engine, modelConfig } = request;
+      const spec = jobMetrics(engines, running);
+
+      // Downloading 0→5
+      if (!(await record({ phase, progress: 0 }, 'phase'))) return stopped();
+      let lastProgressWrite = 0;
+      const dataset = await prepareDataset(request.dataset, dir, {
+        dispatcher,
+        limits: config.dataset,
+        formats: engine.datasetFormats(modelConfig.task),
+        task: modelConfig.task,
+        signal: stop,
+        onPhaseProgress: (fraction: number) => {
+          const now = Date.now();
+          if (now - lastProgressWrite < 1000) return;
+          lastProgressWrite = now;
+          void record({ progress: 5 * Math.min(1, fraction) }, 'progress').catch((err) => log.error({ err }, 'progress write failed'));
+        },
+      });
+      if (stop.aborted) return stopped();
+
+      // Preparing 5→10
+      phase = 'preparing';
+      if (!(await record({ phase, progress: 5, datasetInfo: dataset.info as unknown as Record<string, unknown> }, 'phase'))) {
+        return stopped();
+      }
+      const base = await resolveBaseModel(engine.baseModel(modelConfig), {
+        workdir: config.workdir,
+        dispatcher,
+        maxBytes: config.dataset.maxDownloadBytes,
+        timeoutMs: config.dataset.downloadTimeoutMs,
+        retries: config.dataset.downloadRetries,
+        mirror: config.baseModelMirror,
+        signal: stop,
+        registered: (id) => registry.weightsFor(id, engine.name),
+      });
+      if (stop.aborted) return stopped();
+
+      const trainArgs = engine.trainArgs(modelConfig, {
+        device,
+        resources: request.resources,
+        resolvedConfig: request.resolvedConfig,
+      });
+      const baseModel = { name: modelConfig.base_model, source: base.source, sha256: base.sha256 };
+      if (!(await record({ trainArgs, baseModel }, 'progress'))) return stopped();
+
+      const workerSpec: WorkerSpec = {
+        job_id: running.id,
+        engine: engine.name,
+        task: modelConfig.task,
+        model: base.model,
+        data: dataset.data,
+        data_format: dataset.format,
+        run_dir: dir,
+        resume: running.attempts > 1,
+        cache_dir: path.join(config.workdir, 'engines', engine.name),
+        device,
+        args: trainArgs,
+        progress_every_pct: 5,
+      };
+
+      const trainingStarted = Date.now();
+      let startFraction: number | null = null;
+      const progressAt = (fraction: number) => {
+        startFraction ??= fraction;
+        const done = fraction - startFraction;
+        const elapsed = (Date.now() - trainingStarted) / 1000;
+        const eta = done > 0 ? Math.round((elapsed / done) * (1 - fraction)) : null;
+        return { progress: TRAIN_START + TRAIN_SPAN * fraction, etaSeconds: eta };
+      };
+      const bestKeys = [...new Set([...spec.callback.best, ...spec.headline, spec.best.key])];
+      let best: Metrics | null = running.metricsBest ?? null;
+      let lastEpochMetrics: Metrics = running.metricsCurrent ?? {};
+      let lastBatchWrite = 0;
+
+      const isBest = (e: Extract<WorkerEvent, { type: 'epoch' }>) => {
+        if (e.best_epoch !== null) return e.best_epoch === e.epoch;
+        const value = e.metrics[spec.best.key];
+        const held = best?.[spec.best.key];
+        if (best === null || typeof held !== 'number') return true;
+        return typeof value === 'number' && better(spec, spec.best.key, value, held);
+      };
+
+      const onEvent = async (e: WorkerEvent) => {
+        switch (e.type) {
+          case 'started':
+            log.info({ worker_pid: e.pid, resumed_from_epoch: e.resumed_from_epoch, versions: e.versions }, 'worker started');
+            return;
+          case 'phase':
+            phase = e.phase;
+            await record(
+              { phase, ...(e.phase === 'training' ? { progress: TRAIN_START } : {}), ...(e.phase === 'validating' ? { progress: 95 } : {}) },
+              'phase',
+            );
+            return;
+          case 'batch': {
+            // One write a second at most: each is a transaction (~5 ms of server CPU) competing
+            // with the trainer for cores (bench/overhead.ts); the epoch event closes each epoch.
+            const now = Date.now();
+            if (now - lastBatchWrite < 1000) return;
+            lastBatchWrite = now;
+            await record({ ...progressAt((e.epoch - 1 + e.batch / e.batches) / e.epochs), currentEpoch: e.epoch - 1 }, 'progress');
+            return;
+          }
+          case 'epoch': {
+            epoch = e.epoch;
+            lastEpochMetrics = e.metrics;
+            if (isBest(e)) best = { ...pick(e.metrics, bestKeys), epoch: e.epoch };
+            await record(
+              {
+                ...progressAt(e.epoch / e.epochs),
+                currentEpoch: e.epoch,
+                totalEpochs: e.epochs,
+                metricsCurrent: { ...e.metrics, epoch: e.epoch },
+                metricsBest: best,
+              },
+              'epoch',
+              { epoch: e.epoch, metrics: e.metrics, epochSeconds: e.epoch_seconds },
+            );
+            return;
+          }
+          case 'checkpoint':
+          case 'warning':
+          case 'batch_size_reduced':
+            log.info({ event: e }, `worker ${e.type}`);
+            return;
+          case 'artifacts':
+            await record({ artifacts: e.items }, 'progress');
+            return;
+          default:
+            return; // done / error / stopped are the outcome, handled below
+        }
+      };
+
+      const outcome = await runWorker(workerSpec, {
+        python: resolvePython(engine.python.requirements, config.enginePython[engine.name] ?? config.python),
+        entry: engine.python.train,
+        specPath: files.specFile(running.id),
+        logFile: files.logFile(running.id),
+        signal: stop,
+        graceMs: config.cancelGraceSeconds * 1000,
+        onEvent,
+      });
+
+      if (outcome.kind === 'stopped' || stop.aborted) return stopped();
+      if (outcome.kind === 'done') {
+        const e = outcome.event;
+        const size = fs.existsSync(e.best) ? fs.statSync(e.best).size : null;
+        phase = 'finalizing';
+        // The final validation carries no training losses: the last epoch's fill them in.
+        const { epoch: _epoch, ...finalMetrics } = lastEpochMetrics;
+        for (const [key, value] of Object.entries(e.final_metrics)) if (value !== null) finalMetrics[key] = value;
+        const completed = await store.finish(running.id, 'completed', {
+          currentEpoch: e.epochs_completed,
+          model: { best: e.best, last: e.last, size_bytes: size, format: engine.files.modelFormat, best_epoch: e.best_epoch },
+          metricsCurrent: { ...finalMetrics, epoch: e.epochs_completed },
+          ...(best ? { metricsBest: { ...best, epoch: e.best_epoch ?? best['epoch'] ?? null } } : {}),
+        });
+        if (completed) await registry.register(completed);
+        log.info({ epochs: e.epochs_completed }, 'job completed');
+        return;
+      }
+      await fail(outcome.error);
+    } catch (err) {
+      if (stop.aborted) return stopped();
+      await fail(toJobError(err));
+    }
+  };
+}

@@ -1,0 +1,129 @@
+/**
+ * Runs one training worker and turns its life into a WorkerOutcome.
+ *
+ * - the spec is written to a file (mode 0600) and the child started through process.ts;
+ * - stdout is NDJSON: each line is checked with WorkerEventSchema and handed to onEvent, one at a
+ *   time and in order; a line that is not a valid event goes to the log, and an onEvent that
+ *   throws is logged without stopping the parse loop;
+ * - abort → SIGTERM (the worker stops at the next batch, keeps its last checkpoint, says
+ *   `stopped`), then SIGKILL to the whole process group after graceMs;
+ * - a process that ends without a terminal event crashed: WORKER_CRASHED with exit code, signal
+ *   and the last lines of its stderr.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { JobError } from '../core/errors.js';
+import { startPython, WORKER_MAIN } from './process.js';
+import { WorkerEventSchema, WorkerSpecSchema, type WorkerEvent, type WorkerSpec } from './protocol.js';
+
+type DoneEvent = Extract<WorkerEvent, { type: 'done' }>;
+type StoppedEvent = Extract<WorkerEvent, { type: 'stopped' }>;
+type ErrorEvent = Extract<WorkerEvent, { type: 'error' }>;
+
+export type WorkerOutcome =
+  | { kind: 'done'; event: DoneEvent }
+  | { kind: 'error'; error: JobError; event: ErrorEvent }
+  | { kind: 'stopped'; event: StoppedEvent }
+  | { kind: 'crashed'; error: JobError };
+
+export type RunWorkerOptions = {
+  python: string;
+  /** The engine's module that worker/main.py loads (its `run(spec, rt)`). */
+  entry: string;
+  /** The launcher; worker/main.py unless a test runs a stand-in. */
+  script?: string;
+  specPath: string;
+  logFile: string;
+  signal: AbortSignal;
+  /** After SIGTERM, how long the worker gets to stop before SIGKILL. */
+  graceMs: number;
+  onEvent: (e: WorkerEvent) => void | Promise<void>;
+  /** Extra environment for the child (on top of process.env). */
+  env?: Record<string, string | undefined>;
+};
+
+/** Writes the spec (validated, defaults applied) atomically with mode 0600; returns what was written. */
+export function writeWorkerSpec(specPath: string, spec: WorkerSpec): WorkerSpec {
+  const parsed = WorkerSpecSchema.parse(spec);
+  fs.mkdirSync(path.dirname(specPath), { recursive: true });
+  const tmp = `${specPath}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, `${JSON.stringify(parsed, null, 2)}\n`, { mode: 0o600 });
+  fs.renameSync(tmp, specPath);
+  return parsed;
+}
+
+const terminalTypes = new Set(['done', 'error', 'stopped']);
+
+export async function runWorker(spec: WorkerSpec, opts: RunWorkerOptions): Promise<WorkerOutcome> {
+  const parsedSpec = writeWorkerSpec(opts.specPath, spec);
+  if (opts.signal.aborted) {
+    return { kind: 'stopped', event: { type: 'stopped', epochs_completed: 0, last: null } };
+  }
+
+  let terminal: DoneEvent | ErrorEvent | StoppedEvent | null = null;
+  let queue: Promise<void> = Promise.resolve();
+  const worker = startPython({
+    python: opts.python,
+    args: ['-u', opts.script ?? WORKER_MAIN, '--entry', opts.entry, '--spec', opts.specPath],
+    cwd: parsedSpec.run_dir,
+    logFile: opts.logFile,
+    ...(opts.env ? { env: opts.env } : {}),
+    onLine(line) {
+      let json: unknown;
+      try {
+        json = JSON.parse(line);
+      } catch {
+        worker.note(`stdout (not JSON): ${line.slice(0, 2000)}`);
+        return;
+      }
+      const parsed = WorkerEventSchema.safeParse(json);
+      if (!parsed.success) {
+        worker.note(`stdout (not a worker event: ${parsed.error.issues[0]?.message ?? 'invalid'}): ${line.slice(0, 2000)}`);
+        return;
+      }
+      const event = parsed.data;
+      if (terminalTypes.has(event.type)) {
+        if (terminal) {
+          worker.note(`ignoring a second terminal event (${event.type}) after ${terminal.type}`);
+          return;
+        }
+        terminal = event as DoneEvent | ErrorEvent | StoppedEvent;
+      }
+      queue = queue.then(async () => {
+        try {
+          await opts.onEvent(event);
+        } catch (err) {
+          worker.note(`onEvent(${event.type}) failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+        }
+      });
+    },
+  });
+  const onAbort = () => worker.stop(opts.graceMs);
+  opts.signal.addEventListener('abort', onAbort, { once: true });
+  const exit = await worker.exited;
+  opts.signal.removeEventListener('abort', onAbort);
+  await queue;
+
+  const result = terminal as DoneEvent | ErrorEvent | StoppedEvent | null;
+  if (result?.type === 'done') return { kind: 'done', event: result };
+  if (result?.type === 'stopped') return { kind: 'stopped', event: result };
+  if (result?.type === 'error') {
+    return { kind: 'error', event: result, error: new JobError(result.code, result.message, result.details ?? null) };
+  }
+  const message = exit.spawnError
+    ? `could not start the worker (${opts.python}): ${exit.spawnError.message}`
+    : exit.forced
+      ? `worker did not stop within ${opts.graceMs} ms and was killed`
+      : exit.signal
+        ? `worker was killed by ${exit.signal}`
+        : `worker exited with code ${exit.code} without a result`;
+  return {
+    kind: 'crashed',
+    error: new JobError('WORKER_CRASHED', message, {
+      exit_code: exit.code,
+      signal: exit.signal,
+      log_tail: worker.tail(),
+      ...(exit.stopRequested ? { stop_requested: true } : {}),
+    }),
+  };
+}
