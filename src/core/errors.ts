@@ -1,7 +1,7 @@
 /**
  * The two error shapes of trainhook.
  *
- * JobError is what a job fails with: a code from the contract (SPEC §3), a message a user can
+ * JobError is what a job fails with: a code upstream apps know, a message a user can
  * act on, and structured details. It crosses the Python boundary as the same schema.
  * HttpError is what a request fails with; app.onError maps both to
  * `{"error": {"code", "message", "details"}}`.
@@ -43,10 +43,6 @@ export class HttpError extends Error {
   ) {
     super(message);
   }
-}
-
-export function isJobError(err: unknown): err is JobError {
-  return err instanceof JobError;
 }
 
 /** Turns anything thrown into a JobError without rewriting the original message. */
