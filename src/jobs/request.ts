@@ -11,6 +11,7 @@
 import { z } from '@hono/zod-openapi';
 import { resolveConfig } from '../configs/resolver.js';
 import { modelConfigView } from '../configs/train-args.js';
+import { CALLBACK_SECRET_PATTERN, VALID_CALLBACK_SECRET, newCallbackSecretProblem } from '../security/callback-secret.js';
 
 export const AugmentationSchema = z
   .object({
@@ -83,6 +84,32 @@ export const ResourcesSchema = z
   .strict()
   .openapi('Resources');
 
+export const CallbackSecretSchema = z
+  .string()
+  .superRefine((secret, ctx) => {
+    const problem = newCallbackSecretProblem(secret);
+    if (problem) ctx.addIssue({ code: 'custom', message: `${problem}; ${VALID_CALLBACK_SECRET}` });
+  })
+  .openapi({
+    description:
+      'Signs the callbacks (Standard Webhooks webhook-signature) and is sent as X-Callback-Secret. Either "whsec_" + standard base64 of 24 to 64 random bytes (the Standard Webhooks format; the key is the decoded bytes), or a plain string of 24 to 500 printable ASCII characters without spaces (the key is the string\'s bytes).',
+    pattern: CALLBACK_SECRET_PATTERN,
+    example: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwQv0ncKBH3Vc=',
+  });
+
+export const CallbackOptionsSchema = z
+  .object({
+    cancelled_status: z
+      .enum(['failed', 'cancelled'])
+      .default('failed')
+      .openapi({
+        description:
+          'The "status" of the training_failed callback sent when the job is cancelled: "failed" (the default, as upstream tables built to the original contract expect) or "cancelled". The error code is CANCELLED either way.',
+      }),
+  })
+  .strict()
+  .openapi('CallbackOptions');
+
 export const TrainRequestSchema = z
   .object({
     job_id: z.string().uuid().optional(),
@@ -92,7 +119,8 @@ export const TrainRequestSchema = z
       .max(2000)
       .refine((u) => /^https?:\/\//.test(u), 'must be an http(s) URL')
       .optional(),
-    callback_secret: z.string().min(1).max(500).optional(),
+    callback_secret: CallbackSecretSchema.optional(),
+    callback_options: CallbackOptionsSchema.optional(),
     model_config: ModelConfigSchema.optional(),
     /** The alternative to model_config: a resolved config and what it does not say. */
     name: z.string().min(1).max(200).optional().openapi({ description: 'With config: the model name (required)' }),
