@@ -351,7 +351,7 @@ function describeWith(bin: string, backend: Backend) {
         const last = (await settled(id)).at(-1)!;
         assert.equal(last.type, 'training_failed');
         assert.equal(last.state, 'delivered');
-        assert.equal(last.payload.status, sent, 'the seed\'s "failed" by default; "cancelled" when the job asked');
+        assert.equal(last.payload.status, sent, '"failed" by default; "cancelled" when the job asked');
         assert.equal(last.payload.error.code, 'CANCELLED');
         const r = await row(id);
         assert.equal(r['status'], 'cancelled');

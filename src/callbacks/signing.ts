@@ -7,8 +7,9 @@
  *   webhook-signature: v1,<base64 HMAC-SHA256(key, id + "." + timestamp + "." + body)>
  *
  * The key is the job's callback_secret: base64-decoded after a `whsec_` prefix (the Standard
- * Webhooks secret format), else its UTF-8 bytes as they are (seed-style receivers hold plain
- * secrets such as `sk_live_…`; verify those with `new Webhook(bytes, { format: 'raw' })`).
+ * Webhooks secret format), else its UTF-8 bytes as they are (receivers that compare the
+ * X-Callback-Secret header hold plain secrets such as `sk_live_…`; verify those with
+ * `new Webhook(bytes, { format: 'raw' })`).
  * src/security/callback-secret.ts says which secrets are keys at all.
  */
 import crypto from 'node:crypto';

@@ -2,10 +2,11 @@
  * What a callback_secret may be, and the HMAC key it stands for. Two formats:
  *
  *   whsec_<base64>  a Standard Webhooks secret: the key is the base64 after the prefix, decoded
- *                   exactly (standard alphabet, padded); the Standard Webhooks libraries refuse
- *                   anything else ("incorrect characters for decoding", "Secret can't be empty")
- *   anything else   a plain secret: the key is its bytes (seed-style receivers hold secrets
- *                   such as `sk_live_…` and compare the X-Callback-Secret header with them)
+ *                   exactly (standard alphabet, padded: what every Standard Webhooks library
+ *                   reads alike; they refuse much of the rest, "incorrect characters for
+ *                   decoding", "Secret can't be empty", and read the rest in their own ways)
+ *   anything else   a plain secret: the key is its bytes (receivers that compare the
+ *                   X-Callback-Secret header hold secrets such as `sk_live_…`)
  *
  * Two levels of checking, on purpose:
  *   - newCallbackSecretProblem: what POST /api/v1/train accepts. A key long enough to be one
