@@ -36,6 +36,8 @@ child.on('exit', (code, signal) => {
   const plain = tail.replace(/\x1b\[[0-9;]*m/g, '');
   const pass = Number(/\bpass (\d+)/.exec(plain)?.[1] ?? 0);
   const fail = Number(/\bfail (\d+)/.exec(plain)?.[1] ?? 0) + Number(/\bcancelled (\d+)/.exec(plain)?.[1] ?? 0);
-  process.stdout.write(`\n${pass} passed, ${fail} failed\n`);
+  // Skips are said, never folded into the passes (each carries its reason in the report above).
+  const skipped = Number(/\bskipped (\d+)/.exec(plain)?.[1] ?? 0);
+  process.stdout.write(`\n${pass} passed, ${fail} failed${skipped ? `, ${skipped} skipped` : ''}\n`);
   process.exit(code ?? (signal ? 1 : 0));
 });

@@ -114,7 +114,7 @@ test('training_completed without files: nulls, never a broken link', () => {
   assert.equal(p.final_metrics.best_epoch, 42);
 });
 
-test('training_failed carries the error and partial metrics; a cancel says cancelled', () => {
+test('training_failed carries the error and partial metrics; a cancel says failed unless the job asked for cancelled', () => {
   const failed = {
     ...base,
     state: 'failed' as const,
@@ -129,9 +129,16 @@ test('training_failed carries the error and partial metrics; a cancel says cance
     error: { code: 'DATASET_INVALID', message: 'Missing data.yaml', details: { problems: [] }, phase: 'preparing', epoch: null },
     partial_metrics: null,
   });
-  const cancelled = failedPayload({ ...base, state: 'cancelled', error: { code: 'CANCELLED', message: 'Job cancelled by request', details: null, phase: 'training', epoch: 45 } }, ctx);
-  assert.equal(cancelled.status, 'cancelled');
+  const cancelledJob = { ...base, state: 'cancelled' as const, error: { code: 'CANCELLED', message: 'Job cancelled by request', details: null, phase: 'training', epoch: 45 } };
+  const cancelled = failedPayload(cancelledJob, ctx);
+  assert.equal(cancelled.status, 'failed', 'the default: a cancel is a failure with code CANCELLED');
   assert.equal(cancelled.error.code, 'CANCELLED');
   assert.equal(cancelled.partial_metrics?.mAP50, 0.8914);
   assert.equal(cancelled.partial_metrics?.epoch, 45);
+  const asked = (cancelled_status: string) => failedPayload({ ...cancelledJob, request: { callback_options: { cancelled_status } } }, ctx);
+  assert.equal(asked('cancelled').status, 'cancelled');
+  assert.equal(asked('cancelled').error.code, 'CANCELLED');
+  assert.equal(asked('failed').status, 'failed');
+  // The option speaks of cancellations only: a failure stays failed.
+  assert.equal(failedPayload({ ...failed, request: { callback_options: { cancelled_status: 'cancelled' } } }, ctx).status, 'failed');
 });

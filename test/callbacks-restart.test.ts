@@ -10,7 +10,7 @@ import { backends } from './helpers/database.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { TOKEN, api, backendEnv, startChildServer, tempDir, trainBody, type ChildServer } from './helpers/server.js';
 
-const SECRET = 'restart-drill-secret';
+const SECRET = 'restart-drill-secret-0123456789';
 
 for (const backend of backends()) {
   describe(`callbacks across a SIGKILL on ${backend}`, () => {

@@ -20,7 +20,7 @@ import { backends } from './helpers/database.js';
 import { startReceiver, type Receiver, type Received } from './helpers/receiver.js';
 import { api, startTestServer, trainBody, type TestServer } from './helpers/server.js';
 
-const SECRET = 'sk_live_abc123xyz789';
+const SECRET = 'sk_live_abc123xyz789_0123456';
 const MIN_INTERVAL_MS = 150;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -186,10 +186,11 @@ for (const backend of backends()) {
       await receiver?.close();
     });
 
-    const submit = async (name: keyof typeof SCRIPTS, callbackPath: string | null) => {
+    const submit = async (name: keyof typeof SCRIPTS, callbackPath: string | null, extra: Record<string, unknown> = {}) => {
       const body = trainBody({
         model_config: { name, base_model: 'yolo11n.yaml', epochs: SCRIPTS[name]!.epochs },
         ...(callbackPath ? { callback_url: `${receiver.url}${callbackPath}`, callback_secret: SECRET } : {}),
+        ...extra,
       });
       const r = await call('/api/v1/train', { method: 'POST', json: body });
       assert.equal(r.status, 202, r.text);
@@ -502,7 +503,7 @@ for (const backend of backends()) {
       assert.match(completed.lastError!, /refused to connect to 10\.255\.255\.1.*OUTBOUND_ALLOW/);
     });
 
-    test('training_failed for a failure and for cancellations (queued and running)', async () => {
+    test('training_failed for a failure and for cancellations (queued and running), status as callback_options says', async () => {
       const failed = await submit('diverges', '/ok');
       await waitForStatus(failed, ['failed']);
       await settled(failed);
@@ -514,20 +515,20 @@ for (const backend of backends()) {
       assert.equal(f.partial_metrics.mAP50, metricsAt(1)['mAP50']);
       assert.equal(f.partial_metrics.epoch, 1);
 
-      const running = await submit('long', '/ok');
+      const running = await submit('long', '/ok', { callback_options: { cancelled_status: 'cancelled' } });
       await waitForStatus(running, ['training']);
       const queued = await submit('long', '/ok');
       await sleep(300);
       assert.equal((await call(`/api/v1/jobs/${queued}`, { method: 'DELETE' })).status, 200);
       assert.equal((await call(`/api/v1/jobs/${running}`, { method: 'DELETE' })).status, 200);
-      for (const [id, phase] of [
-        [queued, 'queued'],
-        [running, 'training'],
+      for (const [id, phase, status] of [
+        [queued, 'queued', 'failed'],
+        [running, 'training', 'cancelled'],
       ] as const) {
         await settled(id);
         const last = forJob(receiver.received, id).at(-1)!.json;
         assert.equal(last.type, 'training_failed');
-        assert.equal(last.status, 'cancelled');
+        assert.equal(last.status, status, 'default "failed"; "cancelled" when callback_options asks for it');
         assert.equal(last.error.code, 'CANCELLED');
         assert.equal(last.error.phase, phase);
       }

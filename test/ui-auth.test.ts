@@ -154,7 +154,7 @@ describe('status page access (login required)', () => {
   test('the job page lists callback deliveries with their last response', async () => {
     const r = await api(server.url)('/api/v1/train', {
       method: 'POST',
-      json: trainBody({ callback_url: 'https://app.example/functions/v1/webhook-ingest?key=secret', callback_secret: 'cb-secret-0123456789' }),
+      json: trainBody({ callback_url: 'https://app.example/functions/v1/webhook-ingest?key=secret', callback_secret: 'cb-secret-0123456789abcdef' }),
     });
     const id = r.json.job_id as string;
     const { callbackEvents, callbackAttempts } = await import('../src/db/schema.js');

@@ -3,11 +3,14 @@
  * SSRF-guarded undici dispatcher, and classify the answer. Only a 2xx delivers; a 3xx is a
  * failure (redirects are never followed: a receiver that moved must be reconfigured, and a
  * redirect could point the signed body anywhere); 410 Gone stops the job's deliveries;
- * Retry-After is read on 429 and 503. Never throws: every failure is a result.
+ * Retry-After is read on 429 and 503. A callback_secret that can never sign or travel (stored
+ * before submit refused such secrets) is a permanent failure, recorded without a request.
+ * Never throws: every failure is a result.
  */
 import { request, type Dispatcher } from 'undici';
 import { isOutboundBlockedError } from '../net/outbound.js';
 import type { ClaimedCallback } from './sql/claim.js';
+import { unusableCallbackSecret, VALID_CALLBACK_SECRET } from '../security/callback-secret.js';
 import { parseRetryAfter } from './schedule.js';
 import { callbackHeaders } from './signing.js';
 
@@ -26,7 +29,7 @@ export interface AttemptAnswer {
   statusCode: number | null;
   ok: boolean;
   gone: boolean;
-  /** The attempt can never succeed as configured (refused by the SSRF policy, no URL). */
+  /** The attempt can never succeed as configured (refused by the SSRF policy, no URL, a bad secret). */
   permanent: boolean;
   aborted: boolean;
   retryAfterMs: number | null;
@@ -52,6 +55,13 @@ export async function attemptDelivery(event: ClaimedCallback, opts: DeliveryOpti
     ...a,
   });
   if (!event.url) return answer({ permanent: true, error: 'the job has no callback_url' });
+  const badSecret = event.secret === null ? null : unusableCallbackSecret(event.secret, opts.sendSecretHeader);
+  if (badSecret) {
+    return answer({
+      permanent: true,
+      error: `not sent: the job's callback_secret is unusable (${badSecret}); ${VALID_CALLBACK_SECRET}. Submit the job again with a valid secret.`,
+    });
+  }
 
   // One controller per attempt, aborted by its timer or by the server stopping (listeners are
   // removed afterwards: the stop signal lives as long as the server).

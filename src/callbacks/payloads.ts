@@ -10,7 +10,6 @@ import type { Engines } from '../engines/index.js';
 import type { JobFiles } from '../jobs/files.js';
 import { LOG_FILE } from '../jobs/files.js';
 import { jobMetrics, num, pick } from '../jobs/metrics.js';
-import { apiStatus } from '../jobs/view.js';
 import type { SignedLink } from '../security/links.js';
 
 export const CALLBACK_TYPES = ['training_progress', 'training_completed', 'training_failed'] as const;
@@ -102,7 +101,17 @@ function datasetInfo(info: Record<string, unknown> | null | undefined) {
   };
 }
 
-/** training_failed: failures, and cancellations (error code CANCELLED, status "cancelled"). */
+/**
+ * What a cancellation's training_failed says as its status: the request's
+ * callback_options.cancelled_status, "failed" by default (the original contract: a cancel is a
+ * failure with code CANCELLED, and upstream tables may accept no other status from it).
+ */
+export function cancelledStatus(job: Pick<JobRow, 'request'>): 'failed' | 'cancelled' {
+  const options = (job.request as { callback_options?: { cancelled_status?: unknown } }).callback_options;
+  return options?.cancelled_status === 'cancelled' ? 'cancelled' : 'failed';
+}
+
+/** training_failed: failures, and cancellations (error code CANCELLED; status as the job asked). */
 export function failedPayload(job: JobRow, ctx: PayloadContext) {
   const spec = jobMetrics(ctx.engines, job);
   const e = job.error;
@@ -111,7 +120,7 @@ export function failedPayload(job: JobRow, ctx: PayloadContext) {
     type: 'training_failed' as const,
     job_id: job.id,
     timestamp: isoSeconds(ctx.now ?? new Date()),
-    status: apiStatus(job.state) === 'cancelled' ? ('cancelled' as const) : ('failed' as const),
+    status: cancelled ? cancelledStatus(job) : ('failed' as const),
     error: {
       code: e?.code ?? (cancelled ? 'CANCELLED' : 'UNKNOWN_ERROR'),
       message: e?.message ?? (cancelled ? 'Job cancelled by request' : 'The job failed'),

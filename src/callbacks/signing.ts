@@ -7,14 +7,23 @@
  *   webhook-signature: v1,<base64 HMAC-SHA256(key, id + "." + timestamp + "." + body)>
  *
  * The key is the job's callback_secret: base64-decoded after a `whsec_` prefix (the Standard
- * Webhooks secret format), else its UTF-8 bytes as they are (seed 003's receivers hold plain
- * secrets such as `sk_live_…`; verify those with `new Webhook(bytes, { format: 'raw' })`).
+ * Webhooks secret format), else its UTF-8 bytes as they are (receivers that compare the
+ * X-Callback-Secret header hold plain secrets such as `sk_live_…`; verify those with
+ * `new Webhook(bytes, { format: 'raw' })`).
+ * src/security/callback-secret.ts says which secrets are keys at all.
  */
 import crypto from 'node:crypto';
+import { callbackSigningKey } from '../security/callback-secret.js';
 
+export class UnusableSecretError extends Error {
+  override readonly name = 'UnusableSecretError';
+}
+
+/** Throws rather than sign with an empty or partly decoded key, which anyone could forge. */
 export function signingKey(secret: string): Buffer {
-  if (secret.startsWith('whsec_')) return Buffer.from(secret.slice('whsec_'.length), 'base64');
-  return Buffer.from(secret, 'utf8');
+  const key = callbackSigningKey(secret);
+  if (!key.ok) throw new UnusableSecretError(`callback_secret cannot sign: ${key.problem}`);
+  return key.key;
 }
 
 export function webhookSignature(key: Buffer, id: string, timestamp: number, body: string): string {
@@ -42,7 +51,7 @@ export function callbackHeaders(h: CallbackHeaderInput): Record<string, string> 
     'webhook-id': h.eventId,
     'webhook-timestamp': String(timestamp),
   };
-  if (h.secret) {
+  if (h.secret !== null) {
     headers['webhook-signature'] = webhookSignature(signingKey(h.secret), h.eventId, timestamp, h.body);
     if (h.sendSecretHeader) headers['x-callback-secret'] = h.secret;
   }

@@ -16,6 +16,7 @@ import { z } from '@hono/zod-openapi';
 import type { JobRow } from '../db/schema.js';
 import type { Engines } from '../engines/index.js';
 import type { AnyEngine, ModelConfigBase } from '../engines/types.js';
+import { CALLBACK_SECRET_PATTERN, VALID_CALLBACK_SECRET, newCallbackSecretProblem } from '../security/callback-secret.js';
 
 export const DatasetSchema = z
   .object({
@@ -47,11 +48,38 @@ export const ResourcesSchema = z
   .openapi('Resources');
 export type Resources = z.infer<typeof ResourcesSchema>;
 
+export const CallbackSecretSchema = z
+  .string()
+  .superRefine((secret, ctx) => {
+    const problem = newCallbackSecretProblem(secret);
+    if (problem) ctx.addIssue({ code: 'custom', message: `${problem}; ${VALID_CALLBACK_SECRET}` });
+  })
+  .openapi({
+    description:
+      'Signs the callbacks (Standard Webhooks webhook-signature) and is sent as X-Callback-Secret. Either "whsec_" + standard base64 of 24 to 64 random bytes (the Standard Webhooks format; the key is the decoded bytes), or a plain string of 24 to 500 printable ASCII characters without spaces (the key is the string\'s bytes).',
+    pattern: CALLBACK_SECRET_PATTERN,
+    example: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwQv0ncKBH3Vc=',
+  });
+
+export const CallbackOptionsSchema = z
+  .object({
+    cancelled_status: z
+      .enum(['failed', 'cancelled'])
+      .default('failed')
+      .openapi({
+        description:
+          'The "status" of the training_failed callback sent when the job is cancelled: "failed" (the default, as upstream tables built to the original contract expect) or "cancelled". The error code is CANCELLED either way.',
+      }),
+  })
+  .strict()
+  .openapi('CallbackOptions');
+
 /** The request as parsed and stored: what the rest of trainhook reads. */
 export interface TrainRequest {
   job_id?: string | undefined;
   callback_url?: string | undefined;
   callback_secret?: string | undefined;
+  callback_options?: z.infer<typeof CallbackOptionsSchema> | undefined;
   model_config: ModelConfigBase & Record<string, unknown>;
   /** Set when the request came as a resolved config: the worker's arguments come from it. */
   resolved_config?: Record<string, unknown> | undefined;
@@ -80,7 +108,8 @@ export function trainRequestSchema(engines: Engines) {
         .max(2000)
         .refine((u) => /^https?:\/\//.test(u), 'must be an http(s) URL')
         .optional(),
-      callback_secret: z.string().min(1).max(500).optional(),
+      callback_secret: CallbackSecretSchema.optional(),
+      callback_options: CallbackOptionsSchema.optional(),
       model_config: ModelConfigSchema.optional(),
       /** The alternative to model_config: a resolved config and what it does not say. */
       name: z.string().min(1).max(200).optional().openapi({ description: 'With config: the model name (required)' }),
