@@ -1,8 +1,9 @@
 /**
- * A job's dataset, from URL to the data.yaml the worker trains on:
+ * A job's dataset, from URL to what the worker trains on:
  * download (jobDir/dataset.zip) → extract (jobDir/dataset/) → delete the ZIP → find and
  * resolve data.yaml → check every image and label → write jobDir/data.yaml (normalized) and
- * jobDir/dataset-info.json.
+ * jobDir/dataset-info.json. A classify dataset has no data.yaml: its folders are found and
+ * checked (classify.ts), and the worker gets the folder holding train/ and val/.
  *
  * dataset-info.json is written last and atomically: it is the marker that the dataset is
  * ready. A job resumed after a restart finds it and skips the whole pipeline (the ZIP is gone
@@ -13,20 +14,31 @@ import path from 'node:path';
 import type { Dispatcher } from 'undici';
 import type { Config } from '../config.js';
 import { JobError } from '../errors.js';
-import { checkDataset, type DatasetInfo } from './check.js';
+import { checkDataset, type DatasetInfo, type DatasetTask } from './check.js';
+import { checkClassifyDataset, readClassifyLayout } from './classify.js';
 import { downloadToFile } from './download.js';
 import { extractZip } from './extract.js';
-import type { LabelTask } from './labels.js';
 import { readLayout, renderDataYaml } from './layout.js';
 
-export type { DatasetInfo } from './check.js';
+export type { DatasetInfo, DatasetTask } from './check.js';
 
-export type PreparedDataset = { dataYaml: string; info: DatasetInfo; warnings: string[] };
+/** yolo: a data.yaml with image folders and label files (detect, segment, pose, obb); classify: a folder per class. */
+export type DatasetFormat = 'yolo' | 'classify';
+
+export type PreparedDataset = {
+  /** What the worker passes to Ultralytics as data=: the normalized data.yaml, or for classify the folder holding train/ and val/. */
+  data: string;
+  format: DatasetFormat;
+  /** The normalized data.yaml; null for classify, which has none. */
+  dataYaml: string | null;
+  info: DatasetInfo;
+  warnings: string[];
+};
 
 export type PrepareOptions = {
   dispatcher: Dispatcher;
   limits: Config['dataset'];
-  task: LabelTask;
+  task: DatasetTask;
   signal?: AbortSignal;
   /** 0→1 over the whole preparation: download 0–0.8, extraction 0.8–0.9, check 0.9–1. */
   onPhaseProgress?: (fraction: number) => void;
@@ -46,13 +58,22 @@ export function datasetPaths(jobDir: string) {
   };
 }
 
+const inside = (root: string, p: string) => p === root || p.startsWith(root + path.sep);
+
+type Marker = { version?: number; format?: DatasetFormat; data?: string; info?: DatasetInfo; warnings?: string[] };
+
 async function readPrepared(jobDir: string): Promise<PreparedDataset | null> {
   const p = datasetPaths(jobDir);
   try {
-    const stored = JSON.parse(await readFile(p.marker, 'utf8')) as { version?: number; info?: DatasetInfo; warnings?: string[] };
+    const stored = JSON.parse(await readFile(p.marker, 'utf8')) as Marker;
     if (stored.version !== MARKER_VERSION || !stored.info) return null;
-    await Promise.all([stat(p.dataYaml), stat(p.extracted)]);
-    return { dataYaml: p.dataYaml, info: stored.info, warnings: stored.warnings ?? [] };
+    // Markers written before classify existed have no format: they are yolo datasets.
+    const format = stored.format ?? 'yolo';
+    // Stored relative to the job folder, so a moved work directory still resolves.
+    const data = format === 'classify' && stored.data ? path.resolve(jobDir, stored.data) : p.dataYaml;
+    if (format === 'classify' && !inside(p.extracted, data)) return null;
+    await Promise.all([stat(data), stat(p.extracted)]);
+    return { data, format, dataYaml: format === 'yolo' ? p.dataYaml : null, info: stored.info, warnings: stored.warnings ?? [] };
   } catch {
     return null;
   }
@@ -111,19 +132,29 @@ export async function prepareDataset(
   progress(0.9);
 
   // From here on, a failure leaves jobDir/dataset in place so the user's files can be looked at.
-  const layout = await readLayout(p.extracted);
-  const info = await checkDataset(layout, {
-    task: opts.task,
+  const checkOpts = {
     displayRoot: p.extracted,
     signal: opts.signal,
-    onProgress: (done, total) => progress(0.9 + (0.1 * done) / Math.max(1, total)),
-  });
+    onProgress: (done: number, total: number) => progress(0.9 + (0.1 * done) / Math.max(1, total)),
+  };
+  let prepared: PreparedDataset;
+  if (opts.task === 'classify') {
+    const layout = await readClassifyLayout(p.extracted);
+    const info = await checkClassifyDataset(layout, checkOpts);
+    prepared = { data: layout.root, format: 'classify', dataYaml: null, info, warnings: info.warnings };
+  } else {
+    const layout = await readLayout(p.extracted, opts.task);
+    const info = await checkDataset(layout, { ...checkOpts, task: opts.task });
+    if (opts.signal?.aborted) throw new JobError('CANCELLED', 'dataset preparation cancelled');
+    await writeFile(p.dataYaml, renderDataYaml(layout));
+    prepared = { data: p.dataYaml, format: 'yolo', dataYaml: p.dataYaml, info, warnings: info.warnings };
+  }
   if (opts.signal?.aborted) throw new JobError('CANCELLED', 'dataset preparation cancelled');
 
-  await writeFile(p.dataYaml, renderDataYaml(layout));
   const tmp = `${p.marker}.tmp`;
-  await writeFile(tmp, JSON.stringify({ version: MARKER_VERSION, info, warnings: info.warnings }, null, 2));
+  const marker: Marker = { version: MARKER_VERSION, format: prepared.format, data: path.relative(jobDir, prepared.data), info: prepared.info, warnings: prepared.warnings };
+  await writeFile(tmp, JSON.stringify(marker, null, 2));
   await rename(tmp, p.marker);
   progress(1);
-  return { dataYaml: p.dataYaml, info, warnings: info.warnings };
+  return prepared;
 }

@@ -115,7 +115,7 @@ export function createExecutor(ctx: ExecutorContext): Executor {
         job_id: running.id,
         task: request.model_config.task,
         model,
-        data: dataset.dataYaml,
+        data: dataset.data,
         project: path.join(config.workdir, 'jobs'),
         name: running.id,
         resume: running.attempts > 1,
