@@ -1,5 +1,5 @@
 /**
- * The dataset check that runs before any training (SPEC §4) for the YOLO label layouts
+ * The dataset check that runs before any training, for the YOLO label layouts
  * (detect, segment, pose, obb): every image's header, every label line, per-class counts,
  * background images, and identical images shared by train and val. Classification datasets
  * (a folder per class, no labels) are checked in classify.ts into the same DatasetInfo.

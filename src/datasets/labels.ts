@@ -1,5 +1,5 @@
 /**
- * YOLO label files, line by line, as Ultralytics' verify_image_label reads them (ULTRALYTICS.md):
+ * YOLO label files, line by line, as Ultralytics' verify_image_label reads them:
  *  - detect: `cls cx cy w h`; a longer line is a polygon `cls x1 y1 … xn yn` (Ultralytics turns
  *    it into its bounding box), so it is accepted with an even coordinate count and ≥ 3 points.
  *  - segment: polygons only (≥ 3 points, even count); a bare box line would make Ultralytics
