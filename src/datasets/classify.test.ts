@@ -99,6 +99,9 @@ describe('readClassifyLayout', () => {
     await mkdir(path.join(yolo, 'ds/labels/train'), { recursive: true });
     await writeFile(path.join(yolo, 'ds/data.yaml'), 'train: images/train\n');
     await layoutError(yolo, 'NO_CLASSIFY_SPLITS', /looks like a YOLO dataset .* train it with task detect, segment, pose or obb/);
+    const roboflow = path.join(tmp, `case-${n++}`);
+    for (const d of ['train/images', 'train/labels', 'valid/images', 'valid/labels']) await mkdir(path.join(roboflow, 'export', d), { recursive: true });
+    await layoutError(roboflow, 'NO_CLASSIFY_SPLITS', /train\/ holds images\/ and labels\/: this is a YOLO dataset \(Roboflow's export layout\)/);
   });
 
   it('refuses a train/ without a validation folder', async () => {

@@ -86,6 +86,13 @@ export async function readClassifyLayout(extractDir: string): Promise<ClassifyLa
       { reason: 'BAD_FOLDER_NAME' },
     );
   }
+  // Roboflow's YOLO export also has train/, holding images/ and labels/: two "classes" otherwise.
+  if ((await isDir(path.join(root, 'train/images'))) && (await isDir(path.join(root, 'train/labels')))) {
+    throw invalid(
+      `train/ holds images/ and labels/: this is a YOLO dataset (Roboflow's export layout), not ${SHAPE_HINT}; train it with task detect, segment, pose or obb`,
+      { reason: 'NO_CLASSIFY_SPLITS' },
+    );
+  }
   const warnings: string[] = [];
   let valFolder: ValFolder | null = null;
   for (const v of VAL_FOLDERS) {
