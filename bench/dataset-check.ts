@@ -3,7 +3,8 @@
  * 10,000-image dataset (8,000 train + 2,000 val, 64x64, 1–3 objects each). Not a test.
  *
  *   npx tsx bench/dataset-check.ts            (BENCH_IMAGES, BENCH_FORMAT=jpg|png, BENCH_RUNS,
- *                                              BENCH_DIR, PYTHON to override)
+ *                                              BENCH_TASK=detect|pose|obb, BENCH_DIR, PYTHON
+ *                                              to override)
  *
  * The dataset is generated once into $TMPDIR (kept for later runs). Each measurement runs in
  * its own child process so peak RSS is that tool's alone:
@@ -29,8 +30,10 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const IMAGES = Number(process.env.BENCH_IMAGES ?? 10_000);
 const FORMAT = (process.env.BENCH_FORMAT ?? 'jpg') as 'jpg' | 'png';
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const TASK = (process.env.BENCH_TASK ?? 'detect') as 'detect' | 'pose' | 'obb';
 const CLASSES = ['red', 'green', 'blue', 'yellow', 'magenta'];
-const DIR = process.env.BENCH_DIR ?? path.join(os.tmpdir(), `trainhook-bench-${IMAGES}-${FORMAT}-v1`);
+const DIR =
+  process.env.BENCH_DIR ?? path.join(os.tmpdir(), `trainhook-bench-${IMAGES}-${FORMAT}${TASK === 'detect' ? '' : `-${TASK}`}-v1`);
 
 type Sample = { seconds: number; cpuSeconds: number; maxRssMb: number; baselineRssMb?: number; note?: string };
 
@@ -39,7 +42,7 @@ async function childTrainhook(dir: string) {
   const baseline = process.resourceUsage().maxRSS / 1024;
   const t = performance.now();
   const cpu = process.cpuUsage();
-  const info = await checkDataset(await readLayout(dir), { task: 'detect', displayRoot: dir });
+  const info = await checkDataset(await readLayout(dir, TASK), { task: TASK, displayRoot: dir });
   const seconds = (performance.now() - t) / 1000;
   const used = process.cpuUsage(cpu);
   const sample: Sample = {
@@ -66,12 +69,13 @@ def rss_mb():
         if line.startswith('VmRSS:'):
             return int(line.split()[1]) / 1024
 root, mode, nc = sys.argv[1], sys.argv[2], int(sys.argv[3])
+nkpt, ndim = (int(sys.argv[4]), int(sys.argv[5])) if len(sys.argv) > 5 else (0, 0)
 baseline = rss_mb()
 t = time.perf_counter()
 c = time.process_time()
 ims = sorted(str(p) for s in ('train', 'val') for p in (Path(root) / 'images' / s).rglob('*.*') if p.suffix[1:].lower() in IMG_FORMATS)
 lbs = img2label_paths(ims)
-args = zip(ims, lbs, repeat(''), repeat(False), repeat(nc), repeat(0), repeat(0), repeat(False))
+args = zip(ims, lbs, repeat(''), repeat(nkpt > 0), repeat(nc), repeat(nkpt), repeat(ndim), repeat(False))
 counts = [0, 0, 0, 0]
 instances = 0
 def tally(r):
@@ -118,18 +122,20 @@ async function main() {
     console.log(`generating ${IMAGES} ${FORMAT} images into ${DIR} (once)…`);
     const t = performance.now();
     const val = Math.round(IMAGES * 0.2);
-    await writeSyntheticDataset(DIR, { task: 'detect', train: IMAGES - val, val, imgsz: 64, classes: CLASSES, seed: 42, format: FORMAT });
+    await writeSyntheticDataset(DIR, { task: TASK, train: IMAGES - val, val, imgsz: 64, classes: CLASSES, seed: 42, format: FORMAT });
     writeFileSync(path.join(DIR, '.complete'), '');
     console.log(`  generated in ${((performance.now() - t) / 1000).toFixed(1)} s`);
   }
   const python = findPython();
-  console.log(`dataset: ${DIR}\npython: ${python}\nnode ${process.version}, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), ${RUNS} runs each\n`);
+  console.log(`dataset: ${DIR} (${TASK})\npython: ${python}\nnode ${process.version}, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), ${RUNS} runs each\n`);
 
   const tsx = ['--import', 'tsx', fileURLToPath(import.meta.url), '--child-trainhook', DIR];
+  // Pose: Ultralytics' check needs the dataset's kpt_shape (the synthetic one is [4, 3]).
+  const kpt = TASK === 'pose' ? (await readLayout(DIR, 'pose')).keypoints!.kpt_shape.map(String) : [];
   const contenders: [string, () => Sample][] = [
     ['trainhook checkDataset', () => runChild(process.execPath, tsx)],
-    ['ultralytics verify_image_label, single thread', () => runChild(python, ['-c', PY, DIR, 'single', String(CLASSES.length)])],
-    ['ultralytics cache_labels way (ThreadPool(NUM_THREADS))', () => runChild(python, ['-c', PY, DIR, 'threadpool', String(CLASSES.length)])],
+    ['ultralytics verify_image_label, single thread', () => runChild(python, ['-c', PY, DIR, 'single', String(CLASSES.length), ...kpt])],
+    ['ultralytics cache_labels way (ThreadPool(NUM_THREADS))', () => runChild(python, ['-c', PY, DIR, 'threadpool', String(CLASSES.length), ...kpt])],
   ];
   // Warm the page cache for everyone, so the first contender is not the one paying for the disk.
   contenders[0]![1]();

@@ -202,3 +202,64 @@ describe('checkLabelText', () => {
     assert.equal(r.instances, 2);
   });
 });
+
+describe('checkDataset: pose and obb', () => {
+  async function checkAs(root: string, task: 'pose' | 'obb') {
+    return checkDataset(await readLayout(root, task), { task, displayRoot: root });
+  }
+  async function problemsAs(root: string, task: 'pose' | 'obb') {
+    try {
+      await checkAs(root, task);
+    } catch (e) {
+      assert.ok(e instanceof JobError, String(e));
+      assert.equal(e.code, 'DATASET_INVALID');
+      return e.details as { problems: Problem[]; total_problems: number };
+    }
+    assert.fail('expected DATASET_INVALID');
+  }
+
+  for (const kptDims of [3, 2] as const) {
+    it(`accepts a generated pose dataset (kpt_shape [4, ${kptDims}]) and reports kpt_shape`, async () => {
+      const root = path.join(tmp, `pose-ok-${kptDims}`);
+      await writeSyntheticDataset(root, { task: 'pose', kptDims, train: 8, val: 4, imgsz: 48, classes: ['a', 'b', 'c'], seed: 21 });
+      const info = await checkAs(root, 'pose');
+      assert.equal(info.task, 'pose');
+      assert.deepEqual(info.kpt_shape, [4, kptDims]);
+      assert.equal(info.train_images, 8);
+      assert.equal(info.splits.train.instances, await labelLines(root, 'train'));
+      assert.deepEqual(info.warnings, []);
+    });
+  }
+
+  it('accepts a generated obb dataset (Roboflow layout)', async () => {
+    const root = path.join(tmp, 'obb-ok');
+    await writeSyntheticDataset(root, { task: 'obb', layout: 'roboflow', format: 'jpg', train: 8, val: 4, imgsz: 48, classes: ['a', 'b'], seed: 22 });
+    const info = await checkAs(root, 'obb');
+    assert.equal(info.task, 'obb');
+    assert.equal(info.kpt_shape, undefined);
+    assert.equal(info.splits.val.instances + info.splits.train.instances, Object.values(info.class_distribution).reduce((a, b) => a + b));
+    assert.ok(info.splits.train.instances >= 8);
+    assert.deepEqual(info.warnings, []);
+  });
+
+  it('reports pose lines with the wrong value count or visibility, by file and line', async () => {
+    const root = path.join(tmp, 'pose-bad');
+    await writeSyntheticDataset(root, { task: 'pose', train: 4, val: 2, imgsz: 48, classes: ['a', 'b'], seed: 23 });
+    const good = '0 0.5 0.5 0.4 0.4 0.5 0.3 2 0.7 0.5 2 0.5 0.7 2 0.3 0.5 2';
+    await writeFile(path.join(root, 'labels/train/train_00002.txt'), [good, '0 0.5 0.5 0.4 0.4', good.replace(/ 2$/, ' 5')].join('\n'));
+    const { problems, total_problems } = await problemsAs(root, 'pose');
+    assert.equal(total_problems, 2);
+    assert.deepEqual(problems.map((p) => [p.file, p.line]), [['labels/train/train_00002.txt', 2], ['labels/train/train_00002.txt', 3]]);
+    assert.match(problems[0]!.message, /box without keypoints; expected 17 values/);
+    assert.match(problems[1]!.message, /keypoint 4 visibility "5"/);
+  });
+
+  it('reports a detect dataset checked as obb', async () => {
+    const root = path.join(tmp, 'obb-bad');
+    await writeSyntheticDataset(root, { task: 'detect', train: 3, val: 2, imgsz: 48, classes: ['a', 'b'], seed: 24 });
+    const { problems, total_problems } = await problemsAs(root, 'obb');
+    assert.equal(total_problems, await labelLines(root, 'train') + await labelLines(root, 'val'));
+    assert.match(problems[0]!.message, /needs the 4 corners .* this line is an axis-aligned box/);
+    assert.equal(problems[0]!.line, 1);
+  });
+});

@@ -1,29 +1,32 @@
 /**
- * The dataset check that runs before any training (SPEC §4): every image's header, every label
- * line, per-class counts, background images, and identical images shared by train and val.
+ * The dataset check that runs before any training, for the YOLO label layouts
+ * (detect, segment, pose, obb): every image's header, every label line, per-class counts,
+ * background images, and identical images shared by train and val. Classification datasets
+ * (a folder per class, no labels) are checked in classify.ts into the same DatasetInfo.
  *
- * Speed: only image headers (4 KB) and label files are read, with synchronous calls run in
- * time slices of a few milliseconds between which the event loop gets control back (so the
- * server keeps answering while a 100,000-image dataset is checked). Thread-pool fs calls cost
- * 3-7x more per file than the reads themselves (numbers in images.ts). Content is hashed only
- * for train/val files whose sizes and first-4-KB CRCs collide. bench/dataset-check.ts compares
- * all this with Ultralytics' own verify_image_label.
+ * Speed: only image headers (4 KB) and label files are read, in time slices (scan.ts).
+ * bench/dataset-check.ts compares all this with Ultralytics' own verify_image_label.
  *
  * Only train and val are checked: they are what training and validation read. A test split
  * is counted, not checked.
  */
-import { createHash } from 'node:crypto';
 import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { JobError } from '../core/errors.js';
-import { checkImage, imageScratch, labelPathFor, listImages } from './images.js';
+import { labelPathFor, listImages } from './images.js';
 import { checkLabelText, type LabelTask } from './labels.js';
 import type { DatasetLayout, Split } from './layout.js';
+import { eachInSlices, ImageScan, Problems, throttledProgress } from './scan.js';
 
-export const MAX_REPORTED_PROBLEMS = 50;
+export { MAX_REPORTED_PROBLEMS, type Problem } from './scan.js';
 
-export type Problem = { file: string; line: number | null; message: string };
+/** Every task trainhook checks a dataset for: the YOLO label tasks, and classify. */
+export type DatasetTask = LabelTask | 'classify';
 
+/**
+ * Counts of one split. classify: every image is one instance of its folder's class, so
+ * instances and class_distribution count images; there are no background images or labels.
+ */
 export type SplitInfo = {
   images: number;
   background_images: number;
@@ -34,7 +37,7 @@ export type SplitInfo = {
 };
 
 export type DatasetInfo = {
-  task: LabelTask;
+  task: DatasetTask;
   total_images: number;
   train_images: number;
   val_images: number;
@@ -42,8 +45,10 @@ export type DatasetInfo = {
   images_per_split: Partial<Record<Split, number>>;
   classes: string[];
   nc: number;
-  /** Instances per class name, train + val. */
+  /** Instances per class name, train + val (classify: images per class). */
   class_distribution: Record<string, number>;
+  /** Pose: keypoints per object and values per keypoint, from data.yaml. */
+  kpt_shape?: [number, number];
   splits: { train: SplitInfo; val: SplitInfo };
   background_images: number;
   /** Identical files (same bytes) present in both train and val. */
@@ -60,32 +65,6 @@ export type CheckOptions = {
   onProgress?: (done: number, total: number) => void;
   signal?: AbortSignal;
 };
-
-type Collector = { problems: Problem[]; total: number; files: Set<string> };
-
-function addProblem(c: Collector, file: string, line: number | null, message: string) {
-  c.total++;
-  c.files.add(file);
-  if (c.problems.length < MAX_REPORTED_PROBLEMS) c.problems.push({ file, line, message });
-}
-
-const SLICE_MS = 8;
-
-/**
- * Runs a synchronous fn over items, handing the event loop back every SLICE_MS so timers,
- * HTTP requests and SSE heartbeats are never held up longer than that (plus one file).
- */
-async function eachInSlices<T>(items: readonly T[], fn: (item: T, i: number) => void, signal?: AbortSignal) {
-  let sliceStart = performance.now();
-  for (let i = 0; i < items.length; i++) {
-    fn(items[i]!, i);
-    if (performance.now() - sliceStart > SLICE_MS) {
-      await new Promise<void>((r) => setImmediate(r));
-      if (signal?.aborted) throw new JobError('CANCELLED', 'dataset check cancelled');
-      sliceStart = performance.now();
-    }
-  }
-}
 
 /** A label file's text, or null when there is none (a background image for Ultralytics). */
 function readLabel(file: string, buf: Buffer): string | null {
@@ -106,10 +85,6 @@ function readLabel(file: string, buf: Buffer): string | null {
   }
 }
 
-function hashFile(file: string): string {
-  return createHash('sha1').update(readFileSync(file)).digest('hex');
-}
-
 function emptySplit(): SplitInfo {
   return { images: 0, background_images: 0, missing_labels: 0, instances: 0, class_distribution: {} };
 }
@@ -118,9 +93,11 @@ export async function checkDataset(layout: DatasetLayout, opts: CheckOptions): P
   const { task } = opts;
   const names = layout.names;
   const nc = names.length;
+  const kptShape = layout.keypoints?.kpt_shape;
+  if (task === 'pose' && !kptShape) throw new Error('checkDataset: a pose check needs a layout read for pose (kpt_shape)');
   const rel = (p: string) => path.relative(opts.displayRoot, p).split(path.sep).join('/');
   const warnings = [...layout.warnings];
-  const collector: Collector = { problems: [], total: 0, files: new Set() };
+  const problems = new Problems();
 
   // 1. What each split holds.
   const lists: Partial<Record<Split, string[]>> = {};
@@ -136,7 +113,7 @@ export async function checkDataset(layout: DatasetLayout, opts: CheckOptions): P
     }
     lists[split] = [...new Set(files)];
     if (files.length === 0 && split !== 'test') {
-      addProblem(collector, dirs.map(rel).join(', '), null, `the ${split} split has no images (jpg, png, bmp, tif, webp)`);
+      problems.add(dirs.map(rel).join(', '), null, `the ${split} split has no images (jpg, png, bmp, tif, webp)`);
     }
   }
   const checked = [...(lists.train ?? []).map((f) => ['train', f] as const), ...(lists.val ?? []).map((f) => ['val', f] as const)];
@@ -144,28 +121,17 @@ export async function checkDataset(layout: DatasetLayout, opts: CheckOptions): P
     warnings.push(`${ignoredFiles.length} file(s) in image folders are not images and were ignored (e.g. ${rel(ignoredFiles[0]!)})`);
   }
 
-  // 2. Every image header and label file, bounded concurrency.
+  // 2. Every image header and label file.
   const perSplit = { train: emptySplit(), val: emptySplit() };
   const counts = { train: new Array<number>(nc).fill(0), val: new Array<number>(nc).fill(0) };
-  const sizes = new Map<string, { train: string[]; val: string[] }>();
-  let truncatedJpegs = 0;
+  const images = new ImageScan(problems, rel);
   let duplicateRows = 0;
-  let done = 0;
-  let lastReport = 0;
-  const imageBuf = imageScratch();
+  const tick = throttledProgress(checked.length, opts.onProgress);
   const labelBuf = Buffer.allocUnsafe(16 * 1024);
   await eachInSlices(
     checked,
     ([split, image]) => {
-      const img = checkImage(image, imageBuf);
-      if (!img.ok) addProblem(collector, rel(image), null, img.message);
-      else {
-        if (img.truncatedJpeg) truncatedJpegs++;
-        const key = `${img.size}:${img.headCrc}`;
-        let bucket = sizes.get(key);
-        if (!bucket) sizes.set(key, (bucket = { train: [], val: [] }));
-        bucket[split].push(image);
-      }
+      images.check(split, image);
       const s = perSplit[split];
       s.images++;
       const labelFile = labelPathFor(image);
@@ -173,58 +139,37 @@ export async function checkDataset(layout: DatasetLayout, opts: CheckOptions): P
       try {
         text = readLabel(labelFile, labelBuf);
       } catch (err) {
-        addProblem(collector, rel(labelFile), null, `cannot read the label file (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+        problems.add(rel(labelFile), null, `cannot read the label file (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
         text = '';
       }
       if (text === null) {
         s.background_images++;
         s.missing_labels++;
       } else {
-        const r = checkLabelText(text, task, nc, counts[split], (line, message) => addProblem(collector, rel(labelFile), line, message));
+        const r = checkLabelText(text, task, nc, counts[split], (line, message) => problems.add(rel(labelFile), line, message), kptShape);
         s.instances += r.instances;
         duplicateRows += r.duplicates;
         if (r.instances === 0 && r.problems === 0) s.background_images++;
       }
-      done++;
-      const now = Date.now();
-      if (opts.onProgress && now - lastReport > 100) {
-        lastReport = now;
-        opts.onProgress(done, checked.length);
-      }
+      tick();
     },
     opts.signal,
   );
   opts.onProgress?.(checked.length, checked.length);
 
-  // 3. Identical files in train and val: hash only where size and head CRC collide.
-  const duplicates: { train: string; val: string }[] = [];
+  // 3. Identical files in train and val.
   const sameFolder = layout.splits.val.some((v) => layout.splits.train.includes(v));
   if (sameFolder) {
     warnings.push('val uses the same images folder as train: validation metrics will be optimistic');
   }
-  const toHash = [...sizes.values()].filter((b) => b.train.length && b.val.length);
-  let dupCount = 0;
+  const dup = await images.duplicates(opts.signal);
+  let dupCount = dup.count;
   if (sameFolder) {
     const trainSet = new Set(lists.train);
-    dupCount = (lists.val ?? []).filter((f) => trainSet.has(f)).length;
+    dupCount += (lists.val ?? []).filter((f) => trainSet.has(f)).length;
   }
-  await eachInSlices(
-    toHash,
-    (bucket) => {
-      const byHash = new Map<string, string>();
-      for (const f of bucket.train) byHash.set(hashFile(f), f);
-      for (const f of bucket.val) {
-        const twin = byHash.get(hashFile(f));
-        if (twin !== undefined && twin !== f) {
-          dupCount++;
-          if (duplicates.length < 10) duplicates.push({ train: rel(twin), val: rel(f) });
-        }
-      }
-    },
-    opts.signal,
-  );
   if (dupCount && !sameFolder) {
-    warnings.push(`${dupCount} image(s) in val are identical to images in train (e.g. ${duplicates[0]!.val}); validation metrics will be optimistic`);
+    warnings.push(`${dupCount} image(s) in val are identical to images in train (e.g. ${dup.examples[0]!.val}); validation metrics will be optimistic`);
   }
 
   // 4. Totals and warnings.
@@ -233,10 +178,10 @@ export async function checkDataset(layout: DatasetLayout, opts: CheckOptions): P
   perSplit.val.class_distribution = distribution(counts.val);
   const both = counts.train.map((v, i) => v + (counts.val[i] ?? 0));
   const unused = names.filter((_, i) => both[i] === 0);
-  if (unused.length && collector.total === 0) {
+  if (unused.length && problems.total === 0) {
     warnings.push(`${unused.length} class(es) have no labelled instance: ${unused.slice(0, 10).join(', ')}`);
   }
-  if (truncatedJpegs) warnings.push(`${truncatedJpegs} JPEG(s) are truncated (no end marker); Ultralytics re-saves them`);
+  if (images.truncatedJpegs) warnings.push(`${images.truncatedJpegs} JPEG(s) are truncated (no end marker); Ultralytics re-saves them`);
   if (duplicateRows) warnings.push(`${duplicateRows} duplicate label row(s); Ultralytics drops them`);
   const bg = perSplit.train.background_images + perSplit.val.background_images;
 
@@ -254,22 +199,14 @@ export async function checkDataset(layout: DatasetLayout, opts: CheckOptions): P
     classes: names,
     nc,
     class_distribution: distribution(both),
+    ...(kptShape ? { kpt_shape: [kptShape[0], kptShape[1]] as [number, number] } : {}),
     splits: perSplit,
     background_images: bg,
     train_val_duplicates: dupCount,
-    train_val_duplicate_examples: duplicates,
+    train_val_duplicate_examples: dup.examples,
     duplicate_label_rows: duplicateRows,
     warnings,
   };
-
-  if (collector.total > 0) {
-    const first = collector.problems[0]!;
-    const where = first.line ? `${first.file}:${first.line}` : first.file;
-    throw new JobError(
-      'DATASET_INVALID',
-      `${collector.total} problem${collector.total === 1 ? '' : 's'} in ${collector.files.size} file${collector.files.size === 1 ? '' : 's'}, first: ${where}: ${first.message}`,
-      { problems: collector.problems, total_problems: collector.total, files_with_problems: collector.files.size, dataset_info: info },
-    );
-  }
+  problems.throwIfAny(info);
   return info;
 }

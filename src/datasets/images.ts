@@ -40,7 +40,7 @@ export function labelPathFor(image: string): string {
  * Image files under a folder, recursively and sorted, like Ultralytics' glob("**\/*.*"):
  * hidden files are skipped (glob does), files with other extensions are counted as ignored.
  */
-export async function listImages(dir: string): Promise<{ images: string[]; ignored: string[] }> {
+export async function listImages(dir: string, extensions: ReadonlySet<string> = IMAGE_EXTENSIONS): Promise<{ images: string[]; ignored: string[] }> {
   const images: string[] = [];
   const ignored: string[] = [];
   const walk = async (d: string) => {
@@ -49,7 +49,7 @@ export async function listImages(dir: string): Promise<{ images: string[]; ignor
       if (e.name.startsWith('.')) continue;
       const full = path.join(d, e.name);
       if (e.isDirectory()) await walk(full);
-      else if (e.isFile()) (IMAGE_EXTENSIONS.has(extensionOf(e.name)) ? images : ignored).push(full);
+      else if (e.isFile()) (extensions.has(extensionOf(e.name)) ? images : ignored).push(full);
     }
   };
   await walk(dir);

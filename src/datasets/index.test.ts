@@ -15,8 +15,8 @@ import { JobError } from '../core/errors.js';
 import { createOutboundDispatcher } from '../net/outbound.js';
 import { serveBytes, startFileServer, type FileServer } from '../../test/helpers/file-server.js';
 import { rawZip } from '../../test/helpers/raw-zip.js';
-import { writeSyntheticDataset, zipDirectory } from '../../test/helpers/synthetic-dataset.js';
-import { prepareDataset, type PrepareOptions } from './index.js';
+import { writeSyntheticClassifyDataset, writeSyntheticDataset, zipDirectory } from '../../test/helpers/synthetic-dataset.js';
+import { prepareDataset, type DatasetTask, type PrepareOptions } from './index.js';
 
 const limits: Config['dataset'] = {
   maxDownloadBytes: 50 * 1024 * 1024,
@@ -75,7 +75,14 @@ after(async () => {
 
 let n = 0;
 const jobDir = () => path.join(tmp, 'jobs', `job-${n++}`);
-const opts = (task: 'detect' | 'segment', o: Partial<PrepareOptions> = {}): PrepareOptions => ({ dispatcher, limits, task, formats: ['yolo'], backoffMs: 10, ...o });
+const opts = (task: DatasetTask, o: Partial<PrepareOptions> = {}): PrepareOptions => ({
+  dispatcher,
+  limits,
+  task,
+  formats: task === 'classify' ? ['classify'] : ['yolo'],
+  backoffMs: 10,
+  ...o,
+});
 
 async function expectJobError(p: Promise<unknown>, code: string, check?: (e: JobError) => void) {
   await assert.rejects(p, (e: unknown) => {
@@ -194,5 +201,82 @@ describe('prepareDataset', () => {
     });
     assert.equal(existsSync(path.join(dir, 'data.yaml')), false);
     assert.equal(existsSync(path.join(dir, 'dataset-info.json')), false);
+  });
+});
+
+describe('prepareDataset: pose, obb and classify', () => {
+  const classes = ['circle', 'square', 'triangle'];
+  before(async () => {
+    await serveDataset('pose-ul', { task: 'pose', train: 6, val: 3, imgsz: 48, classes, seed: 11 }, 'poses');
+    await serveDataset('obb-rf', { task: 'obb', layout: 'roboflow', train: 6, val: 3, imgsz: 48, classes, seed: 12 });
+    for (const [name, prefix] of [['classify-nested', 'shapes'], ['classify-root', undefined]] as const) {
+      const root = path.join(tmp, 'src', name);
+      await writeSyntheticClassifyDataset(root, { train: 9, val: 6, imgsz: 32, classes, seed: 13 });
+      const zip = path.join(tmp, 'zips', `${name}.zip`);
+      await zipDirectory(root, zip, { prefix });
+      serveRaw(name, await readFile(zip));
+    }
+  });
+
+  it('pose: data.yaml keeps kpt_shape and flip_idx; info has kpt_shape', async () => {
+    const dir = jobDir();
+    const r = await prepareDataset({ url: srv.url('/pose-ul.zip') }, dir, opts('pose'));
+    assert.equal(r.format, 'yolo');
+    assert.equal(r.data, path.join(dir, 'data.yaml'));
+    assert.equal(r.dataYaml, r.data);
+    assert.deepEqual(r.info.kpt_shape, [4, 3]);
+    const doc = YAML.parse(await readFile(r.data, 'utf8')) as Record<string, unknown>;
+    assert.deepEqual(Object.keys(doc), ['path', 'train', 'val', 'nc', 'names', 'kpt_shape', 'flip_idx']);
+    assert.deepEqual(doc.kpt_shape, [4, 3]);
+    assert.deepEqual(doc.flip_idx, [0, 3, 2, 1]);
+  });
+
+  it('obb: the 4-corner labels pass', async () => {
+    const r = await prepareDataset({ url: srv.url('/obb-rf.zip') }, jobDir(), opts('obb'));
+    assert.equal(r.info.task, 'obb');
+    assert.equal(r.info.total_images, 9);
+    assert.deepEqual(r.warnings, []);
+  });
+
+  it('obb: a detect dataset is refused with its first bad line', async () => {
+    await expectJobError(prepareDataset({ url: srv.url('/detect-ul.zip') }, jobDir(), opts('obb')), 'DATASET_INVALID', (e) =>
+      assert.match(e.message, /first: my-dataset\/labels\/train\/train_00000.txt:1: an obb dataset needs the 4 corners/),
+    );
+  });
+
+  it('classify: data is the folder holding train/ and val/, there is no data.yaml, and re-entry reads the marker', async () => {
+    for (const [name, sub] of [['classify-nested', 'shapes'], ['classify-root', '']] as const) {
+      const dir = jobDir();
+      const r = await prepareDataset({ url: srv.url(`/${name}.zip`) }, dir, opts('classify'));
+      assert.equal(r.format, 'classify');
+      assert.equal(r.data, path.join(dir, 'dataset', sub));
+      assert.equal(r.dataYaml, null);
+      assert.ok(existsSync(path.join(r.data, 'train/circle')));
+      assert.equal(existsSync(path.join(dir, 'data.yaml')), false);
+      assert.deepEqual(r.info.classes, classes);
+      assert.deepEqual(r.info.images_per_split, { train: 9, val: 6 });
+      assert.deepEqual(r.info.class_distribution, { circle: 5, square: 5, triangle: 5 });
+      const hits = srv.hits(`/${name}.zip`);
+      const again = await prepareDataset({ url: srv.url(`/${name}.zip`) }, dir, opts('classify'));
+      assert.deepEqual(again, r);
+      assert.equal(srv.hits(`/${name}.zip`), hits);
+    }
+  });
+
+  it('classify: a YOLO dataset is refused with a hint', async () => {
+    await expectJobError(prepareDataset({ url: srv.url('/detect-ul.zip') }, jobDir(), opts('classify')), 'DATASET_INVALID', (e) =>
+      assert.match(e.message, /no train folder found: .* looks like a YOLO dataset/),
+    );
+  });
+
+  it('reads a marker written before formats existed as a yolo dataset', async () => {
+    const dir = jobDir();
+    const first = await prepareDataset({ url: srv.url('/detect-ul.zip') }, dir, opts('detect'));
+    const marker = path.join(dir, 'dataset-info.json');
+    const { format: _f, data: _d, ...old } = JSON.parse(await readFile(marker, 'utf8')) as Record<string, unknown>;
+    await writeFile(marker, JSON.stringify(old));
+    const hits = srv.hits('/detect-ul.zip');
+    assert.deepEqual(await prepareDataset({ url: srv.url('/detect-ul.zip') }, dir, opts('detect')), first);
+    assert.equal(srv.hits('/detect-ul.zip'), hits);
   });
 });

@@ -1,8 +1,11 @@
 /**
  * A job's dataset, from URL to what the worker trains on:
- * download (jobDir/dataset.zip) → extract (jobDir/dataset/) → delete the ZIP → find which of
- * the engine's formats the archive is in → check every image and label → write what the worker
- * reads (for YOLO: jobDir/data.yaml, normalized) and jobDir/dataset-info.json.
+ * download (jobDir/dataset.zip) → extract (jobDir/dataset/) → delete the ZIP → check it in the
+ * format the job's engine trains on → write what the worker reads and jobDir/dataset-info.json.
+ *   yolo      data.yaml found and resolved, every image and label checked for the task, and a
+ *             normalized jobDir/data.yaml written;
+ *   classify  no data.yaml: the class folders are found and checked (classify.ts), and the
+ *             worker gets the folder holding train/ and val/.
  *
  * dataset-info.json is written last and atomically: it is the marker that the dataset is
  * ready. A job resumed after a restart finds it and skips the whole pipeline (the ZIP is gone
@@ -13,17 +16,26 @@ import path from 'node:path';
 import type { Dispatcher } from 'undici';
 import type { Config } from '../core/config.js';
 import { JobError } from '../core/errors.js';
-import { checkDataset, type DatasetInfo } from './check.js';
+import { checkDataset, type DatasetInfo, type DatasetTask } from './check.js';
+import { checkClassifyDataset, readClassifyLayout } from './classify.js';
 import { downloadToFile } from './download.js';
 import { extractZip } from './extract.js';
 import type { DatasetFormat } from './formats.js';
 import type { LabelTask } from './labels.js';
 import { readLayout, renderDataYaml } from './layout.js';
 
-export type { DatasetInfo } from './check.js';
+export type { DatasetInfo, DatasetTask } from './check.js';
+export type { DatasetFormat } from './formats.js';
 
-/** What the worker trains on: `data` is a normalized data.yaml (yolo) or a dataset folder. */
-export type PreparedDataset = { data: string; format: DatasetFormat; info: DatasetInfo; warnings: string[] };
+export type PreparedDataset = {
+  /** What the worker passes to Ultralytics as data=: the normalized data.yaml, or for classify the folder holding train/ and val/. */
+  data: string;
+  format: DatasetFormat;
+  /** The normalized data.yaml; null for classify, which has none. */
+  dataYaml: string | null;
+  info: DatasetInfo;
+  warnings: string[];
+};
 
 export type PrepareOptions = {
   dispatcher: Dispatcher;
@@ -39,7 +51,7 @@ export type PrepareOptions = {
 };
 
 const MARKER = 'dataset-info.json';
-const MARKER_VERSION = 2;
+const MARKER_VERSION = 1;
 
 export function datasetPaths(jobDir: string) {
   return {
@@ -50,21 +62,22 @@ export function datasetPaths(jobDir: string) {
   };
 }
 
+const inside = (root: string, p: string) => p === root || p.startsWith(root + path.sep);
+
+type Marker = { version?: number; format?: DatasetFormat; data?: string; info?: DatasetInfo; warnings?: string[] };
+
 async function readPrepared(jobDir: string): Promise<PreparedDataset | null> {
   const p = datasetPaths(jobDir);
   try {
-    const stored = JSON.parse(await readFile(p.marker, 'utf8')) as {
-      version?: number;
-      info?: DatasetInfo;
-      warnings?: string[];
-      data?: string;
-      format?: DatasetFormat;
-    };
-    // Version 1 markers were written for YOLO datasets only, before the format was recorded.
-    if (stored.version === 1 && stored.info) return { data: p.dataYaml, format: 'yolo', info: stored.info, warnings: stored.warnings ?? [] };
-    if (stored.version !== MARKER_VERSION || !stored.info || !stored.data || !stored.format) return null;
-    await Promise.all([stat(stored.data), stat(p.extracted)]);
-    return { data: stored.data, format: stored.format, info: stored.info, warnings: stored.warnings ?? [] };
+    const stored = JSON.parse(await readFile(p.marker, 'utf8')) as Marker;
+    if (stored.version !== MARKER_VERSION || !stored.info) return null;
+    // Markers written before classify existed have no format: they are yolo datasets.
+    const format = stored.format ?? 'yolo';
+    // Stored relative to the job folder, so a moved work directory still resolves.
+    const data = format === 'classify' && stored.data ? path.resolve(jobDir, stored.data) : p.dataYaml;
+    if (format === 'classify' && !inside(p.extracted, data)) return null;
+    await Promise.all([stat(data), stat(p.extracted)]);
+    return { data, format, dataYaml: format === 'yolo' ? p.dataYaml : null, info: stored.info, warnings: stored.warnings ?? [] };
   } catch {
     return null;
   }
@@ -123,28 +136,32 @@ export async function prepareDataset(
   progress(0.9);
 
   // From here on, a failure leaves jobDir/dataset in place so the user's files can be looked at.
-  const format = chooseFormat(dataset.format, opts.formats);
-  const checkProgress = (done: number, total: number) => progress(0.9 + (0.1 * done) / Math.max(1, total));
+  const checkOpts = {
+    displayRoot: p.extracted,
+    signal: opts.signal,
+    onProgress: (done: number, total: number) => progress(0.9 + (0.1 * done) / Math.max(1, total)),
+  };
   let prepared: PreparedDataset;
-  switch (format) {
-    case 'yolo': {
-      const layout = await readLayout(p.extracted);
-      const info = await checkDataset(layout, {
-        task: yoloTask(opts.task),
-        displayRoot: p.extracted,
-        signal: opts.signal,
-        onProgress: checkProgress,
-      });
-      if (opts.signal?.aborted) throw new JobError('CANCELLED', 'dataset preparation cancelled');
-      await writeFile(p.dataYaml, renderDataYaml(layout));
-      prepared = { data: p.dataYaml, format, info, warnings: info.warnings };
-      break;
-    }
-    default:
-      throw new JobError('DATASET_INVALID', `the ${format} dataset format is not supported by this server yet`, { format });
+  const format = chooseFormat(dataset.format, opts.formats);
+  if (format === 'classify') {
+    const layout = await readClassifyLayout(p.extracted);
+    const info = await checkClassifyDataset(layout, checkOpts);
+    prepared = { data: layout.root, format, dataYaml: null, info, warnings: info.warnings };
+  } else if (format === 'yolo') {
+    const task = labelTask(opts.task);
+    const layout = await readLayout(p.extracted, task);
+    const info = await checkDataset(layout, { ...checkOpts, task });
+    if (opts.signal?.aborted) throw new JobError('CANCELLED', 'dataset preparation cancelled');
+    await writeFile(p.dataYaml, renderDataYaml(layout));
+    prepared = { data: p.dataYaml, format, dataYaml: p.dataYaml, info, warnings: info.warnings };
+  } else {
+    throw new JobError('DATASET_INVALID', `the ${format} dataset format is not supported by this server yet`, { format });
   }
+  if (opts.signal?.aborted) throw new JobError('CANCELLED', 'dataset preparation cancelled');
+
   const tmp = `${p.marker}.tmp`;
-  await writeFile(tmp, JSON.stringify({ version: MARKER_VERSION, ...prepared }, null, 2));
+  const marker: Marker = { version: MARKER_VERSION, format: prepared.format, data: path.relative(jobDir, prepared.data), info: prepared.info, warnings: prepared.warnings };
+  await writeFile(tmp, JSON.stringify(marker, null, 2));
   await rename(tmp, p.marker);
   progress(1);
   return prepared;
@@ -164,7 +181,10 @@ function chooseFormat(requested: DatasetFormat | undefined, accepted: readonly D
   return accepted[0]!;
 }
 
-function yoloTask(task: string): LabelTask {
-  if (task === 'detect' || task === 'segment') return task;
+const LABEL_TASKS: readonly string[] = ['detect', 'segment', 'pose', 'obb'] satisfies LabelTask[];
+
+/** The label rules of a task in a YOLO layout. */
+function labelTask(task: string): LabelTask {
+  if (LABEL_TASKS.includes(task)) return task as LabelTask;
   throw new JobError('DATASET_INVALID', `a YOLO label layout has no rules for task ${task}`, { task });
 }

@@ -150,3 +150,61 @@ describe('parseNames', () => {
     assert.throws(() => parseNames(undefined, undefined), /no names/);
   });
 });
+
+describe('readLayout: pose keypoint keys', () => {
+  const dirs = ['images/train', 'images/val'];
+  const base = 'train: images/train\nval: images/val\nnames: [person, dog]\n';
+
+  it('keeps kpt_shape, flip_idx and kpt_names and writes them to the normalized data.yaml', async () => {
+    const root = await fixture(`${base}kpt_shape: [3, 3]\nflip_idx: [0, 2, 1]\nkpt_names:\n  0: [nose, left, right]\n  1: [snout, l, r]\n`, dirs);
+    const l = await readLayout(root, 'pose');
+    assert.deepEqual(l.keypoints, { kpt_shape: [3, 3], flip_idx: [0, 2, 1], kpt_names: { 0: ['nose', 'left', 'right'], 1: ['snout', 'l', 'r'] } });
+    assert.deepEqual(l.warnings, []);
+    const doc = YAML.parse(renderDataYaml(l)) as Record<string, unknown>;
+    assert.deepEqual(doc.kpt_shape, [3, 3]);
+    assert.deepEqual(doc.flip_idx, [0, 2, 1]);
+    assert.deepEqual(doc.kpt_names, { 0: ['nose', 'left', 'right'], 1: ['snout', 'l', 'r'] });
+  });
+
+  it('warns that flips are off without flip_idx, and drops a malformed kpt_names with a warning', async () => {
+    const root = await fixture(`${base}kpt_shape: [2, 2]\nflip_idx: []\nkpt_names: {0: [a, b, c]}\n`, dirs);
+    const l = await readLayout(root, 'pose');
+    assert.deepEqual(l.keypoints, { kpt_shape: [2, 2] });
+    assert.match(l.warnings.join('\n'), /no flip_idx: Ultralytics turns off left-right flip augmentation/);
+    assert.match(l.warnings.join('\n'), /kpt_names was ignored \(expected \{class index: \[2 keypoint names\]\}\)/);
+    const doc = YAML.parse(renderDataYaml(l)) as Record<string, unknown>;
+    assert.deepEqual(doc.kpt_shape, [2, 2]);
+    assert.equal('flip_idx' in doc || 'kpt_names' in doc, false);
+  });
+
+  it('takes one kpt_names list for every class', async () => {
+    const l = await readLayout(await fixture(`${base}kpt_shape: [2, 3]\nflip_idx: [1, 0]\nkpt_names: [left, right]\n`, dirs), 'pose');
+    assert.deepEqual(l.keypoints?.kpt_names, { 0: ['left', 'right'], 1: ['left', 'right'] });
+  });
+
+  it('refuses a missing or malformed kpt_shape', async () => {
+    await expectInvalid(readLayout(await fixture(base, dirs), 'pose'), 'BAD_KPT_SHAPE', /has no kpt_shape: a pose dataset declares its keypoints as kpt_shape: \[K, D\]/);
+    for (const bad of ['[17, 4]', '[0, 3]', '[17]', '17', '[17.5, 3]', '["17", 3]', '[17, 3, 1]']) {
+      await expectInvalid(readLayout(await fixture(`${base}kpt_shape: ${bad}\n`, dirs), 'pose'), 'BAD_KPT_SHAPE', /kpt_shape must be \[K, D\] with K ≥ 1 keypoints and D = 2 \(x y\) or 3/);
+    }
+  });
+
+  it('refuses a flip_idx that is not a permutation of the keypoints', async () => {
+    for (const bad of ['[0, 1]', '[0, 1, 3]', '[0, 0, 1]', '[0, 1, -1]', '[0, 1, 2, 3]', '[a, b, c]', '{0: 1}']) {
+      await expectInvalid(
+        readLayout(await fixture(`${base}kpt_shape: [3, 3]\nflip_idx: ${bad}\n`, dirs), 'pose'),
+        'BAD_FLIP_IDX',
+        /flip_idx must list each keypoint index 0..2 exactly once \(3 entries, kpt_shape \[3, 3\]\)/,
+      );
+    }
+  });
+
+  it('ignores keypoint keys for other tasks', async () => {
+    const root = await fixture(`${base}kpt_shape: [17, 3]\n`, dirs);
+    for (const task of ['detect', 'segment', 'obb'] as const) {
+      const l = await readLayout(root, task);
+      assert.equal(l.keypoints, undefined);
+      assert.equal('kpt_shape' in (YAML.parse(renderDataYaml(l)) as object), false);
+    }
+  });
+});

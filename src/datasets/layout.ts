@@ -7,12 +7,14 @@
  * `../train/images` paths, resolved as Ultralytics does by dropping the leading `../`).
  * A user's data.yaml is never passed through: `download:` (which Ultralytics may execute) and
  * any other key are dropped, and every path is absolute and inside the dataset folder.
+ * A pose dataset keeps its keypoint keys (kpt_shape, flip_idx, kpt_names), once checked.
  */
 import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { readFile } from 'node:fs/promises';
 import YAML from 'yaml';
 import { JobError } from '../core/errors.js';
+import type { KptShape, LabelTask } from './labels.js';
 
 export const SPLITS = ['train', 'val', 'test'] as const;
 export type Split = (typeof SPLITS)[number];
@@ -25,7 +27,17 @@ export type DatasetLayout = {
   names: string[];
   /** Absolute image folders per split; test only when present. */
   splits: { train: string[]; val: string[]; test?: string[] };
+  /** Pose only: the checked keypoint keys of data.yaml. */
+  keypoints?: Keypoints;
   warnings: string[];
+};
+
+export type Keypoints = {
+  kpt_shape: KptShape;
+  /** The index each keypoint takes in a left-right mirrored image; absent: Ultralytics does not flip. */
+  flip_idx?: number[];
+  /** Keypoint names per class index (metadata Ultralytics stores in the model). */
+  kpt_names?: Record<number, string[]>;
 };
 
 const YAML_NAMES = ['data.yaml', 'data.yml'];
@@ -105,6 +117,71 @@ export function parseNames(raw: unknown, nc: unknown): string[] {
   return names;
 }
 
+const isIndex = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0;
+
+/**
+ * A pose dataset's keypoint keys. kpt_shape [K, D] is required, K ≥ 1 and D 2 (x y) or 3
+ * (x y visibility), as Ultralytics requires. flip_idx, when given, must be a permutation of
+ * 0..K-1: Ultralytics only checks its length, and a wrong index fails mid-training or
+ * silently swaps keypoints (stricter here). kpt_names is only metadata: a malformed one is
+ * dropped with a warning rather than failing the job.
+ */
+export function parseKeypoints(data: Record<string, unknown>, nc: number, shown: string, warnings: string[]): Keypoints {
+  const raw = data.kpt_shape;
+  if (raw === undefined || raw === null) {
+    throw invalid(
+      `${shown} has no kpt_shape: a pose dataset declares its keypoints as kpt_shape: [K, D] (K keypoints per object, D = 2 for x y or 3 for x y visibility), e.g. kpt_shape: [17, 3]`,
+      { reason: 'BAD_KPT_SHAPE' },
+    );
+  }
+  if (!Array.isArray(raw) || raw.length !== 2 || !isIndex(raw[0]) || raw[0] < 1 || (raw[1] !== 2 && raw[1] !== 3)) {
+    throw invalid(
+      `${shown}: kpt_shape must be [K, D] with K ≥ 1 keypoints and D = 2 (x y) or 3 (x y visibility); got ${JSON.stringify(raw)}`,
+      { reason: 'BAD_KPT_SHAPE' },
+    );
+  }
+  const nk = raw[0];
+  const keypoints: Keypoints = { kpt_shape: [nk, raw[1]] };
+
+  const flip = data.flip_idx;
+  if (flip === undefined || flip === null || (Array.isArray(flip) && flip.length === 0)) {
+    warnings.push(
+      `${shown} has no flip_idx: Ultralytics turns off left-right flip augmentation for keypoints (add flip_idx: the index each keypoint takes in a mirrored image)`,
+    );
+  } else {
+    const seen = new Set<number>();
+    const ok =
+      Array.isArray(flip) &&
+      flip.length === nk &&
+      flip.every((i) => isIndex(i) && i < nk && !seen.has(i) && seen.add(i));
+    if (!ok) {
+      throw invalid(
+        `${shown}: flip_idx must list each keypoint index 0..${nk - 1} exactly once (${nk} entries, kpt_shape [${nk}, ${raw[1]}]); got ${JSON.stringify(flip).slice(0, 200)}`,
+        { reason: 'BAD_FLIP_IDX' },
+      );
+    }
+    keypoints.flip_idx = flip as number[];
+  }
+
+  const names = data.kpt_names;
+  if (names !== undefined && names !== null) {
+    const list = (v: unknown) => Array.isArray(v) && v.length === nk && v.every((n) => typeof n === 'string' || typeof n === 'number');
+    let byClass: Record<number, string[]> | null = null;
+    if (list(names)) {
+      // One list for every class.
+      byClass = Object.fromEntries(Array.from({ length: nc }, (_, c) => [c, (names as unknown[]).map(String)]));
+    } else if (typeof names === 'object' && !Array.isArray(names)) {
+      const entries = Object.entries(names as Record<string, unknown>);
+      if (entries.every(([k, v]) => /^\d+$/.test(k) && Number(k) < nc && list(v))) {
+        byClass = Object.fromEntries(entries.map(([k, v]) => [Number(k), (v as unknown[]).map(String)]));
+      }
+    }
+    if (byClass) keypoints.kpt_names = byClass;
+    else warnings.push(`${shown}: kpt_names was ignored (expected {class index: [${nk} keypoint names]})`);
+  }
+  return keypoints;
+}
+
 const inside = (root: string, p: string) => p === root || p.startsWith(root + path.sep);
 
 /**
@@ -127,7 +204,7 @@ async function resolveSplitDir(item: string, base: string, yamlDir: string, root
   return null;
 }
 
-export async function readLayout(extractDir: string): Promise<DatasetLayout> {
+export async function readLayout(extractDir: string, task: LabelTask = 'detect'): Promise<DatasetLayout> {
   const root = path.resolve(extractDir);
   const yamlPath = await findDataYaml(root);
   const yamlDir = path.dirname(yamlPath);
@@ -160,6 +237,7 @@ export async function readLayout(extractDir: string): Promise<DatasetLayout> {
   }
 
   const names = parseNames(data.names, data.nc);
+  const keypoints = task === 'pose' ? parseKeypoints(data, names.length, shown, warnings) : undefined;
   const splits: DatasetLayout['splits'] = { train: [], val: [] };
   for (const split of SPLITS) {
     const value = data[split];
@@ -198,10 +276,10 @@ export async function readLayout(extractDir: string): Promise<DatasetLayout> {
       splits[split] = dirs;
     }
   }
-  return { root: base, dataYaml: shown, names, splits, warnings };
+  return { root: base, dataYaml: shown, names, splits, ...(keypoints ? { keypoints } : {}), warnings };
 }
 
-/** The data.yaml the worker gets: absolute paths, names as a list, nc; nothing else. */
+/** The data.yaml the worker gets: absolute paths, names as a list, nc, the keypoint keys of a pose dataset; nothing else. */
 export function renderDataYaml(layout: DatasetLayout): string {
   const one = (dirs: string[]) => (dirs.length === 1 ? dirs[0]! : dirs);
   const doc: Record<string, unknown> = {
@@ -212,5 +290,11 @@ export function renderDataYaml(layout: DatasetLayout): string {
   if (layout.splits.test?.length) doc.test = one(layout.splits.test);
   doc.nc = layout.names.length;
   doc.names = layout.names;
+  const kp = layout.keypoints;
+  if (kp) {
+    doc.kpt_shape = [...kp.kpt_shape];
+    if (kp.flip_idx) doc.flip_idx = kp.flip_idx;
+    if (kp.kpt_names) doc.kpt_names = kp.kpt_names;
+  }
   return YAML.stringify(doc);
 }
