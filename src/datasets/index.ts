@@ -66,7 +66,8 @@ const inside = (root: string, p: string) => p === root || p.startsWith(root + pa
 
 type Marker = { version?: number; format?: DatasetFormat; data?: string; info?: DatasetInfo; warnings?: string[] };
 
-async function readPrepared(jobDir: string): Promise<PreparedDataset | null> {
+/** What a job's dataset step prepared, when it finished (its marker and files are there); else null. */
+export async function readPrepared(jobDir: string): Promise<PreparedDataset | null> {
   const p = datasetPaths(jobDir);
   try {
     const stored = JSON.parse(await readFile(p.marker, 'utf8')) as Marker;

@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../core/config.js';
 import type { Logger } from '../core/logger.js';
+import { readPrepared } from '../datasets/index.js';
 import type { Database } from '../db/client.js';
 import type { JobRow, ModelExportRow, ModelRow } from '../db/schema.js';
 import type { Engines } from '../engines/index.js';
@@ -176,10 +177,9 @@ export class ModelRegistry {
   }
 
   /** What the model's source job trained on, when its files are still here (the export check predicts on it). */
-  private sourceData(model: ModelRow): string | null {
+  private async sourceData(model: ModelRow): Promise<string | null> {
     if (!model.sourceJobId) return null;
-    const marker = path.join(this.opts.files.dir(model.sourceJobId), 'data.yaml');
-    return fs.existsSync(marker) ? marker : null;
+    return (await readPrepared(this.opts.files.dir(model.sourceJobId)))?.data ?? null;
   }
 
   private async runExport(engine: AnyEngine, model: ModelRow, format: string): Promise<ModelExportRow> {
@@ -198,7 +198,7 @@ export class ModelRegistry {
         train_args: model.trainArgs ?? {},
         out_dir: dir,
         cache_dir: this.cacheDir(engine),
-        data: this.sourceData(model),
+        data: await this.sourceData(model),
         check_image: null,
       },
       workDir: dir,

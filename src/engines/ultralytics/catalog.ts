@@ -12,7 +12,7 @@
  * Every key of default.yaml falls in one of these roles:
  *   train    – a training argument a config may set (developer mode; user mode: USER_KEYS);
  *   server   – trainhook sets it itself (task, data, project, name…): an error in a config;
- *   task     – real, but used by another task (pose, classify, obb; segment-only keys in detect);
+ *   task     – real, but used by another task only (pose keys in detect, mask keys in classify…);
  *   other    – real, but not a training argument (predict, visualize, export, tracker settings).
  */
 import fs from 'node:fs';
@@ -21,7 +21,7 @@ import { z } from 'zod';
 
 export const FRAMEWORKS = ['ultralytics'] as const;
 export type Framework = (typeof FRAMEWORKS)[number];
-export const CONFIG_TASKS = ['detect', 'segment'] as const;
+export const CONFIG_TASKS = ['detect', 'segment', 'classify', 'pose', 'obb'] as const;
 export type ConfigTask = (typeof CONFIG_TASKS)[number];
 export const CONFIG_MODES = ['user', 'developer'] as const;
 export type ConfigMode = (typeof CONFIG_MODES)[number];
@@ -93,8 +93,8 @@ export const SERVER_KEYS: Record<string, string> = {
   cfg: 'a config file on the server is not accepted: send its keys instead',
 };
 
-/** Real training arguments of the tasks trainhook does not train. */
-const OTHER_TASK_KEYS: Record<string, string> = {
+/** Training arguments only one task uses, and that task. */
+const TASK_ONLY_KEYS: Record<string, ConfigTask> = {
   dropout: 'classify',
   auto_augment: 'classify',
   erasing: 'classify',
@@ -102,8 +102,11 @@ const OTHER_TASK_KEYS: Record<string, string> = {
   kobj: 'pose',
   rle: 'pose',
   angle: 'obb',
+  overlap_mask: 'segment',
+  mask_ratio: 'segment',
+  copy_paste: 'segment',
+  copy_paste_mode: 'segment',
 };
-const SEGMENT_ONLY = new Set(['overlap_mask', 'mask_ratio', 'copy_paste', 'copy_paste_mode']);
 /** In the Val/Test section but unused by training (inference-time switches). */
 const NOT_TRAINING = new Set(['half', 'dnn']);
 const NON_TRAIN_SECTIONS = new Set([
@@ -125,9 +128,8 @@ export function keyRole(key: string, task: ConfigTask): KeyRole {
   if (key in SERVER_KEYS) return { role: 'server', reason: SERVER_KEYS[key]! };
   const arg = catalogArg(key);
   if (!arg) return { role: 'unknown' };
-  const otherTask = OTHER_TASK_KEYS[key];
-  if (otherTask) return { role: 'task', task: otherTask };
-  if (task !== 'segment' && SEGMENT_ONLY.has(key)) return { role: 'task', task: 'segment' };
+  const owner = TASK_ONLY_KEYS[key];
+  if (owner && owner !== task) return { role: 'task', task: owner };
   if (NOT_TRAINING.has(key) || NON_TRAIN_SECTIONS.has(arg.section)) return { role: 'other', section: arg.section };
   return { role: 'train' };
 }

@@ -35,7 +35,16 @@ export function configToWorkerArgs(config: Record<string, unknown>, device: stri
   return args;
 }
 
-/** The seed 003 model_config fields a config job is described by (job row, callbacks, pages). */
+/** The architecture a task trains from scratch when a config names none. */
+export const DEFAULT_MODEL: Record<ConfigTask, string> = {
+  detect: 'yolo11n.yaml',
+  segment: 'yolo11n-seg.yaml',
+  classify: 'yolo11n-cls.yaml',
+  pose: 'yolo11n-pose.yaml',
+  obb: 'yolo11n-obb.yaml',
+};
+
+/** The model_config fields a config job is described by (job row, callbacks, pages). */
 export function modelConfigView(name: string, task: ConfigTask, config: Record<string, unknown>) {
   const num = (key: string, fallback: number) => (typeof config[key] === 'number' ? (config[key] as number) : fallback);
   const augmentation: Record<string, number> = {};
@@ -45,7 +54,7 @@ export function modelConfigView(name: string, task: ConfigTask, config: Record<s
   return {
     name,
     task,
-    base_model: typeof config['model'] === 'string' ? (config['model'] as string) : task === 'segment' ? 'yolo11n-seg.yaml' : 'yolo11n.yaml',
+    base_model: typeof config['model'] === 'string' ? (config['model'] as string) : DEFAULT_MODEL[task],
     epochs: num('epochs', 100),
     batch_size: num('batch', 16),
     image_size: num('imgsz', 640),

@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from predict import class_names, detections_of, load_model, prepare
+from predict import class_names, classifications_of, detections_of, load_model, prepare
 from runtime import JobFailure as ToolError
 from runtime import Runtime
 
@@ -76,6 +76,13 @@ def check_image(spec: dict[str, Any]) -> Path:
     if spec.get("check_image"):
         return Path(spec["check_image"])
     data_yaml = spec.get("data")
+    if data_yaml and Path(data_yaml).is_dir():
+        # A classify dataset: its validation folder, as Ultralytics picks it.
+        for split in ("val", "validation", "valid", "test"):
+            folder = Path(data_yaml) / split
+            images = sorted(x for x in folder.rglob("*") if x.suffix.lower() in IMAGE_SUFFIXES and x.is_file()) if folder.is_dir() else []
+            if images:
+                return images[0]
     if data_yaml and Path(data_yaml).is_file():
         import yaml
 
@@ -115,10 +122,12 @@ def run(spec: dict[str, Any], em: Runtime) -> None:
     image = check_image(spec)
     names = class_names(model)
     kwargs = dict(imgsz=imgsz, conf=CHECK_CONF / 2, iou=0.7, device="cpu", verbose=False)
+    # A classifier's "detections" are its top-5 classes, compared by class and confidence (no boxes).
+    records = (lambda r, n: [{**c, "box": [0.0, 0.0, 1.0, 1.0]} for c in classifications_of(r, n)]) if spec["task"] == "classify" else detections_of
     try:
-        reference = detections_of(model.predict(str(image), **kwargs)[0], names)
+        reference = records(model.predict(str(image), **kwargs)[0], names)
         exported_model = load_model(str(out), spec["task"])
-        exported = detections_of(exported_model.predict(str(image), **kwargs)[0], class_names(exported_model))
+        exported = records(exported_model.predict(str(image), **kwargs)[0], class_names(exported_model))
     except ToolError:
         raise
     except Exception as e:

@@ -75,15 +75,27 @@ def class_names(model: Any) -> list[str]:
 
 
 def detections_of(result: Any, names: list[str]) -> list[dict[str, Any]]:
-    """One Ultralytics Results → detection records, in Ultralytics' order (confidence, descending)."""
+    """One Ultralytics Results → detection records, in Ultralytics' order (confidence, descending).
+
+    Every record has the axis-aligned box; segment adds the polygon, pose the keypoints
+    ([x, y, confidence] per keypoint, or [x, y] without a visibility channel), obb the four
+    corners of the rotated box and its angle (radians). A classify result has no detections
+    (see classifications_of).
+    """
     out: list[dict[str, Any]] = []
-    boxes = result.boxes
+    obb = getattr(result, "obb", None)
+    boxes = obb if obb is not None else result.boxes
     if boxes is None or len(boxes) == 0:
         return out
     xyxy = boxes.xyxy.cpu().numpy().tolist()
     conf = boxes.conf.cpu().numpy().tolist()
     cls = boxes.cls.cpu().numpy().astype(int).tolist()
     polygons = result.masks.xy if getattr(result, "masks", None) is not None else None
+    keypoints = getattr(result, "keypoints", None)
+    kxy = keypoints.xy.cpu().numpy().tolist() if keypoints is not None else None
+    kconf = keypoints.conf.cpu().numpy().tolist() if keypoints is not None and keypoints.conf is not None else None
+    corners = obb.xyxyxyxy.cpu().numpy().tolist() if obb is not None else None
+    angles = obb.xywhr[:, 4].cpu().numpy().tolist() if obb is not None else None
     for i, (box, c, k) in enumerate(zip(xyxy, conf, cls)):
         det: dict[str, Any] = {
             "class_id": int(k),
@@ -93,8 +105,27 @@ def detections_of(result: Any, names: list[str]) -> list[dict[str, Any]]:
         }
         if polygons is not None:
             det["polygon"] = [[float(x), float(y)] for x, y in polygons[i].tolist()]
+        if kxy is not None:
+            det["keypoints"] = [
+                [float(x), float(y), float(kconf[i][j])] if kconf is not None else [float(x), float(y)]
+                for j, (x, y) in enumerate(kxy[i])
+            ]
+        if corners is not None:
+            det["corners"] = [[float(x), float(y)] for x, y in corners[i]]
+            det["angle"] = float(angles[i])
         out.append(det)
     return out
+
+
+def classifications_of(result: Any, names: list[str]) -> list[dict[str, Any]]:
+    """A classify result's top 5 classes, most confident first."""
+    probs = getattr(result, "probs", None)
+    if probs is None:
+        return []
+    return [
+        {"class_id": int(k), "class_name": names[k] if 0 <= k < len(names) else f"class_{k}", "confidence": float(probs.data[k])}
+        for k in probs.top5
+    ]
 
 
 def predict(spec: dict[str, Any], model: Any) -> dict[str, Any]:
@@ -121,6 +152,7 @@ def predict(spec: dict[str, Any], model: Any) -> dict[str, Any]:
                 "seconds": time.perf_counter() - started,
                 "speed_ms": {k: float(v) for k, v in (r.speed or {}).items() if v is not None},
                 "detections": detections_of(r, names),
+                **({"classifications": classifications_of(r, names)} if getattr(r, "probs", None) is not None else {}),
             })
         except Exception as e:  # one unreadable image does not hide the others' results
             traceback.print_exc()

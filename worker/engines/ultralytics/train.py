@@ -34,6 +34,8 @@ RESUME_OVERRIDABLE = (
     "imgsz", "batch", "device", "close_mosaic", "save_period", "workers", "cache",
     "patience", "time", "freeze", "val", "plots",
 )
+# The architecture file of a task beside its detect one: yolo11n.yaml → yolo11n-pose.yaml.
+TASK_SUFFIX = {"segment": "-seg", "classify": "-cls", "pose": "-pose", "obb": "-obb"}
 # Arguments the worker sets itself.
 RESERVED_ARGS = ("data", "project", "name", "resume", "model", "save_dir", "mode", "task")
 
@@ -243,11 +245,13 @@ class Worker:
         cfg = loadable(path.name)
         if cfg is None:
             raise ModelError(f"model config {path.name} not found: neither {path} nor a config shipped with Ultralytics")
-        if self.spec["task"] == "segment" and guess_model_task(cfg) == "detect":
-            seg_name = f"{path.stem}-seg{path.suffix}"
-            if loadable(seg_name) is not None:
-                self.em.emit("warning", message=f"{path.name} is a detect model; using {seg_name} for the segment task")
-                return seg_name
+        task = self.spec["task"]
+        suffix = TASK_SUFFIX.get(task)
+        if suffix and guess_model_task(cfg) == "detect":
+            variant = f"{path.stem}{suffix}{path.suffix}"
+            if loadable(variant) is not None:
+                self.em.emit("warning", message=f"{path.name} is a detect model; using {variant} for the {task} task")
+                return variant
         return path.name
 
     def finish(self, model: Any) -> None:
