@@ -77,7 +77,6 @@ import { fileURLToPath } from 'node:url';
 import { setupPython } from '../scripts/setup-python.mjs';
 import { ResourcesSchema } from '../src/jobs/request.js';
 import { UltralyticsModelConfigSchema } from '../src/engines/ultralytics/request.js';
-import { ultralyticsDevice } from '../src/scheduler/devices.js';
 import { toUltralyticsArgs } from '../src/engines/ultralytics/args.js';
 import { serveFile, startFileServer } from '../test/helpers/file-server.js';
 import { TOKEN, api, startChildServer, type ChildServer } from '../test/helpers/server.js';
@@ -591,7 +590,7 @@ async function main(): Promise<void> {
       resources: { device: 'cpu', workers: 0 },
     };
     // The scheduler's slot on a DEVICES=cpu server is 'cpu'; the engine maps it the same way.
-    const args = toUltralyticsArgs(UltralyticsModelConfigSchema.parse(body.model_config), ResourcesSchema.parse(body.resources), ultralyticsDevice('cpu'));
+    const args = toUltralyticsArgs(UltralyticsModelConfigSchema.parse(body.model_config), ResourcesSchema.parse(body.resources), 'cpu');
     say(`args: ${JSON.stringify(args)}`);
 
     // Config dirs for both, warmed the same way; the server's is where its worker looks.

@@ -1,5 +1,5 @@
 /*
- * A stream that stays open (seed 003 §17.7): on an error the EventSource is closed and opened
+ * A stream that stays open: on an error the EventSource is closed and opened
  * again after 1 s, 2 s, 4 s … up to 30 s (with jitter), resuming from the last event id it saw
  * (?last_event_id=, since a new EventSource does not send Last-Event-ID itself). A stream that
  * stays silent for three heartbeats is treated as dead too (a half-open mobile connection).

@@ -173,7 +173,12 @@ describe('config endpoints', () => {
     assert.equal(user.json.config.model, 'yolo11n-seg.yaml');
     assert.equal(user.json.config.overlap_mask, true);
 
-    assert.equal((await call('/api/v1/config/default?task=pose')).status, 400);
+    const pose = await call('/api/v1/config/default?task=pose');
+    assert.equal(pose.status, 200, 'every Ultralytics task has a base config');
+    assert.equal(pose.json.config.model, 'yolo11n-pose.yaml');
+    assert.equal(pose.json.config.kobj, 1);
+    assert.ok(!('overlap_mask' in pose.json.config), 'a segment-only key is not in the pose base');
+    assert.equal((await call('/api/v1/config/default?task=depth')).status, 400);
     assert.equal((await call('/api/v1/config/default?mode=expert')).status, 400);
     assert.equal((await call('/api/v1/config/default?framework=mmdet')).status, 400);
     assert.equal((await api(server.url, '')('/api/v1/config/default')).status, 401);

@@ -1,5 +1,5 @@
 /**
- * Callback delivery metrics (SPEC §2: "callback deliveries by outcome"), registered on the
+ * Callback delivery metrics (deliveries by outcome, latency), registered on the
  * server's own registry so they appear on GET /metrics next to the others.
  */
 import { Counter, Histogram, type Registry } from 'prom-client';

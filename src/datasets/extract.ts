@@ -6,7 +6,7 @@
  * (headers are only used to refuse early), and the CRC-32 of every file is checked (yauzl
  * does not).
  *
- * Error codes (SPEC §4):
+ * Error codes:
  *  - DATASET_CORRUPTED: the archive cannot be read: not a ZIP, truncated, bad CRC, broken
  *    deflate data, sizes that disagree with the data.
  *  - DATASET_INVALID, details {entry, reason}: a readable archive with a hostile or unsupported

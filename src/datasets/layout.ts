@@ -1,6 +1,6 @@
 /**
  * Finds a dataset's data.yaml and resolves it to absolute, checked split folders, then
- * writes the normalized data.yaml the worker trains from (SPEC §4, §5).
+ * writes the normalized data.yaml the worker trains from.
  *
  * Accepted: the Ultralytics layout (images/{train,val} + labels/…, or any folders named in
  * data.yaml relative to it) and the Roboflow export ({train,valid,test}/{images,labels} with

@@ -1,5 +1,5 @@
 /**
- * Authentication of incoming requests (SPEC §2): a bearer token on every /api route, and when
+ * Authentication of incoming requests: a bearer token on every /api route, and when
  * REQUEST_SIGNING_SECRET is set, an HMAC signature on POST /api/v1/train with a timestamp
  * window and refusal of a signature seen before (on every node: the seen set is in the DB).
  */

@@ -1,5 +1,5 @@
 /**
- * What the API says about a job (SPEC §2). status is what the upstream app stores; the
+ * What the API says about a job. status is what the upstream app stores; the
  * internal states claimed and running both read as "training". Secrets never appear here.
  */
 import type { JobRow, JobState } from '../db/schema.js';

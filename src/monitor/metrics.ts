@@ -1,5 +1,5 @@
 /**
- * Prometheus metrics (SPEC §2). One registry per server instance, so tests can run several
+ * Prometheus metrics. One registry per server instance, so tests can run several
  * servers in one process without their counters colliding.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';

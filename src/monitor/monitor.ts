@@ -2,7 +2,7 @@
  * Samples the host every MONITOR_INTERVAL_SECONDS: CPU, RAM and disk always, GPUs through
  * nvidia-smi when the machine has it. The latest sample feeds the status page, the dashboard
  * stream and the gpu_* gauges; for every job this node runs, the sample of its device is written
- * into the job's `resources` column (what progress callbacks carry, seed 003 §4.2.1) with the
+ * into the job's `resources` column (what progress callbacks carry) with the
  * job's peaks, and crossing a threshold (GPU temperature, GPU memory) is written to the job's
  * log and the server log.
  *
@@ -21,7 +21,7 @@ export interface ResourceSample {
   gpuError: string | null;
 }
 
-/** The `resources` block of a running job: the three keys of seed 003 §4.2.1, then extras. */
+/** The `resources` block of a running job: the three keys upstream apps read first, then extras. */
 export interface JobResources {
   gpu_utilization: number | null;
   memory_used_gb: number | null;

@@ -37,8 +37,3 @@ export async function resolveDevices(setting: string): Promise<string[]> {
   const gpus = await listGpus();
   return gpus.length ? gpus.map((g) => `cuda:${g.index}`) : ['cpu'];
 }
-
-/** Ultralytics' device argument for one of our device names. */
-export function ultralyticsDevice(device: string): string {
-  return device.startsWith('cuda:') ? device.slice('cuda:'.length) : device;
-}

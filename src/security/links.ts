@@ -1,5 +1,5 @@
 /**
- * Signed, expiring download links (SPEC §2): the model and artifacts a completed callback
+ * Signed, expiring download links: the model and artifacts a completed callback
  * points to are served at
  *
  *   /downloads/<job id>/<file name>?exp=<unix seconds>&sig=<base64url HMAC-SHA256>

@@ -1,5 +1,5 @@
 /**
- * Incoming request signatures (SPEC §2):
+ * Incoming request signatures:
  *   X-Trainhook-Timestamp: <unix seconds>
  *   X-Trainhook-Signature: v1=<hex HMAC-SHA256(secret, timestamp + "." + raw body)>
  * Verification returns a result instead of throwing; the caller maps it to 401. Several

@@ -1,5 +1,5 @@
 /**
- * The status pages (SPEC §6, seed 003 §5): GET / (dashboard) and GET /jobs/{id} (one job),
+ * The status pages: GET / (dashboard) and GET /jobs/{id} (one job),
  * the login form, Cancel and Download logs, the partial the dashboard reloads, static assets,
  * and (through registerStreams) the live streams the pages listen to.
  */

@@ -1,4 +1,4 @@
-/** The callback deliveries of a job, with every attempt, and the redeliver action (SPEC §3). */
+/** The callback deliveries of a job, with every attempt, and the redeliver action. */
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import { listCallbackEvents, redeliverCallback } from '../../callbacks/sql/read.js';
 import { OUTBOX_STATES } from '../../db/schema.js';

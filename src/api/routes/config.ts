@@ -30,7 +30,6 @@ const FieldSchema = z
     type: z.string(),
     value: z.unknown().openapi({ description: "The base config's value" }),
     default: z.unknown().openapi({ description: "The engine library's own default" }),
-    ultralytics_default: z.unknown().optional().openapi({ description: 'Ultralytics engine: the same as default' }),
     min: z.number().optional(),
     max: z.number().optional(),
     exclusiveMin: z.boolean().optional(),
@@ -41,7 +40,8 @@ const FieldSchema = z
     section: z.string(),
     description: z.string().nullable(),
   })
-  .openapi('ConfigField');
+  .catchall(z.unknown())
+  .openapi('ConfigField', { description: 'An engine may add fields of its own (the Ultralytics engine: ultralytics_default).' });
 
 const defaultRoute = (frameworks: [string, ...string[]]) =>
   createRoute({
@@ -60,13 +60,14 @@ const defaultRoute = (frameworks: [string, ...string[]]) =>
               task: z.string(),
               mode: z.string(),
               version: z.string().openapi({ description: "The pinned version of the engine's library" }),
-              ultralytics_version: z.string().optional(),
               editable: z.array(z.string()),
               fields: z.array(FieldSchema),
               config: z.record(z.string(), z.unknown()),
               yaml: z.string(),
               command: z.string().nullable(),
-            }),
+            })
+            .catchall(z.unknown())
+            .openapi({ description: 'An engine may add fields of its own (the Ultralytics engine: ultralytics_version).' }),
           },
         },
       },
@@ -98,14 +99,14 @@ const ResolvedSchema = z
     task: z.string(),
     mode: z.string(),
     version: z.string(),
-    ultralytics_version: z.string().optional(),
     config: z.record(z.string(), z.unknown()).openapi({ description: 'Send as `config` to POST /api/v1/train' }),
     changed: z.record(z.string(), z.object({ from: z.unknown(), to: z.unknown() })),
     yaml: z.string().openapi({ description: 'The base YAML with the resolved values (comments kept)' }),
     command: z.string().nullable().openapi({ example: 'yolo detect train data=data.yaml model=yolo11n.yaml epochs=50 patience=50' }),
     argv: z.array(z.string()).nullable(),
   })
-  .openapi('ResolvedConfig');
+  .catchall(z.unknown())
+  .openapi('ResolvedConfig', { description: 'An engine may add fields of its own (the Ultralytics engine: ultralytics_version).' });
 
 const resolveRoute = (frameworks: [string, ...string[]]) =>
   createRoute({

@@ -259,7 +259,7 @@ export function registerModels(app: OpenAPIHono, deps: AppDeps): void {
     path: '/api/v1/models/{id}/predict',
     summary: 'Predict on uploaded images (multipart/form-data) in a worker process',
     description:
-      'Every file field of the form is an image (any field name, e.g. images). Options (format, conf, iou, imgsz, max_det) come from the query string, or as form fields. json: seed 001 §6.2 records (bbox = [x1, y1, x2, y2] in pixels, polygon for segment models); csv: one row per detection; coco: images/annotations/categories. The body limit is PREDICT_MAX_BYTES.',
+      'Every file field of the form is an image (any field name, e.g. images). Options (format, conf, iou, imgsz, max_det) come from the query string, or as form fields. json: one record per image (bbox = [x1, y1, x2, y2] in pixels; polygon for segment, keypoints for pose, corners for obb, top-5 classifications for classify); csv: one row per detection (per class for classify); coco: images/annotations/categories. The body limit is PREDICT_MAX_BYTES.',
     security: [{ bearer: [] }],
     request: {
       params: ModelIdParam,

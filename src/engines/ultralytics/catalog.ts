@@ -26,7 +26,7 @@ export type ConfigTask = (typeof CONFIG_TASKS)[number];
 export const CONFIG_MODES = ['user', 'developer'] as const;
 export type ConfigMode = (typeof CONFIG_MODES)[number];
 
-/** User mode (seed 004): the safe subset. `model` (the base model) is open in both modes. */
+/** User mode: the safe subset a non-expert may change. `model` (the base model) is open in both modes. */
 export const USER_KEYS = ['model', 'epochs', 'imgsz', 'batch', 'amp', 'patience', 'device'] as const;
 
 /** Base configs and the argument catalog, beside this module. */

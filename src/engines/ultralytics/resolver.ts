@@ -1,5 +1,5 @@
 /**
- * Base configs and the resolver (seed 004 "Config Base and Resolver").
+ * Base configs and the resolver: a base config per task, and overrides merged onto it.
  *
  * A base config is a YAML file per task (presets/<task>.yaml beside this module).
  * resolveConfig merges a base (the file, or a previously resolved config sent back as

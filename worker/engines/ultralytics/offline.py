@@ -1,6 +1,7 @@
 """Keeps Ultralytics offline: environment before import, settings, fonts, the CUDA AMP check.
 
-See shared/ULTRALYTICS.md ("Keep it offline"). `prepare_environment` must run BEFORE
+Ultralytics reads switches at import, fetches fonts and weights on its own, and phones home
+unless told not to. `prepare_environment` must run BEFORE
 `import ultralytics`; `configure_settings` and `patch_amp_check` right after it.
 """
 
