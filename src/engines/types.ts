@@ -171,6 +171,8 @@ export interface Engine<MC extends ModelConfigBase = ModelConfigBase> {
     train: string;
     export?: string;
     predict?: string;
+    /** Checks a base model file before use: answers the task it was built for (else it fails). */
+    checkWeights?: string;
   };
   files: {
     /** Checkpoints in the run folder, as glob patterns relative to it. */

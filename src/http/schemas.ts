@@ -35,6 +35,13 @@ export const JobSchema = z
     dataset_info: z.unknown(),
     model: z.unknown(),
     artifacts: z.array(z.object({ name: z.string(), size: z.number() })),
+    config: z.object({
+      framework: z.string(),
+      task: z.string(),
+      base_model: z.string().nullable(),
+      base_model_source: z.string().nullable().openapi({ description: 'Where the base model file came from (a URL, model:<id>, a placed file)' }),
+      base_model_sha256: z.string().nullable(),
+    }),
     links: LinksSchema,
   })
   .passthrough()

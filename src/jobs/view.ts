@@ -36,7 +36,7 @@ export function shownProgress(row: Pick<JobRow, 'progress'>): number {
 }
 
 export function jobView(row: JobRow, extra: { baseUrl: string; queuePosition?: number }) {
-  const request = row.request as { model_config?: { base_model?: string; task?: string } };
+  const request = row.request as { model_config?: { base_model?: string | null } };
   return {
     job_id: row.id,
     name: row.name,
@@ -57,8 +57,12 @@ export function jobView(row: JobRow, extra: { baseUrl: string; queuePosition?: n
     model: row.model ?? null,
     artifacts: row.artifacts?.map((a) => ({ name: a.name, size: a.size })) ?? [],
     config: {
-      task: request.model_config?.task ?? 'detect',
+      framework: row.engine,
+      task: row.task,
       base_model: request.model_config?.base_model ?? null,
+      /** Where the base model file came from and its sha256, once the job has fetched it. */
+      base_model_source: row.baseModel?.source ?? null,
+      base_model_sha256: row.baseModel?.sha256 ?? null,
     },
     callback_url: row.callbackUrl,
     links: jobLinks(extra.baseUrl, row.id),

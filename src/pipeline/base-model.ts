@@ -9,6 +9,11 @@
  * ask for the same file at the same time share one download, and later jobs reuse the file.
  * BASE_MODEL_MIRROR=<prefix> fetches `<prefix><name>` instead of the official URL, for sites
  * without internet. A pinned sha256 is checked on every use, cached or not.
+ *
+ * Before a file is first used, the engine checks that it loads (an HTML error page saved under a
+ * weight's name must not poison every later job) and says which task it was built for; the
+ * answer is kept beside the file (`<file>.check.json`, keyed by its sha256), so later jobs do not
+ * pay for the check. A file that does not load is removed when trainhook downloaded it.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -20,6 +25,10 @@ import { sha256File } from '../registry/files.js';
 
 export interface BaseModelOptions {
   workdir: string;
+  /** The job's task: a file built for another one is refused. */
+  task: string;
+  /** The engine's check of a weights file: the task it was built for; throws a JobError when it does not load. */
+  check?: (file: string) => Promise<{ task: string }>;
   dispatcher: Dispatcher;
   maxBytes: number;
   timeoutMs: number;
@@ -42,26 +51,45 @@ export function baseModelsDir(workdir: string): string {
   return path.join(workdir, 'base-models');
 }
 
-/** Downloads in flight on this node, by destination: a second job waits for the first's. */
-const inFlight = new Map<string, Promise<void>>();
+/** Downloads and checks in flight on this node, by file: a second job waits for the first's. */
+const inFlight = new Map<string, Promise<unknown>>();
 
-async function fetchOnce(url: string, dest: string, opts: BaseModelOptions): Promise<void> {
-  let running = inFlight.get(dest);
+function once<T>(key: string, work: () => Promise<T>): Promise<T> {
+  let running = inFlight.get(key) as Promise<T> | undefined;
   if (!running) {
-    running = (async () => {
-      fs.mkdirSync(path.dirname(dest), { recursive: true });
-      await downloadToFile(url, dest, {
-        dispatcher: opts.dispatcher,
-        maxBytes: opts.maxBytes,
-        timeoutMs: opts.timeoutMs,
-        retries: opts.retries,
-        signal: opts.signal,
-        errorCode: 'MODEL_DOWNLOAD_FAILED',
-      });
-    })().finally(() => inFlight.delete(dest));
-    inFlight.set(dest, running);
+    running = work().finally(() => inFlight.delete(key));
+    inFlight.set(key, running);
   }
-  await running;
+  return running;
+}
+
+async function fetchFile(url: string, dest: string, opts: BaseModelOptions): Promise<void> {
+  fs.mkdirSync(path.dirname(dest), { recursive: true });
+  await downloadToFile(url, dest, {
+    dispatcher: opts.dispatcher,
+    maxBytes: opts.maxBytes,
+    timeoutMs: opts.timeoutMs,
+    retries: opts.retries,
+    signal: opts.signal,
+    errorCode: 'MODEL_DOWNLOAD_FAILED',
+  });
+}
+
+/** The task a file was built for: from its check record when its sha256 still matches, else checked now. */
+async function checkedTask(file: string, sha256: string, opts: BaseModelOptions): Promise<string | null> {
+  if (!opts.check) return null;
+  const record = `${file}.check.json`;
+  try {
+    const stored = JSON.parse(fs.readFileSync(record, 'utf8')) as { sha256?: string; task?: string };
+    if (stored.sha256 === sha256 && typeof stored.task === 'string') return stored.task;
+  } catch {
+    /* no record yet */
+  }
+  const { task } = await opts.check(file);
+  const tmp = `${record}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify({ sha256, task, checked_at: new Date().toISOString() }));
+  fs.renameSync(tmp, record);
+  return task;
 }
 
 export async function resolveBaseModel(source: BaseModelSource, opts: BaseModelOptions): Promise<ResolvedBaseModel> {
@@ -84,35 +112,53 @@ export async function resolveBaseModel(source: BaseModelSource, opts: BaseModelO
     case 'file': {
       const dest = path.join(baseModelsDir(opts.workdir), source.file);
       const url = opts.mirror && source.mirrorName ? `${opts.mirror}${source.mirrorName}` : source.url;
-      if (!fs.existsSync(dest)) {
-        if (!url) {
-          throw new JobError(
-            'MODEL_DOWNLOAD_FAILED',
-            `base model ${source.file} is not on this server: place the file at ${dest}, or name a model this engine can download`,
-            { base_model: source.file, expected_path: dest },
-          );
-        }
-        try {
-          await fetchOnce(url, dest, opts);
-        } catch (err) {
-          if (err instanceof JobError) {
+      const { sha256, task } = await once(dest, async () => {
+        let downloaded = false;
+        if (!fs.existsSync(dest)) {
+          if (!url) {
             throw new JobError(
               'MODEL_DOWNLOAD_FAILED',
-              `could not download base model ${source.file} from ${url} (${err.message}); place the file at ${dest}${opts.mirror ? '' : ', or set BASE_MODEL_MIRROR to a server that has it'}`,
-              { base_model: source.file, url, expected_path: dest, cause: err.details ?? null },
-              { cause: err },
+              `base model ${source.file} is not on this server: place the file at ${dest}, or name a model this engine can download`,
+              { base_model: source.file, expected_path: dest },
             );
           }
+          try {
+            await fetchFile(url, dest, opts);
+            downloaded = true;
+          } catch (err) {
+            if (err instanceof JobError) {
+              throw new JobError(
+                'MODEL_DOWNLOAD_FAILED',
+                `could not download base model ${source.file} from ${url} (${err.message}); place the file at ${dest}${opts.mirror ? '' : ', or set BASE_MODEL_MIRROR to a server that has it'}`,
+                { base_model: source.file, url, expected_path: dest, cause: err.details ?? null },
+                { cause: err },
+              );
+            }
+            throw err;
+          }
+        }
+        const digest = await sha256File(dest);
+        try {
+          return { sha256: digest, task: await checkedTask(dest, digest, opts) };
+        } catch (err) {
+          // What we fetched is not a model: keep no copy for the next job to trip on.
+          if (downloaded) fs.rmSync(dest, { force: true });
           throw err;
         }
-      }
-      const sha256 = await sha256File(dest);
+      });
       if (source.sha256 && sha256 !== source.sha256) {
         throw new JobError('MODEL_DOWNLOAD_FAILED', `base model ${source.file} has sha256 ${sha256}, not the pinned ${source.sha256}`, {
           base_model: source.file,
           path: dest,
           sha256,
           expected_sha256: source.sha256,
+        });
+      }
+      if (task !== null && task !== opts.task) {
+        throw new JobError('MODEL_DOWNLOAD_FAILED', `base model ${source.file} is a ${task} model; this job's task is ${opts.task}`, {
+          base_model: source.file,
+          path: dest,
+          model_task: task,
         });
       }
       return { model: dest, source: url ?? dest, sha256 };

@@ -27,6 +27,7 @@ import type { ModelRegistry } from '../registry/service.js';
 import type { Executor, StopReason } from '../scheduler/scheduler.js';
 import type { WorkerEvent, WorkerSpec } from '../worker/protocol.js';
 import { resolvePython } from '../worker/python.js';
+import { runPythonTool, ToolError } from '../worker/tool.js';
 import { runWorker } from '../worker/training.js';
 import { resolveBaseModel } from './base-model.js';
 
@@ -87,6 +88,8 @@ export function createExecutor(ctx: PipelineContext): Executor {
       const request = jobRequest(running, engines);
       const { engine, modelConfig } = request;
       const spec = jobMetrics(engines, running);
+      const python = resolvePython(engine.python.requirements, config.enginePython[engine.name] ?? config.python);
+      const cacheDir = path.join(config.workdir, 'engines', engine.name);
 
       // Downloading 0→5
       if (!(await record({ phase, progress: 0 }, 'phase'))) return stopped();
@@ -111,15 +114,36 @@ export function createExecutor(ctx: PipelineContext): Executor {
       if (!(await record({ phase, progress: 5, datasetInfo: dataset.info as unknown as Record<string, unknown> }, 'phase'))) {
         return stopped();
       }
+      const checkWeights = engine.python.checkWeights;
       const base = await resolveBaseModel(engine.baseModel(modelConfig), {
         workdir: config.workdir,
+        task: modelConfig.task,
+        ...(checkWeights
+          ? {
+              check: async (file: string) => {
+                try {
+                  return await runPythonTool<{ task: string }>({
+                    python,
+                    entry: checkWeights,
+                    spec: { model: file, cache_dir: cacheDir },
+                    workDir: cacheDir,
+                    logFile: files.logFile(running.id),
+                    timeoutMs: 5 * 60_000,
+                    signal: stop,
+                  });
+                } catch (err) {
+                  throw err instanceof ToolError ? new JobError('MODEL_DOWNLOAD_FAILED', err.message, err.details) : err;
+                }
+              },
+            }
+          : {}),
         dispatcher,
         maxBytes: config.dataset.maxDownloadBytes,
         timeoutMs: config.dataset.downloadTimeoutMs,
         retries: config.dataset.downloadRetries,
         mirror: config.baseModelMirror,
         signal: stop,
-        registered: (id) => registry.weightsFor(id, engine.name),
+        registered: (id) => registry.weightsFor(id, engine.name, modelConfig.task),
       });
       if (stop.aborted) return stopped();
 
@@ -140,7 +164,7 @@ export function createExecutor(ctx: PipelineContext): Executor {
         data_format: dataset.format,
         run_dir: dir,
         resume: running.attempts > 1,
-        cache_dir: path.join(config.workdir, 'engines', engine.name),
+        cache_dir: cacheDir,
         device,
         args: trainArgs,
         progress_every_pct: 5,
@@ -220,7 +244,7 @@ export function createExecutor(ctx: PipelineContext): Executor {
       };
 
       const outcome = await runWorker(workerSpec, {
-        python: resolvePython(engine.python.requirements, config.enginePython[engine.name] ?? config.python),
+        python,
         entry: engine.python.train,
         specPath: files.specFile(running.id),
         logFile: files.logFile(running.id),

@@ -118,11 +118,12 @@ export class ModelRegistry {
     return registered;
   }
 
-  /** The weights a job of `engine` fine-tunes from (`base_model: "model:<id>"`), or why it cannot. */
-  async weightsFor(id: string, engine: string): Promise<string | { problem: string }> {
+  /** The weights a job of `engine` and `task` fine-tunes from (`base_model: "model:<id>"`), or why it cannot. */
+  async weightsFor(id: string, engine: string, task: string): Promise<string | { problem: string }> {
     const row = /^[\w-]{1,100}$/.test(id) ? await this.get(id) : undefined;
     if (!row) return { problem: `registered model ${id} not found (deleted, or registered on another node)` };
     if (row.framework !== engine) return { problem: `registered model ${id} was trained by ${row.framework}, not ${engine}` };
+    if (row.task !== task) return { problem: `registered model ${id} is a ${row.task} model; this job's task is ${task}` };
     const file = openableModelFile(this.workdir, row.id, row.fileName);
     return file ? file.path : { problem: `the weights of registered model ${id} are missing on this server (${path.join(modelDir(this.workdir, row.id), row.fileName)})` };
   }

@@ -88,6 +88,7 @@ export const ultralyticsEngine: Engine<UltralyticsModelConfig> = {
     train: `${WORKER}train.py`,
     export: `${WORKER}export.py`,
     predict: `${WORKER}predict.py`,
+    checkWeights: `${WORKER}check_weights.py`,
   },
   files: {
     checkpoints: ['weights/*.pt'],
