@@ -1,10 +1,10 @@
 /**
- * Ultralytics' other tasks end to end through the API: classify (a folder per class), pose
- * (keypoints with kpt_shape) and obb (4-corner lines), each on a dataset the test generates,
+ * Ultralytics' tasks end to end through the API: segment (polygons), classify (a folder per
+ * class), pose (keypoints with kpt_shape) and obb (4-corner lines), each on a dataset the test generates,
  * trained for real on the CPU. For each: the job completes, its epochs carry the metrics the
  * engine declares for the task, the signed callbacks verify, and the registered best model
  * exports to ONNX (checked by the server) and predicts with the task's own output.
- * Detect and segment have the same path in e2e-training.test.ts and registry.test.ts.
+ * Detect has the same path in registry.test.ts.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -23,9 +23,12 @@ const CLASSES = ['red-box', 'green-disc'];
 const SECRET = `whsec_${Buffer.alloc(32, 7).toString('base64')}`;
 const verifier = new Webhook(SECRET);
 
-type Task = 'classify' | 'pose' | 'obb';
+type Task = 'segment' | 'classify' | 'pose' | 'obb';
 /** What each task's prediction adds to a result, beside the common fields. */
 const PREDICTED: Record<Task, (result: any) => void> = {
+  segment: (r) => {
+    for (const d of r.detections) assert.ok(Array.isArray(d.polygon), JSON.stringify(d));
+  },
   classify: (r) => {
     assert.ok(Array.isArray(r.classifications) && r.classifications.length === CLASSES.length, JSON.stringify(r));
     assert.ok(CLASSES.includes(r.classifications[0].class_name));
@@ -41,7 +44,7 @@ const PREDICTED: Record<Task, (result: any) => void> = {
   },
 };
 
-describe('Ultralytics classify, pose and obb through the API', { timeout: 20 * 60_000 }, () => {
+describe('Ultralytics segment, classify, pose and obb through the API', { timeout: 20 * 60_000 }, () => {
   let files: string;
   let host: FileServer;
   let receiver: Receiver;
@@ -54,7 +57,7 @@ describe('Ultralytics classify, pose and obb through the API', { timeout: 20 * 6
     files = tempDir('trainhook-tasks-');
     host = await startFileServer();
     receiver = await startReceiver();
-    for (const task of ['pose', 'obb'] as const) {
+    for (const task of ['segment', 'pose', 'obb'] as const) {
       const root = path.join(files, task);
       await writeSyntheticDataset(root, { task, train: 16, val: 8, imgsz: 64, classes: CLASSES, seed: 11 });
       valImage.set(task, path.join(root, 'images', 'val', fs.readdirSync(path.join(root, 'images', 'val')).sort()[0]!));
@@ -62,7 +65,7 @@ describe('Ultralytics classify, pose and obb through the API', { timeout: 20 * 6
     const cls = path.join(files, 'classify');
     await writeSyntheticClassifyDataset(cls, { train: 16, val: 8, imgsz: 64, classes: CLASSES, seed: 11 });
     valImage.set('classify', path.join(cls, 'val', CLASSES[0]!, fs.readdirSync(path.join(cls, 'val', CLASSES[0]!)).sort()[0]!));
-    for (const task of ['classify', 'pose', 'obb'] as const) {
+    for (const task of ['segment', 'classify', 'pose', 'obb'] as const) {
       await zipDirectory(path.join(files, task), path.join(files, `${task}.zip`));
       host.route(`/${task}.zip`, serveFile(path.join(files, `${task}.zip`)));
     }
@@ -88,13 +91,13 @@ describe('Ultralytics classify, pose and obb through the API', { timeout: 20 * 6
     assert.equal(ul.config_schema.properties.framework.default, 'ultralytics');
   });
 
-  for (const task of ['classify', 'pose', 'obb'] as const) {
+  for (const task of ['segment', 'classify', 'pose', 'obb'] as const) {
     test(`${task}: trains, records its metrics, calls back, exports and predicts`, async () => {
       const spec = ultralyticsEngine.metrics(task);
       const submit = await call('/api/v1/train', {
         method: 'POST',
         json: trainBody({
-          model_config: { name: `tasks-${task}`, task, base_model: `yolo11n-${task === 'classify' ? 'cls' : task}.yaml`, epochs: 2, batch_size: 8, image_size: 64, seed: 1 },
+          model_config: { name: `tasks-${task}`, task, base_model: `yolo11n-${{ segment: 'seg', classify: 'cls', pose: 'pose', obb: 'obb' }[task]}.yaml`, epochs: 2, batch_size: 8, image_size: 64, seed: 1 },
           dataset: { url: host.url(`/${task}.zip`) },
           callback_url: `${receiver.url}/${task}`,
           callback_secret: SECRET,
@@ -143,7 +146,8 @@ describe('Ultralytics classify, pose and obb through the API', { timeout: 20 * 6
       PREDICTED[task](predicted.json.results[0]);
       const csv = await call(`/api/v1/models/${models[0].model_id}/predict?format=csv&conf=0.001`, { method: 'POST', body: form });
       assert.equal(csv.status, 200);
-      assert.match(csv.text.split('\r\n')[0]!, task === 'classify' ? /^image_path,rank,class_id/ : task === 'pose' ? /,keypoints$/ : /,corners$/);
+      const header = { segment: /,polygon$/, classify: /^image_path,rank,class_id/, pose: /,keypoints$/, obb: /,corners$/ }[task];
+      assert.match(csv.text.split('\r\n')[0]!, header);
     });
   }
 });
