@@ -30,6 +30,7 @@ import { jobResourceSink, jobTotals } from './monitor/jobs.js';
 import { SystemMonitor } from './monitor/monitor.js';
 import { resolveDevices } from './scheduler/devices.js';
 import { Scheduler, type Executor } from './scheduler/scheduler.js';
+import { signDownloadLink } from './security/links.js';
 import { loadServerSecrets } from './security/secrets.js';
 import { StreamHub, snapshotFromDatabase } from './stream/hub.js';
 import { ModelRegistry } from './registry/service.js';
@@ -71,6 +72,8 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     config.nodeId ??
     `${os.hostname()}:${crypto.createHash('sha256').update(config.workdir).digest('hex').slice(0, 8)}`;
   const events = new JobEvents(logger);
+  // Where this server listens, once it does: the base of links when PUBLIC_URL is unset.
+  let listenUrl = `http://${config.host}:${config.port}`;
   const engines = new Engines(overrides.engines ?? BUILTIN_ENGINES);
   const files = new JobFiles(config.workdir, engines);
   const queueSize = async () => {
@@ -100,6 +103,18 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
   const streams = new StreamHub({
     events,
     engines,
+    modelUrl: (job) => {
+      const name = files.modelName(job);
+      return name && files.open(job, name)
+        ? signDownloadLink({
+            key: secrets.linkSigningKey,
+            baseUrl: config.publicUrl ?? listenUrl,
+            jobId: job.id,
+            name,
+            ttlSeconds: config.downloadLinkTtlSeconds,
+          }).url
+        : null;
+    },
     monitor,
     loadSnapshot: snapshotFromDatabase(database),
     logger,
@@ -178,6 +193,7 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
   });
   const port = (server.address() as AddressInfo).port;
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  listenUrl = url;
 
   await callbacks.start(url);
   // Completed jobs whose model registration was lost (a crash right after completion).

@@ -5,6 +5,8 @@
  * dashboard stream, and the cut-off of a client that does not read.
  */
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { SseClient, encodeFrame } from '../src/stream/sse.js';
@@ -310,6 +312,31 @@ describe('SSE streams', () => {
     assert.equal(after.dropped_slow, before.dropped_slow + 1);
     assert.equal(after.clients, before.clients);
     await assert.rejects(res.body!.getReader().read(), /too slow/);
+  });
+});
+
+describe('the completed frame', () => {
+  test('carries model_url, a signed link that downloads the model', async () => {
+    const server = await startTestServer({ env: { RUN_JOBS: 'false' } });
+    try {
+      const drive = jobDriver(server, NODE);
+      const r = await api(server.url)('/api/v1/train', { method: 'POST', json: trainBody({ model_config: { name: 'done', epochs: 1 } }) });
+      const job = await drive.start();
+      assert.equal(job.id, r.json.job_id);
+      const es = await openSse(`${server.url}/stream/progress/${job.id}`);
+      await es.nextData(); // snapshot
+      const weights = path.join(server.deps.files.dir(job.id), 'weights', 'best.pt');
+      fs.mkdirSync(path.dirname(weights), { recursive: true });
+      fs.writeFileSync(weights, 'the weights');
+      await drive.finish(job.id, 'completed', { model: { best: weights, last: weights, size_bytes: 11, format: 'pytorch' } });
+      const done = await es.nextData();
+      assert.equal(done.event, 'completed');
+      assert.match(done.data.model_url, /^http:\/\/127\.0\.0\.1:\d+\/downloads\/.+\/best\.pt\?exp=\d+&sig=/);
+      assert.equal(await (await fetch(done.data.model_url)).text(), 'the weights');
+      es.close();
+    } finally {
+      await server.stop();
+    }
   });
 });
 

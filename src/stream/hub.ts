@@ -24,7 +24,7 @@ import type { JobChangeEvent, JobEvents } from '../jobs/events.js';
 import type { Logger } from '../core/logger.js';
 import type { ResourceSample } from '../monitor/monitor.js';
 import { resourcesView } from '../monitor/view.js';
-import { dashboardJobData, jobStreamEvent, progressData, terminalData } from './payload.js';
+import { dashboardJobData, jobStreamEvent, progressData, terminalData, type ModelUrl } from './payload.js';
 import type { Engines } from '../engines/index.js';
 import { jobMetrics } from '../jobs/metrics.js';
 import { Channel, SSE_HEADERS, SseClient, encodeFrame, type CloseReason, type Frame } from './sse.js';
@@ -38,6 +38,8 @@ export interface StreamHubOptions {
   events: JobEvents;
   /** Each job's engine declares which metrics its frames carry. */
   engines: Engines;
+  /** The `completed` frame's model_url: a signed download link of the job's model. */
+  modelUrl?: ModelUrl;
   monitor?: { onSample(l: (s: ResourceSample) => void): () => void; latest(): ResourceSample | null } | undefined;
   loadSnapshot(jobId: string): Promise<JobSnapshot | null>;
   logger: Logger;
@@ -184,7 +186,7 @@ export class StreamHub {
     const channel = this.channel(e.job.id);
     this.snapshots.delete(e.job.id);
     const spec = jobMetrics(this.opts.engines, e.job);
-    const { event, data } = jobStreamEvent(spec, e);
+    const { event, data } = jobStreamEvent(spec, e, this.opts.modelUrl);
     const seq = ++this.seq;
     channel.publish({ seq, bytes: encodeFrame({ id: `${this.boot}-${seq}`, event, data }) });
     const dseq = ++this.seq;
@@ -214,7 +216,7 @@ export class StreamHub {
         },
       ];
       if (TERMINAL.has(job.state)) {
-        out.push({ seq: 0, bytes: encodeFrame({ id, event: job.state, data: terminalData(jobMetrics(this.opts.engines, job), job) }) });
+        out.push({ seq: 0, bytes: encodeFrame({ id, event: job.state, data: terminalData(jobMetrics(this.opts.engines, job), job, this.opts.modelUrl) }) });
       }
       return out;
     });

@@ -44,7 +44,10 @@ export function progressData(spec: MetricsSpec, row: JobRow, change: JobChange |
   };
 }
 
-export function terminalData(spec: MetricsSpec, row: JobRow) {
+/** A completed job's model as a signed download link (null before completion or without a model). */
+export type ModelUrl = (row: JobRow) => string | null;
+
+export function terminalData(spec: MetricsSpec, row: JobRow, modelUrl?: ModelUrl) {
   const best = row.metricsBest ?? null;
   const current = row.metricsCurrent ?? null;
   const finals: Record<string, number | null> = {};
@@ -53,6 +56,7 @@ export function terminalData(spec: MetricsSpec, row: JobRow) {
     job_id: row.id,
     ...standing(row),
     ...finals,
+    ...(row.state === 'completed' ? { model_url: modelUrl?.(row) ?? null } : {}),
     metrics: { current, best },
     error: row.error ?? null,
     finished_at: row.finishedAt?.toISOString() ?? null,
@@ -61,9 +65,9 @@ export function terminalData(spec: MetricsSpec, row: JobRow) {
 }
 
 /** The one frame a job change becomes on its job's stream. */
-export function jobStreamEvent(spec: MetricsSpec, e: JobChangeEvent): { event: StreamEventName; data: unknown } {
+export function jobStreamEvent(spec: MetricsSpec, e: JobChangeEvent, modelUrl?: ModelUrl): { event: StreamEventName; data: unknown } {
   const event = streamEventName(e.change);
-  return { event, data: event === 'progress' ? progressData(spec, e.job, e.change, e.epoch) : terminalData(spec, e.job) };
+  return { event, data: event === 'progress' ? progressData(spec, e.job, e.change, e.epoch) : terminalData(spec, e.job, modelUrl) };
 }
 
 /** The dashboard's line about a job (event `job`). */
