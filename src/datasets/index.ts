@@ -5,7 +5,9 @@
  *   yolo      data.yaml found and resolved, every image and label checked for the task, and a
  *             normalized jobDir/data.yaml written;
  *   classify  no data.yaml: the class folders are found and checked (classify.ts), and the
- *             worker gets the folder holding train/ and val/.
+ *             worker gets the folder holding train/ and val/;
+ *   coco      an annotation JSON per split folder (coco.ts); the worker gets the folder holding
+ *             train/ and valid/.
  *
  * dataset-info.json is written last and atomically: it is the marker that the dataset is
  * ready. A job resumed after a restart finds it and skips the whole pipeline (the ZIP is gone
@@ -18,6 +20,7 @@ import type { Config } from '../core/config.js';
 import { JobError } from '../core/errors.js';
 import { checkDataset, type DatasetInfo, type DatasetTask } from './check.js';
 import { checkClassifyDataset, readClassifyLayout } from './classify.js';
+import { checkCocoDataset, looksLikeCoco, readCocoLayout } from './coco.js';
 import { downloadToFile } from './download.js';
 import { extractZip } from './extract.js';
 import type { DatasetFormat } from './formats.js';
@@ -75,8 +78,8 @@ export async function readPrepared(jobDir: string): Promise<PreparedDataset | nu
     // Markers written before classify existed have no format: they are yolo datasets.
     const format = stored.format ?? 'yolo';
     // Stored relative to the job folder, so a moved work directory still resolves.
-    const data = format === 'classify' && stored.data ? path.resolve(jobDir, stored.data) : p.dataYaml;
-    if (format === 'classify' && !inside(p.extracted, data)) return null;
+    const data = format !== 'yolo' && stored.data ? path.resolve(jobDir, stored.data) : p.dataYaml;
+    if (format !== 'yolo' && !inside(p.extracted, data)) return null;
     await Promise.all([stat(data), stat(p.extracted)]);
     return { data, format, dataYaml: format === 'yolo' ? p.dataYaml : null, info: stored.info, warnings: stored.warnings ?? [] };
   } catch {
@@ -143,20 +146,22 @@ export async function prepareDataset(
     onProgress: (done: number, total: number) => progress(0.9 + (0.1 * done) / Math.max(1, total)),
   };
   let prepared: PreparedDataset;
-  const format = chooseFormat(dataset.format, opts.formats);
-  if (format === 'classify') {
+  const format = await chooseFormat(dataset.format, opts.formats, p.extracted);
+  if (format === 'coco') {
+    const layout = await readCocoLayout(p.extracted);
+    const info = await checkCocoDataset(layout, { ...checkOpts, task: opts.task });
+    prepared = { data: layout.root, format, dataYaml: null, info, warnings: info.warnings };
+  } else if (format === 'classify') {
     const layout = await readClassifyLayout(p.extracted);
     const info = await checkClassifyDataset(layout, checkOpts);
     prepared = { data: layout.root, format, dataYaml: null, info, warnings: info.warnings };
-  } else if (format === 'yolo') {
+  } else {
     const task = labelTask(opts.task);
     const layout = await readLayout(p.extracted, task);
     const info = await checkDataset(layout, { ...checkOpts, task });
     if (opts.signal?.aborted) throw new JobError('CANCELLED', 'dataset preparation cancelled');
     await writeFile(p.dataYaml, renderDataYaml(layout));
     prepared = { data: p.dataYaml, format, dataYaml: p.dataYaml, info, warnings: info.warnings };
-  } else {
-    throw new JobError('DATASET_INVALID', `the ${format} dataset format is not supported by this server yet`, { format });
   }
   if (opts.signal?.aborted) throw new JobError('CANCELLED', 'dataset preparation cancelled');
 
@@ -168,8 +173,11 @@ export async function prepareDataset(
   return prepared;
 }
 
-/** The format to check: the one the request names (when the engine takes it), else the engine's first. */
-function chooseFormat(requested: DatasetFormat | undefined, accepted: readonly DatasetFormat[]): DatasetFormat {
+/**
+ * The format to check: the one the request names (when the engine takes it); else, for an
+ * engine that reads both YOLO and COCO, the one the archive looks like; else the engine's first.
+ */
+async function chooseFormat(requested: DatasetFormat | undefined, accepted: readonly DatasetFormat[], extracted: string): Promise<DatasetFormat> {
   if (requested) {
     if (!accepted.includes(requested)) {
       throw new JobError('DATASET_INVALID', `dataset.format ${requested} is not one this job's engine trains on (${accepted.join(', ')})`, {
@@ -179,6 +187,7 @@ function chooseFormat(requested: DatasetFormat | undefined, accepted: readonly D
     }
     return requested;
   }
+  if (accepted.includes('coco') && accepted.length > 1 && (await looksLikeCoco(extracted))) return 'coco';
   return accepted[0]!;
 }
 

@@ -311,3 +311,54 @@ export async function zipDirectory(dir: string, zipPath: string, opts: { prefix?
   await mkdir(path.dirname(path.resolve(zipPath)), { recursive: true });
   await pipeline(zip.outputStream, createWriteStream(zipPath));
 }
+
+export type SyntheticCocoOptions = {
+  task: 'detect' | 'segment';
+  train: number;
+  val: number;
+  imgsz: number;
+  classes: string[];
+  seed: number;
+  /** The validation folder's name (Roboflow writes valid). */
+  valFolder?: 'valid' | 'val';
+};
+
+/**
+ * A COCO dataset in Roboflow's COCO export layout: train/ and valid/, each with its images and
+ * `_annotations.coco.json` (bbox [x, y, w, h] in pixels; polygons for segment), category ids
+ * from 1 in class order. The same pictures as writeSyntheticDataset draws for the seed.
+ */
+export async function writeSyntheticCocoDataset(dir: string, opts: SyntheticCocoOptions): Promise<{ root: string }> {
+  const root = path.resolve(dir);
+  const rand = prng(opts.seed);
+  const categories = opts.classes.map((name, i) => ({ id: i + 1, name, supercategory: 'objects' }));
+  for (const [split, count] of [['train', opts.train], [opts.valFolder ?? 'valid', opts.val]] as const) {
+    const folder = path.join(root, split);
+    await mkdir(folder, { recursive: true });
+    const images: Record<string, unknown>[] = [];
+    const annotations: Record<string, unknown>[] = [];
+    for (let i = 0; i < count; i++) {
+      const { rgb, lines } = drawSample(rand, opts.imgsz, opts.classes.length, opts.task);
+      const file = `${split}_${String(i).padStart(5, '0')}.png`;
+      await writeFile(path.join(folder, file), encodeImage(rgb, opts.imgsz, 'png'));
+      images.push({ id: i, file_name: file, width: opts.imgsz, height: opts.imgsz });
+      for (const line of lines) {
+        const [cls, ...v] = line.split(' ').map(Number) as [number, ...number[]];
+        const px = v.map((c) => c * opts.imgsz);
+        let bbox: number[];
+        let segmentation: number[][] | undefined;
+        if (opts.task === 'detect') {
+          const [cx, cy, w, h] = px as [number, number, number, number];
+          bbox = [cx - w / 2, cy - h / 2, w, h];
+        } else {
+          const xs = px.filter((_, k) => k % 2 === 0), ys = px.filter((_, k) => k % 2 === 1);
+          bbox = [Math.min(...xs), Math.min(...ys), Math.max(...xs) - Math.min(...xs), Math.max(...ys) - Math.min(...ys)];
+          segmentation = [px];
+        }
+        annotations.push({ id: annotations.length + 1, image_id: i, category_id: cls + 1, bbox, area: bbox[2]! * bbox[3]!, iscrowd: 0, ...(segmentation ? { segmentation } : {}) });
+      }
+    }
+    await writeFile(path.join(folder, '_annotations.coco.json'), JSON.stringify({ images, annotations, categories }));
+  }
+  return { root };
+}
