@@ -20,7 +20,9 @@ spec.args (the engine's arguments) → `RFDETR<Size>(...)` / `model.train(...)`:
   epochs, batch_size, lr, lr_encoder, grad_accum_steps, use_ema, weight_decay, num_workers, seed,
   warmup_epochs, multi_scale → the same names; early_stopping → early_stopping, patience →
   early_stopping_patience, min_delta → early_stopping_min_delta; amp=false → amp_dtype=None;
-  plots=false skips results.png. Set by the engine: dataset_dir, dataset_file, output_dir, device,
+  plots=false skips results.png; num_queries, group_detr → the model's num_queries (and num_select)
+  and group_detr (fewer queries train much faster on CPU: the matcher and the losses run over
+  num_queries x group_detr = 3,900 queries per image by default); threads → torch.set_num_threads. Set by the engine: dataset_dir, dataset_file, output_dir, device,
   resume, tensorboard=False, and checkpoint_interval (no periodic full checkpoints).
 """
 
@@ -58,7 +60,7 @@ TRAIN_ARGS = {
     "patience": "early_stopping_patience",
     "min_delta": "early_stopping_min_delta",
 }
-ENGINE_ARGS = {"model_size", "resolution", "amp", "plots"}
+ENGINE_ARGS = {"model_size", "resolution", "amp", "plots", "num_queries", "group_detr", "threads"}
 
 # Files of a run that a fresh start removes (a resume keeps them).
 RUN_OUTPUTS = (
@@ -110,6 +112,8 @@ def run(spec: dict[str, Any], rt: Any) -> None:
 
     import torch
 
+    if args.get("threads"):
+        torch.set_num_threads(int(args["threads"]))
     device = resolve_device(spec.get("device"))
     state = read_state(run_dir)
     last = run_dir / "last.ckpt"
@@ -198,7 +202,8 @@ def _train_once(spec: dict[str, Any], rt: Any, variant: Any, data: Any, run_dir:
 
     # A resumed run takes its weights from last.ckpt; the base file may be gone by now.
     model = build_model(variant, weights=None if resume_from else weights, num_classes=len(data.class_names),
-                        resolution=resolution, device=device, random_init_layout=weights is None)
+                        resolution=resolution, device=device, random_init_layout=weights is None,
+                        num_queries=args.get("num_queries"), group_detr=args.get("group_detr"))
     rt.check_stop()
     events = TrainhookEvents(rt, run_dir, epochs=epochs, batch_size=batch_size,
                              segmentation=variant.task == "segment", use_ema=use_ema,

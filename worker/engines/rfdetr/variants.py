@@ -75,7 +75,7 @@ def model_class(v: Variant) -> Any:
 
 
 def build_model(v: Variant, *, weights: str | None, num_classes: int | None, resolution: int, device: str,
-                random_init_layout: bool) -> Any:
+                random_init_layout: bool, num_queries: int | None = None, group_detr: int | None = None) -> Any:
     """An RF-DETR instance of this size.
 
     weights: a local checkpoint path or None (random initialisation). random_init_layout: the run
@@ -87,6 +87,10 @@ def build_model(v: Variant, *, weights: str | None, num_classes: int | None, res
     kwargs: dict[str, Any] = {"pretrain_weights": weights, "resolution": resolution, "device": device}
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
+    if num_queries:
+        kwargs["num_queries"] = kwargs["num_select"] = int(num_queries)
+    if group_detr:
+        kwargs["group_detr"] = int(group_detr)
     if v.hub_backbone_without_weights and random_init_layout:
         # A position grid sized to the training resolution (never 37, as 518 is no multiple of 56)
         # makes the backbone build from its config instead of asking the hub for DINOv2.
