@@ -200,6 +200,12 @@ def _train_once(spec: dict[str, Any], rt: Any, variant: Any, data: Any, run_dir:
     from engines.rfdetr.events import TrainhookEvents
     from engines.rfdetr.variants import build_model
 
+    if args.get("seed") is not None and resume_from is None:
+        # rfdetr seeds only when fit starts, after both of its model builds have drawn their
+        # random initial weights; seeding here makes those weights, too, the seed's.
+        from lightning_fabric.utilities.seed import seed_everything
+
+        seed_everything(int(args["seed"]), verbose=False)
     # A resumed run takes its weights from last.ckpt; the base file may be gone by now.
     model = build_model(variant, weights=None if resume_from else weights, num_classes=len(data.class_names),
                         resolution=resolution, device=device, random_init_layout=weights is None,
