@@ -13,7 +13,6 @@ run continues it.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -22,32 +21,19 @@ from typing import Any
 from pytorch_lightning.callbacks import Checkpoint
 
 from engines.rfdetr.metrics import fitness_key, number, portable
+from engines.rfdetr.state import write_state
 from runtime import JobFailure
 
-STATE_FILE = "trainhook-rfdetr.json"
 # Tests only: fail every batch with MemoryError while the batch size is above this.
 FAULT_OOM_ABOVE_BATCH = "TRAINHOOK_TEST_OOM_ABOVE_BATCH"
 NONFINITE_BATCHES_LIMIT = 3
 
 
-def write_state(run_dir: Path, state: dict[str, Any]) -> None:
-    tmp = run_dir / f".{STATE_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(state, indent=1, allow_nan=False, default=str), encoding="utf-8")
-    os.replace(tmp, run_dir / STATE_FILE)
-
-
-def read_state(run_dir: Path) -> dict[str, Any]:
-    try:
-        state = json.loads((run_dir / STATE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return state if isinstance(state, dict) else {}
-
-
 class TrainhookEvents(Checkpoint):
     def __init__(self, rt: Any, run_dir: Path, *, epochs: int, batch_size: int, segmentation: bool,
-                 use_ema: bool, every_pct: float) -> None:
+                 use_ema: bool, every_pct: float, announce_training: bool = True) -> None:
         self.rt = rt
+        self.announce_training = announce_training  # phases only move forward: once per job
         self.run_dir = run_dir
         self.epochs = epochs
         self.batch_size = batch_size
@@ -88,7 +74,8 @@ class TrainhookEvents(Checkpoint):
         # From here a stop waits for a batch boundary, so no checkpoint is written half-way.
         self.rt.interruptible = False
         self.epochs_completed = int(trainer.current_epoch)
-        self.rt.emit("phase", phase="training")
+        if self.announce_training:
+            self.rt.emit("phase", phase="training")
         self.rt.check_stop()
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:

@@ -82,7 +82,7 @@ def classify(exc: BaseException) -> tuple[str, str] | None:
 def run(spec: dict[str, Any], rt: Any) -> None:
     from engines.rfdetr import datasets
     from engines.rfdetr.environment import go_offline, is_out_of_memory, resolve_device, versions
-    from engines.rfdetr.events import read_state, write_state
+    from engines.rfdetr.state import read_state, write_state
     from engines.rfdetr.variants import check_resolution, variant_for
 
     run_dir = Path(spec["run_dir"])
@@ -149,11 +149,13 @@ def run(spec: dict[str, Any], rt: Any) -> None:
     batch_size = int(args.get("batch_size", 4))
     grad_accum = int(args.get("grad_accum_steps", 1))
     use_ema = bool(args.get("use_ema", True))
+    attempt = 0
     while True:
+        attempt += 1
         try:
             events = _train_once(spec, rt, variant, data, run_dir, device=device, resolution=resolution,
                                  weights=weights, resume_from=resume_from, epochs=epochs, batch_size=batch_size,
-                                 grad_accum=grad_accum, use_ema=use_ema, args=args)
+                                 grad_accum=grad_accum, use_ema=use_ema, args=args, first_attempt=attempt == 1)
             break
         except (StopRequested, JobFailure):
             raise
@@ -194,7 +196,7 @@ def run(spec: dict[str, Any], rt: Any) -> None:
 
 def _train_once(spec: dict[str, Any], rt: Any, variant: Any, data: Any, run_dir: Path, *, device: str,
                 resolution: int, weights: str | None, resume_from: Path | None, epochs: int, batch_size: int,
-                grad_accum: int, use_ema: bool, args: dict[str, Any]) -> Any:
+                grad_accum: int, use_ema: bool, args: dict[str, Any], first_attempt: bool) -> Any:
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from engines.rfdetr.events import TrainhookEvents
@@ -213,7 +215,7 @@ def _train_once(spec: dict[str, Any], rt: Any, variant: Any, data: Any, run_dir:
     rt.check_stop()
     events = TrainhookEvents(rt, run_dir, epochs=epochs, batch_size=batch_size,
                              segmentation=variant.task == "segment", use_ema=use_ema,
-                             every_pct=float(spec.get("progress_every_pct") or 5))
+                             every_pct=float(spec.get("progress_every_pct") or 5), announce_training=first_attempt)
     kwargs: dict[str, Any] = {rfdetr_key: args[key] for key, rfdetr_key in TRAIN_ARGS.items() if key in args}
     kwargs.update(
         dataset_dir=data.dataset_dir, dataset_file=data.dataset_file, output_dir=str(run_dir), device=device,
