@@ -5,7 +5,7 @@ list), `names` and `nc`; labels lie beside the images the Ultralytics way (the l
 folder of the path replaced by `labels`, `.txt` instead of the image suffix). RF-DETR reads a
 data.yaml whose split folders lie *inside* the folder holding it (it refuses paths that resolve
 outside, symlinked folders included) and pairs a label with an image by file stem. So the engine
-builds <run_dir>/dataset/ with real folders train/{images,labels} and valid/{images,labels}
+builds <run_dir>/rfdetr-dataset/ with real folders train/{images,labels} and valid/{images,labels}
 holding one symbolic link per file, and a data.yaml naming them. File links are allowed; with
 several source folders, each folder's files get a prefix so names cannot collide. An image with
 no label file gets an empty one (a background image), as Ultralytics reads it.
@@ -13,7 +13,7 @@ no label file gets an empty one (a background image), as Ultralytics reads it.
 COCO ("coco"): spec.data is a folder in Roboflow's COCO export layout: train/ and valid/ (or val/),
 each holding `_annotations.coco.json` and the images it names (file_name relative to the split
 folder); test/ is optional and unused. A folder with valid/ is read in place; one with val/ gets
-<run_dir>/dataset/{train,valid} links to its splits.
+<run_dir>/rfdetr-dataset/{train,valid} links to its splits.
 
 Segmentation reads YOLO polygon lines and COCO `segmentation` polygons or RLE.
 """
@@ -46,11 +46,16 @@ class PreparedDataset:
     val_images: int
 
 
+# The engine's link folder inside the run folder. Not "dataset": the service extracts the job's
+# archive there, and this folder is removed and rebuilt on every start.
+LINKS = "rfdetr-dataset"
+
+
 def prepare(data: str, data_format: str, run_dir: Path) -> PreparedDataset:
     if data_format == "yolo":
-        return _prepare_yolo(Path(data), run_dir / "dataset")
+        return _prepare_yolo(Path(data), run_dir / LINKS)
     if data_format == "coco":
-        return _prepare_coco(Path(data), run_dir / "dataset")
+        return _prepare_coco(Path(data), run_dir / LINKS)
     raise DatasetProblem(f"RF-DETR reads YOLO or COCO datasets, not {data_format!r}", {"data_format": data_format})
 
 

@@ -41,9 +41,12 @@ def run(spec: dict[str, Any], rt: Any) -> None:
     from engines.rfdetr import inference
 
     names = [str(n) for n in spec.get("class_names") or []] or None
-    torch_model = inference.TorchModel(path, task=str(spec.get("task") or "detect"), model_size=spec.get("model_size"),
+    # The registry sends what the model trained with: its size and resolution are among them.
+    trained = spec.get("train_args") or {}
+    torch_model = inference.TorchModel(path, task=str(spec.get("task") or "detect"),
+                                       model_size=spec.get("model_size") or trained.get("model_size"),
                                        device="cpu", class_names=names)
-    resolution = int(spec.get("resolution") or torch_model.resolution)
+    resolution = int(spec.get("resolution") or trained.get("resolution") or torch_model.resolution)
     started = time.perf_counter()
     exported = Path(torch_model.model.export(output_dir=str(out_dir), format="onnx", verbose=False,
                                              shape=(resolution, resolution), output_name="model"))

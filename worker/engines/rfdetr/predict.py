@@ -32,6 +32,11 @@ def run(spec: dict[str, Any], rt: Any) -> None:
     rt.emit("done", **handle(spec))
 
 
+def serve_request(request: dict[str, Any], _state: dict[str, Any]) -> dict[str, Any]:
+    """One request of the long-lived worker (its models stay in this module's cache)."""
+    return handle(request)
+
+
 def handle(request: dict[str, Any]) -> dict[str, Any]:
     from engines.rfdetr.environment import go_offline
 
@@ -67,7 +72,9 @@ def _model_for(request: dict[str, Any]) -> Any:
     key = (path, Path(path).stat().st_mtime, device, "|".join(map(str, names or [])))
     model = _cache.pop(key, None)
     if model is None:
-        model = inference.load(path, task=task, model_size=request.get("model_size"), device=device,
+        # The registry sends what the model trained with; its size is one of those arguments.
+        model_size = request.get("model_size") or (request.get("train_args") or {}).get("model_size")
+        model = inference.load(path, task=task, model_size=model_size, device=device,
                                class_names=[str(n) for n in names] if names else None)
     _cache[key] = model  # most recently used last
     while len(_cache) > MODEL_CACHE_SIZE:

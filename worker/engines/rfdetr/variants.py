@@ -11,7 +11,9 @@ imports, with a message naming the accepted values.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -32,20 +34,13 @@ class Variant:
         return self.patch_size * self.num_windows
 
 
+# One table for the service (which checks requests) and the worker: variants.json beside this file.
 VARIANTS: dict[tuple[str, str], Variant] = {
     (v.task, v.size): v
     for v in (
-        Variant("detect", "nano", "RFDETRNano", 16, 2, 384),
-        Variant("detect", "small", "RFDETRSmall", 16, 2, 512),
-        Variant("detect", "medium", "RFDETRMedium", 16, 2, 576),
-        Variant("detect", "base", "RFDETRBase", 14, 4, 560, hub_backbone_without_weights=True),
-        Variant("detect", "large", "RFDETRLarge", 16, 2, 704),
-        Variant("segment", "nano", "RFDETRSegNano", 12, 1, 312),
-        Variant("segment", "small", "RFDETRSegSmall", 12, 2, 384),
-        Variant("segment", "medium", "RFDETRSegMedium", 12, 2, 432),
-        Variant("segment", "large", "RFDETRSegLarge", 12, 2, 504),
-        Variant("segment", "xlarge", "RFDETRSegXLarge", 12, 2, 624),
-        Variant("segment", "2xlarge", "RFDETRSeg2XLarge", 12, 2, 768),
+        Variant(row["task"], row["size"], row["class"], row["patch_size"], row["num_windows"], row["default_resolution"],
+                bool(row.get("hub_backbone_without_weights", False)))
+        for row in json.loads((Path(__file__).with_name("variants.json")).read_text(encoding="utf-8"))["variants"]
     )
 }
 
