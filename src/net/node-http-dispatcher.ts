@@ -117,6 +117,7 @@ class Exchange {
   #finished = false;
   #paused = false;
   #timer: NodeJS.Timeout | null = null;
+  #bodyTimer = false;
   #untrack: Done = () => {};
 
   constructor(
@@ -223,13 +224,16 @@ class Exchange {
   }
 
   private armBody(): void {
-    this.arm(this.opts.bodyTimeout, () => new errors.BodyTimeoutError());
+    // Once per body chunk: restart the running body timer rather than make a new one.
+    if (this.#timer && this.#bodyTimer) this.#timer.refresh();
+    else this.arm(this.opts.bodyTimeout, () => new errors.BodyTimeoutError(), true);
   }
 
-  private arm(ms: number | null | undefined, error: () => Error): void {
+  private arm(ms: number | null | undefined, error: () => Error, body = false): void {
     this.disarm();
     const timeout = ms ?? DEFAULT_TIMEOUT_MS;
     if (timeout > 0) this.#timer = setTimeout(() => this.fail(error()), timeout);
+    this.#bodyTimer = body;
   }
 
   private disarm(): void {
