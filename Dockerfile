@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 #
-# trainhook: Node 20 service + Python 3.11 training worker (Ultralytics) in one image.
+# trainhook: Node 24 (LTS) service + Python 3.11 training worker (Ultralytics) in one image.
 #
 #   docker build -t trainhook .
 #   docker run --gpus all --shm-size=8g -p 8000:8000 -v trainhook-data:/var/lib/trainhook \
@@ -17,8 +17,10 @@
 # --shm-size: PyTorch dataloader workers pass batches through /dev/shm; Docker's default 64 MB
 # is too small for resources.workers > 0.
 
-# Debian 12 (bookworm): its python3 is 3.11, the version the engines' requirements are pinned for.
-FROM node:20-bookworm-slim
+# Node 24, the maintained LTS with the longest support ahead (Node 20 reached end of life in
+# April 2026). The bookworm variant, Debian 12: its python3 is 3.11, the version the engines'
+# requirements are pinned for (the trixie variants would bring Python 3.13).
+FROM node:24-bookworm-slim
 
 # python3-venv: `python3 -m venv`; libgl1 + libglib2.0-0: what opencv-python (an Ultralytics
 # dependency) loads at import; tini: PID 1 that forwards SIGTERM and reaps the worker's orphans.

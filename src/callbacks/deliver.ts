@@ -136,5 +136,12 @@ async function readSome(body: Dispatcher.ResponseData['body'], max: number): Pro
   } finally {
     if (!body.destroyed) body.destroy();
   }
-  return Buffer.concat(chunks).subarray(0, max).toString('utf8').replace(/\s+/g, ' ').trim();
+  // Control characters go too: a NUL cannot be stored in a PostgreSQL text or jsonb value, and
+  // one in a receiver's answer would make the attempt impossible to record (and so retried forever).
+  return Buffer.concat(chunks)
+    .subarray(0, max)
+    .toString('utf8')
+    .replace(/[\u0000-\u001f\u007f]/g, ' ')
+    .replace(/\s+/g, ' ')
+    .trim();
 }

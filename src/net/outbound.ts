@@ -1,20 +1,27 @@
 /**
  * The one SSRF guard for every outgoing HTTP request (datasets, base models, callbacks).
  *
- * The check runs at connect time, inside the undici connector: the DNS answer that is judged is
- * the one the socket then connects to, so a name that resolves to a public address at
- * validation time and to 127.0.0.1 a second later (DNS rebinding) is still refused. Literal-IP
- * URLs never reach DNS, so they are judged before connecting; and the socket's peer address is
- * judged again once connected, as a second line should a lookup path ever be bypassed.
+ * The check runs at connect time, inside the connection pools' createConnection: the DNS
+ * answer that is judged is the one the socket then connects to, so a name that resolves to a
+ * public address at validation time and to 127.0.0.1 a second later (DNS rebinding) is still
+ * refused. Literal-IP URLs never reach DNS, so they are judged before connecting; and the
+ * socket's peer address is judged again once connected, before a byte of the request is
+ * handed to it, as a second line should a lookup path ever be bypassed.
  *
- * Redirects: the dispatcher follows none (undici 7 Agents do not, and nothing here adds the
- * redirect interceptor). Callers that want redirects follow them by hand with
- * `assertUrlAllowed` on each hop; every hop also goes through this connector.
+ * The HTTP itself is Node's http/https client behind undici's Dispatcher interface (see
+ * node-http-dispatcher.ts for why not undici's own client).
+ *
+ * Redirects: the dispatcher follows none. Callers that want redirects follow them by hand with
+ * `assertUrlAllowed` on each hop; every hop also goes through this guard.
  */
 import dns from 'node:dns';
+import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
-import { Agent, buildConnector } from 'undici';
+import type { Duplex } from 'node:stream';
+import { errors, type Dispatcher } from 'undici';
 import { OutboundPolicy } from './ip-policy.js';
+import { NodeHttpDispatcher } from './node-http-dispatcher.js';
 
 export const SSRF_BLOCKED = 'SSRF_BLOCKED';
 
@@ -47,20 +54,25 @@ export type OutboundOptions = {
   /** Connect timeout per attempt, ms (default 10 s). */
   connectTimeoutMs?: number;
   resolve?: Resolver;
-  /** Extra undici Agent options (timeouts, pool sizes); `connect` is always ours. */
-  agent?: Omit<Agent.Options, 'connect'>;
+  agent?: {
+    /** How long an idle kept-alive connection stays open for the next request, ms (default 4 s). */
+    keepAliveTimeout?: number;
+  };
+  /** Certificate authorities to trust instead of the system's (a private CA; tests). */
+  ca?: string | Buffer | (string | Buffer)[];
 };
 
 const stripBrackets = (h: string) => (h.startsWith('[') && h.endsWith(']') ? h.slice(1, -1) : h);
 
 /**
- * An undici Agent that refuses loopback, private, link-local, CGNAT, unique-local, multicast,
- * unspecified and other special-purpose addresses (IPv4-mapped forms included) unless the host
- * name, the IP or a CIDR holding it is in `allow`.
+ * A Dispatcher (undici's interface, Node's HTTP client) that refuses loopback, private,
+ * link-local, CGNAT, unique-local, multicast, unspecified and other special-purpose addresses
+ * (IPv4-mapped forms included) unless the host name, the IP or a CIDR holding it is in `allow`.
  */
-export function createOutboundDispatcher(allow: readonly string[], opts: OutboundOptions = {}): Agent {
+export function createOutboundDispatcher(allow: readonly string[], opts: OutboundOptions = {}): Dispatcher {
   const policy = new OutboundPolicy(allow);
   const resolve = opts.resolve ?? systemResolver;
+  const connectTimeoutMs = opts.connectTimeoutMs ?? 10_000;
 
   // net.connect's lookup hook: called with the host name only for non-IP hosts. With
   // autoSelectFamily (Node 20 default) it asks for all addresses; otherwise for one.
@@ -91,30 +103,71 @@ export function createOutboundDispatcher(allow: readonly string[], opts: Outboun
     );
   };
 
-  const base = buildConnector({ timeout: opts.connectTimeoutMs ?? 10_000, lookup: lookup as net.LookupFunction });
-
-  const connect: buildConnector.connector = (options, callback) => {
-    const host = stripBrackets(options.hostname);
+  /**
+   * Opens a vetted connection: the socket is handed to the HTTP client only once it is
+   * connected to an address the policy accepts; until then errors and the timeout go to `done`.
+   */
+  const guarded = (
+    options: http.ClientRequestArgs,
+    done: (err: Error | null, socket?: Duplex) => void,
+    open: (options: http.ClientRequestArgs) => net.Socket,
+  ): undefined => {
+    const host = stripBrackets(String(options.host ?? options.hostname ?? ''));
     const nameAllowed = policy.hostAllowed(host);
     if (net.isIP(host) && !nameAllowed) {
       const verdict = policy.checkAddress(host);
-      if (!verdict.ok) return callback(new OutboundBlockedError(host, host, verdict.reason), null);
+      if (!verdict.ok) {
+        done(new OutboundBlockedError(host, host, verdict.reason));
+        return undefined;
+      }
     }
-    base(options, (err, socket) => {
-      if (err) return callback(err, null);
-      const remote = socket!.remoteAddress;
+    let settled = false;
+    const settle = (err: Error | null, socket?: net.Socket) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (err) {
+        socket?.destroy();
+        done(err);
+      } else {
+        done(null, socket);
+      }
+    };
+    const socket = open({ ...options, lookup: lookup as net.LookupFunction });
+    // Stays for the socket's life: an error between hand-over and the HTTP client attaching
+    // its own listener must not go unheard (an 'error' with no listener ends the process).
+    socket.on('error', (err) => settle(err, socket));
+    const timer = setTimeout(
+      () => settle(new errors.ConnectTimeoutError(`connect timeout after ${connectTimeoutMs} ms (${host})`), socket),
+      connectTimeoutMs,
+    );
+    socket.once('connect', () => {
+      const remote = socket.remoteAddress;
       if (!nameAllowed && remote) {
         const verdict = policy.checkAddress(remote);
-        if (!verdict.ok) {
-          socket!.destroy();
-          return callback(new OutboundBlockedError(host, remote, verdict.reason), null);
-        }
+        if (!verdict.ok) return settle(new OutboundBlockedError(host, remote, verdict.reason), socket);
       }
-      callback(null, socket!);
+      settle(null, socket);
     });
+    return undefined;
   };
 
-  return new Agent({ ...opts.agent, connect });
+  const keepAlive = { keepAlive: true, timeout: opts.agent?.keepAliveTimeout ?? 4000 };
+  class GuardedHttpAgent extends http.Agent {
+    override createConnection(options: http.ClientRequestArgs, done?: (err: Error | null, stream: Duplex) => void) {
+      return guarded(options, done as never, (o) => net.connect(o as net.NetConnectOpts));
+    }
+  }
+  class GuardedHttpsAgent extends https.Agent {
+    override createConnection(options: https.RequestOptions, done?: (err: Error | null, stream: Duplex) => void) {
+      // https.Agent's own createConnection: tls.connect with the pool's TLS session cache.
+      return guarded(options, done as never, (o) => super.createConnection(o) as net.Socket);
+    }
+  }
+  return new NodeHttpDispatcher({
+    httpAgent: new GuardedHttpAgent(keepAlive),
+    httpsAgent: new GuardedHttpsAgent({ ...keepAlive, ...(opts.ca ? { ca: opts.ca } : {}) }),
+  });
 }
 
 /**
