@@ -3,9 +3,10 @@
  * framework is for it. Adding an engine is one line in BUILTIN_ENGINES (and its two folders).
  */
 import type { AnyEngine } from './types.js';
+import { rfdetrEngine } from './rfdetr/index.js';
 import { ultralyticsEngine } from './ultralytics/index.js';
 
-export const BUILTIN_ENGINES: readonly AnyEngine[] = [ultralyticsEngine];
+export const BUILTIN_ENGINES: readonly AnyEngine[] = [ultralyticsEngine, rfdetrEngine];
 
 export class Engines {
   private readonly byName = new Map<string, AnyEngine>();

@@ -111,7 +111,7 @@ export function createExecutor(ctx: PipelineContext): Executor {
 
       // Preparing 5→10
       phase = 'preparing';
-      if (!(await record({ phase, progress: 5, datasetInfo: dataset.info as unknown as Record<string, unknown> }, 'phase'))) {
+      if (!(await record({ phase, progress: 5, datasetInfo: { ...dataset.info, format: dataset.format } as unknown as Record<string, unknown> }, 'phase'))) {
         return stopped();
       }
       const checkWeights = engine.python.checkWeights;
