@@ -1,5 +1,6 @@
 /**
- * Training overhead bench (issue 3): `npx tsx bench/overhead.ts`. Not a test.
+ * Training overhead bench: `npx tsx bench/overhead.ts [--engine ultralytics|rfdetr]`. Not a test.
+ * This file is the Ultralytics comparison; `--engine rfdetr` runs bench/overhead-rfdetr.ts.
  *
  * The same generated dataset, seed and Ultralytics arguments, trained twice on the CPU:
  *
@@ -81,6 +82,7 @@ import { toUltralyticsArgs } from '../src/engines/ultralytics/args.js';
 import { serveFile, startFileServer } from '../test/helpers/file-server.js';
 import { TOKEN, api, startChildServer, type ChildServer } from '../test/helpers/server.js';
 import { writeSyntheticDataset, zipDirectory } from '../test/helpers/synthetic-dataset.js';
+import { WaitWatch, cpuOf, findWorkerPid, mean, median, sleep, type CpuStat } from './lib/proc.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const TARGET_RATIO = 1.03;
@@ -264,84 +266,6 @@ function ultralyticsEnv(configDir: string): NodeJS.ProcessEnv {
   return env;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/**
- * Run-queue wait of a process's main thread (/proc/<pid>/task/<pid>/schedstat, Linux): the time
- * it was ready to run but had no CPU. On a shared machine this is what other tenants cost a run;
- * wall − wait is the run's time with that taken out, a steadier figure to compare than wall.
- * Sampled every 200 ms while the process lives (the last ≤ 200 ms are missed, alike for both).
- */
-class WaitWatch {
-  private pid: number | null = null;
-  private lastWaitNs: number | null = null;
-  private readonly timer: NodeJS.Timeout;
-  constructor(private readonly find: () => number | null) {
-    this.timer = setInterval(() => this.sample(), 200);
-    this.sample();
-  }
-  private sample(): void {
-    this.pid ??= this.find();
-    if (this.pid === null) return;
-    try {
-      const fields = fs.readFileSync(`/proc/${this.pid}/task/${this.pid}/schedstat`, 'utf8').trim().split(/\s+/);
-      this.lastWaitNs = Number(fields[1]);
-    } catch {
-      /* gone */
-    }
-  }
-  /** Seconds waited, or null when the process was never seen. */
-  stop(): number | null {
-    this.sample();
-    clearInterval(this.timer);
-    return this.lastWaitNs === null ? null : this.lastWaitNs / 1e9;
-  }
-}
-
-/** The worker: a child of the server process whose command line runs train.py. */
-function findWorkerPid(serverPid: number): number | null {
-  try {
-    for (const task of fs.readdirSync(`/proc/${serverPid}/task`)) {
-      let children = '';
-      try {
-        children = fs.readFileSync(`/proc/${serverPid}/task/${task}/children`, 'utf8');
-      } catch {
-        continue;
-      }
-      for (const pid of children.trim().split(/\s+/).filter(Boolean).map(Number)) {
-        try {
-          if (fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('train.py')) return pid;
-        } catch {
-          /* gone */
-        }
-      }
-    }
-  } catch {
-    /* no /proc */
-  }
-  return null;
-}
-
-/** CPU seconds of a process from /proc (Linux): own (utime+stime) and reaped children's (cutime+cstime). */
-type CpuStat = { own: number; children: number };
-function cpuOf(pid: number | 'self'): CpuStat | null {
-  try {
-    const text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name (which may hold spaces) start at ") ".
-    const f = text.slice(text.lastIndexOf(')') + 2).split(' ').map(Number);
-    // f[0] is field 3 (state): utime 14, stime 15, cutime 16, cstime 17 → f[11..14]. USER_HZ = 100.
-    return { own: (f[11]! + f[12]!) / 100, children: (f[13]! + f[14]!) / 100 };
-  } catch {
-    return null;
-  }
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
 const f = (x: number | null | undefined, d = 2) => (x === null || x === undefined || Number.isNaN(x) ? '—' : x.toFixed(d));
 
 // ---------------------------------------------------------------------------------------------
@@ -397,8 +321,8 @@ async function runTrainhook(ctx: Ctx, index: number): Promise<RunResult> {
     const m = re.exec(logText);
     return m ? Date.parse(m[1]!) : null;
   };
-  const spawnAt = stamp(/^\[runner ([^\]]+)\] spawn /m);
-  const exitedAt = stamp(/^\[runner ([^\]]+)\] worker exited/m);
+  const spawnAt = stamp(/^\[(?:runner|trainhook) ([^\]]+)\] spawn /m);
+  const exitedAt = stamp(/^\[(?:runner|trainhook) ([^\]]+)\] (?:worker )?exited/m);
   if (spawnAt === null || exitedAt === null) throw new Error(`no spawn/exit lines in ${dir}/worker.log`);
   const finishedAt = Date.parse(job.finished_at);
   const startedAt = Date.parse(job.started_at);
@@ -773,7 +697,11 @@ function report(results: RunResult[], meta: { args: Record<string, unknown>; cpu
   }
 }
 
-main().catch((err) => {
+// `--engine rfdetr`: the same comparison for the RF-DETR engine (bench/overhead-rfdetr.ts).
+const engineArg = process.argv.indexOf('--engine');
+const engine = engineArg > 0 ? process.argv[engineArg + 1] : 'ultralytics';
+if (engine !== 'ultralytics' && engine !== 'rfdetr') throw new Error(`--engine must be ultralytics or rfdetr, got ${engine}`);
+(engine === 'rfdetr' ? import('./overhead-rfdetr.js').then((m) => m.main()) : main()).catch((err) => {
   process.stderr.write(`[overhead] failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exitCode = 1;
 });

@@ -6,7 +6,9 @@
  * - detect on a YOLO zip: the job completes, its epochs carry RF-DETR's metrics, the signed
  *   callbacks verify, the registered model exports to ONNX (checked by the worker against the
  *   PyTorch model) and predicts; compare shows it beside an Ultralytics job's arguments.
- * - detect on a COCO JSON zip (Roboflow's layout), then fine-tuned as model:<id>.
+ * - detect on a COCO JSON zip (Roboflow's layout), then fine-tuned as model:<id>; its checkpoint,
+ *   served by a mirror on 127.0.0.1 under the published name rf-detr-nano.pth, then trains two
+ *   `"base_model": "rfdetr-nano", "pretrained": true` jobs and is downloaded once.
  * - segment on YOLO polygons.
  * - requests RF-DETR cannot train are refused with the reason before anything is queued.
  */
@@ -73,7 +75,7 @@ describe('RF-DETR through the API', { timeout: 30 * 60_000 }, () => {
       await zipDirectory(path.join(files, name), path.join(files, `${name}.zip`));
       host.route(`/${name}.zip`, serveFile(path.join(files, `${name}.zip`)));
     }
-    server = await startTestServer({ env: { DEVICES: 'cpu' } });
+    server = await startTestServer({ env: { DEVICES: 'cpu', BASE_MODEL_MIRROR: host.url('/mirror/') } });
     call = api(server.url);
   });
   after(async () => {
@@ -164,6 +166,14 @@ describe('RF-DETR through the API', { timeout: 30 * 60_000 }, () => {
       assert.ok(CLASSES.includes(d.class_name), JSON.stringify(d));
       assert.equal(d.bbox.length, 4);
     }
+    const csv = await call(`/api/v1/models/${model.model_id}/predict?format=csv&conf=0.001`, { method: 'POST', body: form });
+    assert.equal(csv.status, 200, csv.text);
+    assert.match(csv.text.split('\r\n')[0]!, /^image_path,/);
+    assert.equal(csv.text.trim().split('\r\n').length, dets.length + 1, 'a row per detection');
+    const coco = await call(`/api/v1/models/${model.model_id}/predict?format=coco&conf=0.001`, { method: 'POST', body: form });
+    assert.equal(coco.status, 200, coco.text);
+    assert.deepEqual(coco.json.categories.map((c: any) => c.name), CLASSES);
+    assert.equal(coco.json.annotations.length, dets.length);
   });
 
   test('compare shows an RF-DETR job beside an Ultralytics job, framework and all', async () => {
@@ -195,6 +205,21 @@ describe('RF-DETR through the API', { timeout: 30 * 60_000 }, () => {
     const done = await finished(tuned.json.job_id);
     assert.equal(done.status, 'completed', JSON.stringify(done.error));
     assert.equal((await modelOf(tuned.json.job_id)).framework, 'rfdetr');
+
+    // Published weights by name, through the mirror: fetched once, shared by later jobs.
+    const modelFolder = path.join(server.workdir, 'models', model.model_id);
+    const weights = fs.readdirSync(modelFolder).find((f) => f.endsWith('.pth'));
+    assert.ok(weights, `a .pth in ${fs.readdirSync(modelFolder).join(', ')}`);
+    host.route('/mirror/rf-detr-nano.pth', serveFile(path.join(modelFolder, weights)));
+    const byName = { name: 'rfdetr-by-name', base_model: 'rfdetr-nano', image_size: 64, epochs: 1, ...FAST, pretrained: true };
+    for (const round of [1, 2]) {
+      const r2 = await submit(byName, 'detect.zip');
+      assert.equal(r2.status, 202, r2.text);
+      const j = await finished(r2.json.job_id);
+      assert.equal(j.status, 'completed', `round ${round}: ${JSON.stringify(j.error)}`);
+      assert.equal(j.config.base_model_source, host.url('/mirror/rf-detr-nano.pth'));
+    }
+    assert.equal(host.hits('/mirror/rf-detr-nano.pth'), 1, 'downloaded once for both jobs');
   });
 
   test('segment (YOLO polygons): trains and records mask metrics', async () => {
@@ -205,5 +230,31 @@ describe('RF-DETR through the API', { timeout: 30 * 60_000 }, () => {
     const epochs = (await call(`/api/v1/jobs/${r.json.job_id}/metrics`)).json.epochs;
     assert.equal(typeof epochs[0].metrics['mAP50-95(M)'], 'number', JSON.stringify(epochs[0].metrics));
     assert.equal(typeof epochs[0].metrics['mask_dice_loss'], 'number');
+  });
+
+  test('a server stopped mid-training resumes the job from last.ckpt; a cancel stops one', async () => {
+    const r = await submit({ name: 'rfdetr-resume', image_size: 64, epochs: 3, ...FAST }, 'detect.zip');
+    assert.equal(r.status, 202, r.text);
+    const id = r.json.job_id;
+    await waitFor('the first epoch', async () => (await call(`/api/v1/jobs/${id}`)).json.current_epoch >= 1, 600_000);
+    const env = server.env;
+    await server.stop();
+    server = await startTestServer({ env });
+    call = api(server.url);
+    const job = await finished(id);
+    assert.equal(job.status, 'completed', JSON.stringify(job.error));
+    const spec = JSON.parse(fs.readFileSync(path.join(server.workdir, 'jobs', id, 'worker-spec.json'), 'utf8'));
+    assert.equal(spec.resume, true, 'the second attempt resumed');
+    const epochs = (await call(`/api/v1/jobs/${id}/metrics`)).json.epochs;
+    assert.deepEqual(epochs.map((e: any) => e.epoch), [1, 2, 3], 'each epoch once');
+
+    const long = await submit({ name: 'rfdetr-cancel', image_size: 64, epochs: 50, ...FAST }, 'detect.zip');
+    assert.equal(long.status, 202, long.text);
+    await waitFor('training', async () => (await call(`/api/v1/jobs/${long.json.job_id}`)).json.current_epoch >= 1, 600_000);
+    const cancelled = await call(`/api/v1/jobs/${long.json.job_id}`, { method: 'DELETE' });
+    assert.equal(cancelled.status, 200, cancelled.text);
+    const gone = await finished(long.json.job_id);
+    assert.equal(gone.status, 'cancelled');
+    assert.ok(gone.current_epoch < 50);
   });
 });
