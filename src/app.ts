@@ -4,7 +4,6 @@
  */
 import { requestLog } from './http/context.js';
 import { OpenAPIHono } from '@hono/zod-openapi';
-import { swaggerUI } from '@hono/swagger-ui';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
@@ -20,6 +19,7 @@ import { RateLimiter } from './http/rate-limit.js';
 import { registerCallbacks } from './api/routes/callbacks.js';
 import { registerCompare } from './api/routes/compare.js';
 import { registerConfig } from './api/routes/config.js';
+import { registerDocs } from './api/routes/docs.js';
 import { registerDownloads } from './api/routes/downloads.js';
 import { registerEngines } from './api/routes/engines.js';
 import { registerHealth } from './api/routes/health.js';
@@ -131,7 +131,7 @@ export function createApp(deps: AppDeps): OpenAPIHono {
       license: { name: 'AGPL-3.0-only' },
     },
   });
-  app.get('/docs', swaggerUI({ url: '/openapi.json' }));
+  registerDocs(app); // Swagger UI from the pinned swagger-ui-dist package, no CDN
 
   app.notFound((c) => c.json({ error: { code: 'NOT_FOUND', message: `no route ${c.req.method} ${c.req.path}` } }, 404));
   app.onError((err, c) => {
