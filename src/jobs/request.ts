@@ -91,6 +91,19 @@ function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/**
+ * Which tasks go with which framework, for the OpenAPI document (a refinement the schema
+ * cannot show otherwise): one branch per engine, its framework (optional for the default
+ * engine) with its tasks.
+ */
+export function frameworkTaskBranches(engines: Engines, tasksOf: (e: AnyEngine) => readonly string[]) {
+  return engines.list().map((e) => ({
+    title: e.name,
+    properties: { framework: { const: e.name }, task: { enum: [...tasksOf(e)] } },
+    ...(e === engines.default ? {} : { required: ['framework'] }),
+  }));
+}
+
 export function trainRequestSchema(engines: Engines) {
   const all = engines.list();
   const modelConfigs = all.map((e) => e.modelConfig) as unknown as [z.ZodObject, ...z.ZodObject[]];
@@ -184,7 +197,24 @@ export function trainRequestSchema(engines: Engines) {
         ...(resolved ? { resolved_config: resolved } : {}),
       };
     })
-    .openapi('TrainRequest');
+    .openapi('TrainRequest', {
+      // What the refinements above check, stated for clients: model_config or config (with its
+      // name), exactly one; a callback_url needs its secret.
+      oneOf: [
+        {
+          title: 'model_config',
+          required: ['model_config'],
+          not: { anyOf: [{ required: ['config'] }, { required: ['name'] }, { required: ['framework'] }, { required: ['task'] }] },
+        },
+        {
+          title: 'config',
+          required: ['config', 'name'],
+          not: { required: ['model_config'] },
+          anyOf: frameworkTaskBranches(engines, (e) => e.tasks),
+        },
+      ],
+      dependentRequired: { callback_url: ['callback_secret'] },
+    } as object);
 }
 
 /** A stored job's request, read back typed through its engine. */

@@ -27,7 +27,8 @@ import { listModels } from '../../registry/queries.js';
 import type { UploadedImage } from '../../registry/service.js';
 import { exportView, modelView, type LinkSigner } from '../../registry/view.js';
 import type { AppDeps } from '../../http/deps.js';
-import { UUID_RE, errorResponses } from '../../http/schemas.js';
+import { requireBody } from '../../http/body.js';
+import { UUID_RE, errorResponses, intQuery, limitQuery, numberQuery, offsetQuery } from '../../http/schemas.js';
 import { requestLog } from '../../http/context.js';
 
 const ModelIdParam = z.object({
@@ -82,8 +83,8 @@ const listRoute = createRoute({
         task: z.string().max(50).optional(),
         framework: z.string().max(50).optional().openapi({ description: 'Models of this engine' }),
         job_id: z.string().uuid().optional().openapi({ description: 'The model of this job' }),
-        limit: z.coerce.number().int().min(1).max(500).default(50),
-        offset: z.coerce.number().int().min(0).default(0),
+        limit: limitQuery(500, 50),
+        offset: offsetQuery(),
       })
       .strict(),
   },
@@ -130,10 +131,13 @@ const deleteRoute = createRoute({
 const PredictQuery = z
   .object({
     format: z.enum(PREDICT_FORMATS).default('json'),
-    conf: z.coerce.number().min(0).max(1).default(0.25),
-    iou: z.coerce.number().min(0).max(1).default(0.7),
-    imgsz: z.coerce.number().int().min(32).max(4096).multipleOf(32).optional(),
-    max_det: z.coerce.number().int().min(1).max(10_000).default(300),
+    conf: numberQuery(0, 1).optional().transform((v) => v ?? 0.25).openapi({ type: 'number', minimum: 0, maximum: 1, default: 0.25 }),
+    iou: numberQuery(0, 1).optional().transform((v) => v ?? 0.7).openapi({ type: 'number', minimum: 0, maximum: 1, default: 0.7 }),
+    imgsz: intQuery(32, 4096)
+      .pipe(z.number().multipleOf(32))
+      .optional()
+      .openapi({ type: 'integer', minimum: 32, maximum: 4096, multipleOf: 32 }),
+    max_det: intQuery(1, 10_000).optional().transform((v) => v ?? 300).openapi({ type: 'integer', minimum: 1, maximum: 10_000, default: 300 }),
   })
   .strict();
 
@@ -170,6 +174,7 @@ const exportRoute = (formats: [string, ...string[]]) =>
   description:
     "Answers when the export is done (typically seconds). The exported file is loaded and run on one image (the first validation image of the source dataset) next to the original: every original detection with confidence ≥ 0.001 (top 20) must have an exported detection of the same class with box IoU ≥ 0.9 and confidence within 0.05, else 500 EXPORT_CHECK_FAILED. An existing export is returned (200) unless force is true. A format the model's engine does not export to is 400 EXPORT_UNSUPPORTED.",
   security: [{ bearer: [] }],
+  middleware: [requireBody] as const,
   request: {
     params: ModelIdParam,
     body: {
@@ -184,7 +189,7 @@ const exportRoute = (formats: [string, ...string[]]) =>
   responses: {
     200: { description: 'The export already made', content: { 'application/json': { schema: ExportSchema } } },
     201: { description: 'Exported and checked', content: { 'application/json': { schema: ExportSchema } } },
-    ...errorResponses(400, 401, 404, 500),
+    ...errorResponses(400, 401, 404, 409, 413, 415, 500, 504),
   },
 });
 
@@ -281,7 +286,7 @@ export function registerModels(app: OpenAPIHono, deps: AppDeps): void {
           'text/csv': { schema: z.string() },
         },
       },
-      ...errorResponses(400, 401, 404, 413, 422, 500),
+      ...errorResponses(400, 401, 404, 409, 413, 415, 422, 500, 504),
     },
   });
 
