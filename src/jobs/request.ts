@@ -163,9 +163,10 @@ export function trainRequestSchema(engines: Engines) {
       const { model_config: modelConfig, name, framework, task, config, ...rest } = body;
       if (modelConfig) return { ...rest, model_config: modelConfig as TrainRequest['model_config'] };
       const engine = framework ? engines.require(framework) : engines.default;
-      const chosenTask = task ?? engine.tasks[0]!;
-      if (!engine.tasks.includes(chosenTask)) {
-        ctx.addIssue({ code: 'custom', path: ['task'], message: `${engine.name} tasks are ${engine.tasks.join(', ')}` });
+      const chosenTask = task ?? engine.presets.tasks[0]!;
+      // A config is the engine's arguments over a task's base config: tasks without one take model_config.
+      if (!engine.presets.tasks.includes(chosenTask)) {
+        ctx.addIssue({ code: 'custom', path: ['task'], message: `${engine.name} takes a config for ${engine.presets.tasks.join(', ')}` });
         return z.NEVER;
       }
       const submitted = engine.presets.submission(name!, chosenTask, config!);
@@ -210,7 +211,7 @@ export function trainRequestSchema(engines: Engines) {
           title: 'config',
           required: ['config', 'name'],
           not: { required: ['model_config'] },
-          anyOf: frameworkTaskBranches(engines, (e) => e.tasks),
+          anyOf: frameworkTaskBranches(engines, (e) => e.presets.tasks),
         },
       ],
       dependentRequired: { callback_url: ['callback_secret'] },

@@ -273,7 +273,7 @@ export function registerModels(app: OpenAPIHono, deps: AppDeps): void {
         required: true,
         content: {
           'multipart/form-data': {
-            schema: z.object({ images: z.array(z.string().openapi({ format: 'binary' })) }),
+            schema: z.object({ images: z.array(z.string().openapi({ format: 'binary' })).min(1).max(MAX_IMAGES) }),
           },
         },
       },
