@@ -96,7 +96,8 @@ export const MAX_OFFSET = 1_000_000_000;
 export function intQuery(min: number, max: number) {
   return z
     .string()
-    .regex(/^-?\d{1,16}$/, 'must be an integer')
+    .max(40)
+    .regex(/^-?\d+$/, 'must be an integer')
     .transform(Number)
     .pipe(z.number().int().min(min).max(max))
     .openapi({ type: 'integer', minimum: min, maximum: max });
@@ -106,7 +107,8 @@ export function intQuery(min: number, max: number) {
 export function numberQuery(min: number, max: number) {
   return z
     .string()
-    .regex(/^-?(\d{1,16}(\.\d{0,16})?|\.\d{1,16})([eE][-+]?\d{1,3})?$/, 'must be a number')
+    .max(40)
+    .regex(/^-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$/, 'must be a number')
     .transform(Number)
     .pipe(z.number().min(min).max(max))
     .openapi({ type: 'number', minimum: min, maximum: max });

@@ -273,7 +273,10 @@ export function registerModels(app: OpenAPIHono, deps: AppDeps): void {
         required: true,
         content: {
           'multipart/form-data': {
-            schema: z.object({ images: z.array(z.string().openapi({ format: 'binary' })).min(1).max(MAX_IMAGES) }),
+            // The options may come as form fields too; no other field is accepted.
+            schema: z
+              .object({ images: z.array(z.string().openapi({ format: 'binary' })).min(1).max(MAX_IMAGES), ...PredictQuery.shape })
+              .strict(),
           },
         },
       },
@@ -282,7 +285,14 @@ export function registerModels(app: OpenAPIHono, deps: AppDeps): void {
       200: {
         description: 'Detections',
         content: {
-          'application/json': { schema: z.object({ model_id: z.string(), task: z.string(), results: z.array(z.unknown()) }) },
+          'application/json': {
+            schema: z.union([
+              z.object({ model_id: z.string(), task: z.string(), results: z.array(z.unknown()) }).openapi({ title: 'json' }),
+              z
+                .object({ info: z.unknown(), images: z.array(z.unknown()), annotations: z.array(z.unknown()), categories: z.array(z.unknown()) })
+                .openapi({ title: 'coco', description: 'With format=coco: COCO detection results' }),
+            ]),
+          },
           'text/csv': { schema: z.string() },
         },
       },
