@@ -328,15 +328,15 @@ export function registerModels(app: OpenAPIHono, deps: AppDeps): void {
           else files.push(v);
         }
       }
+      // Each source checked on its own (a bad form field is refused even when the query string
+      // sets the same option); the query string wins where both set one.
+      const sources = { form: PredictQuery.safeParse(fields), query: PredictQuery.safeParse(c.req.query()) };
+      const issues = Object.entries(sources).flatMap(([where, r]) =>
+        r.success ? [] : r.error.issues.map((i) => ({ path: [where, ...i.path.map(String)], message: i.message, code: i.code })),
+      );
+      if (issues.length) throw new HttpError(400, 'VALIDATION_ERROR', `invalid prediction options: ${issues.length} problem(s)`, issues);
       const parsed = PredictQuery.safeParse({ ...fields, ...c.req.query() });
-      if (!parsed.success) {
-        throw new HttpError(
-          400,
-          'VALIDATION_ERROR',
-          `invalid prediction options: ${parsed.error.issues.length} problem(s)`,
-          parsed.error.issues.map((i) => ({ path: i.path, message: i.message, code: i.code })),
-        );
-      }
+      if (!parsed.success) throw new HttpError(400, 'VALIDATION_ERROR', 'invalid prediction options');
       if (files.length === 0) throw new HttpError(400, 'NO_IMAGES', 'no image files in the form (send them as file fields, e.g. images)');
       if (files.length > MAX_IMAGES) throw new HttpError(400, 'TOO_MANY_IMAGES', `at most ${MAX_IMAGES} images per request`);
 
