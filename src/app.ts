@@ -4,7 +4,6 @@
  */
 import { requestLog } from './http/context.js';
 import { OpenAPIHono } from '@hono/zod-openapi';
-import { swaggerUI } from '@hono/swagger-ui';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
@@ -14,12 +13,14 @@ import { routePath } from 'hono/route';
 import { lt } from 'drizzle-orm';
 import { seenSignatures } from './db/schema.js';
 import { HttpError } from './core/errors.js';
+import { methodNotAllowed, methodRules } from './http/allowed-methods.js';
 import { bearerAuth, requestSignature } from './http/auth.js';
 import type { AppDeps } from './http/deps.js';
 import { RateLimiter } from './http/rate-limit.js';
 import { registerCallbacks } from './api/routes/callbacks.js';
 import { registerCompare } from './api/routes/compare.js';
 import { registerConfig } from './api/routes/config.js';
+import { registerDocs } from './api/routes/docs.js';
 import { registerDownloads } from './api/routes/downloads.js';
 import { registerEngines } from './api/routes/engines.js';
 import { registerHealth } from './api/routes/health.js';
@@ -105,6 +106,14 @@ export function createApp(deps: AppDeps): OpenAPIHono {
     }),
   );
 
+  // 405 for a method a fixed path lacks, before a pattern route beside it takes the request.
+  const methods = methodRules(app);
+  app.use(async function allowedMethods(c, next) {
+    const allowed = methods.refused(c.req.method, c.req.path);
+    if (allowed) throw methodNotAllowed(c.req.method, c.req.path, allowed);
+    await next();
+  });
+
   registerTrain(app, deps);
   registerCompare(app, deps); // before registerJobs: /jobs/{id} would take "compare" as an id
   registerJobs(app, deps);
@@ -131,9 +140,13 @@ export function createApp(deps: AppDeps): OpenAPIHono {
       license: { name: 'AGPL-3.0-only' },
     },
   });
-  app.get('/docs', swaggerUI({ url: '/openapi.json' }));
+  registerDocs(app); // Swagger UI from the pinned swagger-ui-dist package, no CDN
 
-  app.notFound((c) => c.json({ error: { code: 'NOT_FOUND', message: `no route ${c.req.method} ${c.req.path}` } }, 404));
+  app.notFound((c) => {
+    const allowed = methods.allowed(c.req.path);
+    if (allowed.length > 0) throw methodNotAllowed(c.req.method, c.req.path, allowed);
+    return c.json({ error: { code: 'NOT_FOUND', message: `no route ${c.req.method} ${c.req.path}`, details: null } }, 404);
+  });
   app.onError((err, c) => {
     if (err instanceof HttpError) {
       for (const [k, v] of Object.entries(err.headers)) c.header(k, v);
@@ -147,6 +160,10 @@ export function createApp(deps: AppDeps): OpenAPIHono {
     }
     if (err instanceof HTTPException) {
       const status = err.status;
+      if (status === 415) {
+        const message = 'send the body as JSON, with Content-Type: application/json';
+        return c.json({ error: { code: 'UNSUPPORTED_MEDIA_TYPE', message, details: null } }, 415);
+      }
       const code = status === 400 ? 'INVALID_JSON' : `HTTP_${status}`;
       return c.json({ error: { code, message: err.message || 'bad request', details: null } }, status);
     }

@@ -26,7 +26,7 @@ import { JobEvents } from './jobs/events.js';
 import { JobService, type TransitionHook } from './jobs/service.js';
 import { createLoggers, type Logger } from './core/logger.js';
 import { createMetrics } from './monitor/metrics.js';
-import { jobResourceSink, jobTotals } from './monitor/jobs.js';
+import { jobResourceSink, jobTotals, jobsByStatus } from './monitor/jobs.js';
 import { SystemMonitor } from './monitor/monitor.js';
 import { resolveDevices } from './scheduler/devices.js';
 import { Scheduler, type Executor } from './scheduler/scheduler.js';
@@ -92,6 +92,7 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     activeJobs: () => activeJobs(),
     queueSize,
     jobTotals: () => jobTotals(database),
+    jobsByStatus: () => jobsByStatus(database),
     gpus: () => monitor.latest()?.gpus ?? [],
   });
   // Every finished run is observed here, whoever recorded it (the pipeline, or a test's driver).

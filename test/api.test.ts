@@ -107,6 +107,65 @@ for (const backend of backends()) {
       assert.equal((await call('/nope')).json.error.code, 'NOT_FOUND');
     });
 
+    test('405 with Allow on known paths; 415 and 400 on bodies; strict numbers in queries', async () => {
+      const patch = await call('/api/v1/jobs', { method: 'PATCH' });
+      assert.equal(patch.status, 405);
+      assert.equal(patch.headers.get('allow'), 'GET, HEAD');
+      assert.equal(patch.json.error.code, 'METHOD_NOT_ALLOWED');
+      const put = await call(`/api/v1/jobs/${crypto.randomUUID()}`, { method: 'PUT' });
+      assert.equal(put.status, 405);
+      assert.equal(put.headers.get('allow'), 'GET, HEAD, DELETE');
+      // A route of its own is not a value of the pattern beside it: /jobs/compare has no DELETE.
+      const compare = await call('/api/v1/jobs/compare', { method: 'DELETE' });
+      assert.equal(compare.status, 405);
+      assert.equal(compare.headers.get('allow'), 'GET, HEAD');
+      assert.equal((await call('/api/v1/train')).headers.get('allow'), 'POST');
+      assert.equal((await api(server.url, '')('/health', { method: 'POST' })).status, 405);
+      assert.equal((await call('/api/v1/nope', { method: 'PATCH' })).status, 404, 'unknown paths stay 404');
+
+      const text = await call('/api/v1/config/resolve', { method: 'POST', body: '{}', headers: { 'content-type': 'text/plain' } });
+      assert.equal(text.status, 415);
+      assert.equal(text.json.error.code, 'UNSUPPORTED_MEDIA_TYPE');
+      const none = await call('/api/v1/config/resolve', { method: 'POST' });
+      assert.equal(none.status, 400, none.text);
+      assert.equal(none.json.error.code, 'BODY_REQUIRED');
+      assert.equal((await call('/api/v1/train', { method: 'POST' })).json.error.code, 'BODY_REQUIRED');
+      assert.equal((await call('/api/v1/config/resolve', { method: 'POST', json: {} })).status, 200, 'an empty JSON object is a body');
+
+      for (const q of ['offset=', 'offset=0x10', 'offset=1e3', 'offset=-1', 'offset=1000000001', 'limit=2.5']) {
+        const r = await call(`/api/v1/jobs?${q}`);
+        assert.equal(r.status, 400, q);
+        assert.equal(r.json.error.code, 'VALIDATION_ERROR', q);
+      }
+      assert.equal((await call('/api/v1/jobs?offset=1000000000')).status, 200);
+      const download = await call(`/api/v1/jobs/${crypto.randomUUID()}/model?download=AAA`);
+      assert.equal(download.status, 400);
+    });
+
+    test('the OpenAPI document states what the server checks', async () => {
+      const doc = (await api(server.url, '')('/openapi.json')).json;
+      const op = (p: string, m: string) => doc.paths[p][m];
+      const param = (p: string, name: string) => op(p, 'get').parameters.find((x: { name: string }) => x.name === name);
+      for (const p of ['/api/v1/jobs', '/api/v1/models', '/api/v1/jobs/{id}/callbacks', '/api/v1/jobs/{id}/logs']) {
+        assert.deepEqual(param(p, 'offset').schema, { type: 'integer', minimum: 0, maximum: 1_000_000_000, default: 0 }, p);
+      }
+      for (const [p, m] of [['/api/v1/train', 'post'], ['/api/v1/config/resolve', 'post'], ['/api/v1/models/{id}/export', 'post']] as const) {
+        assert.ok(op(p, m).responses['415'], `${m} ${p} documents 415`);
+        assert.equal(op(p, m).requestBody.required, true);
+      }
+      for (const p of ['/api/v1/jobs/{id}/model', '/api/v1/jobs/{id}/artifacts/{name}']) {
+        assert.ok(op(p, 'get').responses['400'], `${p} documents 400`);
+        const types = Object.keys(op(p, 'get').responses['200'].content);
+        for (const t of ['application/json', 'application/octet-stream', 'text/csv', 'image/png']) assert.ok(types.includes(t), `${p}: ${t}`);
+      }
+      const train = doc.components.schemas.TrainRequest;
+      assert.deepEqual(train.oneOf.map((b: { required: string[] }) => b.required), [['model_config'], ['config', 'name']]);
+      assert.deepEqual(train.dependentRequired, { callback_url: ['callback_secret'] });
+      const ids = param('/api/v1/jobs/compare', 'ids');
+      assert.equal(ids.explode, false);
+      assert.equal(ids.schema.uniqueItems, true);
+    });
+
     test('DELETE cancels a queued job; a second DELETE is 409', async () => {
       const r = await call('/api/v1/train', { method: 'POST', json: trainBody() });
       const id = r.json.job_id;

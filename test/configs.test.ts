@@ -179,6 +179,12 @@ describe('config endpoints', () => {
     assert.equal(pose.json.config.kobj, 1);
     assert.ok(!('overlap_mask' in pose.json.config), 'a segment-only key is not in the pose base');
     assert.equal((await call('/api/v1/config/default?task=depth')).status, 400);
+    // A task an engine trains but has no base config for (its schema's default base model is of
+    // another task) is 404, not a failed parse.
+    const none = await call('/api/v1/config/default?framework=rfdetr&task=segment');
+    assert.equal(none.status, 404, none.text);
+    assert.equal(none.json.error.code, 'CONFIG_NOT_FOUND');
+    assert.equal((await call('/api/v1/config/default?framework=rfdetr&task=detect')).status, 200);
     assert.equal((await call('/api/v1/config/default?mode=expert')).status, 400);
     assert.equal((await call('/api/v1/config/default?framework=mmdet')).status, 400);
     assert.equal((await api(server.url, '')('/api/v1/config/default')).status, 401);

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { claimNextJob, markRunning } from '../src/jobs/transitions.js';
 import { jobDriver } from './helpers/job-driver.js';
+import { promtoolAvailable, promtoolCheckMetrics, promtoolRequired } from './helpers/promtool.js';
 import { api, startTestServer, tempDir, trainBody, type TestServer } from './helpers/server.js';
 
 interface Sample {
@@ -110,6 +111,7 @@ describe('/metrics and resource monitoring', () => {
     const { types } = await scrape();
     const want: Record<string, string> = {
       training_jobs_total: 'counter',
+      training_jobs: 'gauge',
       training_duration_seconds: 'histogram',
       active_training_jobs: 'gauge',
       queue_size: 'gauge',
@@ -119,6 +121,22 @@ describe('/metrics and resource monitoring', () => {
       http_request_duration_seconds: 'histogram',
     };
     for (const [name, type] of Object.entries(want)) assert.equal(types.get(name), type, name);
+  });
+
+  test('promtool check metrics passes on a scrape', async (t) => {
+    if (!promtoolAvailable()) {
+      if (promtoolRequired) assert.fail('REQUIRE_PROMTOOL=1 but promtool is not on PATH (Debian: apt-get install prometheus)');
+      t.skip('promtool not on PATH');
+      return;
+    }
+    // A scrape with a job in it and a request timed, so every family has samples.
+    await api(server.url)('/api/v1/jobs');
+    const text = await (await fetch(`${server.url}/metrics`)).text();
+    const { code, output } = await promtoolCheckMetrics(text);
+    assert.equal(code, 0, output);
+    assert.equal(output.trim(), '', 'no lint warnings');
+    assert.match(text, /^nodejs_active_handles\{/m, 'the per-type handle gauge stays');
+    assert.doesNotMatch(text, /^# TYPE \S+_total gauge$/m);
   });
 
   test('GPU gauges come from nvidia-smi, one series per device', async () => {
@@ -139,8 +157,11 @@ describe('/metrics and resource monitoring', () => {
     const call = api(server.url);
     const ids: string[] = [];
     for (let i = 0; i < 3; i++) ids.push((await call('/api/v1/train', { method: 'POST', json: trainBody() })).json.job_id);
+    const current = (s: Sample[], status: string) => value(s, 'training_jobs', { status });
     let now = (await scrape()).samples;
     assert.equal(total(now, 'queued') - total(before, 'queued'), 3);
+    assert.equal(current(now, 'queued'), 3, 'the gauge counts the jobs queued now');
+    assert.equal(current(now, 'training'), 0);
     assert.equal(value(now, 'queue_size'), 3);
 
     const drive = jobDriver(server, NODE);
@@ -160,6 +181,11 @@ describe('/metrics and resource monitoring', () => {
     assert.equal(total(now, 'failed') - total(before, 'failed'), 1);
     assert.equal(total(now, 'cancelled') - total(before, 'cancelled'), 1);
     assert.equal(total(now, 'completed') - total(before, 'completed'), 1, 'counters never go back');
+    assert.deepEqual(
+      ['queued', 'training', 'completed', 'failed', 'cancelled'].map((s) => current(now, s)),
+      [0, 0, 1, 1, 1],
+      'the gauge follows the jobs out of queued',
+    );
     assert.equal(value(now, 'queue_size'), 0);
     assert.ok(value(now, 'http_request_duration_seconds_count', { method: 'POST', route: '/api/v1/train', status: '202' })! >= 3);
   });

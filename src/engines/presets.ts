@@ -100,8 +100,19 @@ export function schemaPresets(opts: SchemaPresetsOptions): EnginePresets {
   const render = (task: string, config: Record<string, unknown>) =>
     `# trainhook base config: ${opts.framework}, task ${task}.\n${YAML.stringify(config, { lineWidth: 0 })}`;
 
+  // A task whose schema defaults do not make a valid config (a default base model of another
+  // task) has no base config to offer: leaving it out answers 404 for it, not a failed parse.
+  const tasks = opts.tasks.filter((task) => {
+    try {
+      base(task);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+
   return {
-    tasks: opts.tasks,
+    tasks,
     defaults(task, mode): PresetView {
       const config = base(task);
       const fields: PresetField[] = editable(mode).map((key) => {

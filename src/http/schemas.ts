@@ -74,11 +74,51 @@ export const errorResponses = (...codes: number[]) =>
 const HTTP_REASONS: Record<number, string> = {
   400: 'Invalid request',
   401: 'Missing or invalid credentials or signature',
+  403: 'Link expired or not valid',
   404: 'Not found',
   409: 'Conflict',
   413: 'Body too large',
+  415: 'Body not sent as Content-Type: application/json',
+  422: 'Unreadable upload',
   429: 'Rate limited (see Retry-After)',
+  500: 'The worker failed',
   503: 'Queue full (see Retry-After)',
 };
+
+/** The largest paging offset accepted, stated in the document as every other limit is. */
+export const MAX_OFFSET = 1_000_000_000;
+
+/**
+ * An integer query parameter. Only digits (with an optional minus) are accepted, not whatever
+ * Number() reads ("", "0x10", "1e3"), and the document states the limits the server checks (a
+ * plain z.coerce.number() would be documented as also accepting null).
+ */
+export function intQuery(min: number, max: number) {
+  return z
+    .string()
+    .max(40)
+    .regex(/^-?\d+$/, 'must be an integer')
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max))
+    .openapi({ type: 'integer', minimum: min, maximum: max });
+}
+
+/** A decimal number query parameter, read as strictly as intQuery. */
+export function numberQuery(min: number, max: number) {
+  return z
+    .string()
+    .max(40)
+    .regex(/^-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$/, 'must be a number')
+    .transform(Number)
+    .pipe(z.number().min(min).max(max))
+    .openapi({ type: 'number', minimum: min, maximum: max });
+}
+
+/** `?offset=`: where a page starts. */
+export const offsetQuery = () => intQuery(0, MAX_OFFSET).optional().transform((v) => v ?? 0).openapi({ type: 'integer', minimum: 0, maximum: MAX_OFFSET, default: 0 });
+
+/** `?limit=`: how many a page holds. */
+export const limitQuery = (max: number, fallback: number) =>
+  intQuery(1, max).optional().transform((v) => v ?? fallback).openapi({ type: 'integer', minimum: 1, maximum: max, default: fallback });
 
 export const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

@@ -221,6 +221,11 @@ const TYPES: Record<string, string> = {
   '.txt': 'text/plain; charset=utf-8',
 };
 
+/** Every media type a job's file is sent as (without parameters), for the API's document. */
+export function fileMediaTypes(): string[] {
+  return [...new Set([...Object.values(TYPES), 'application/octet-stream'].map((t) => t.split(';')[0]!))];
+}
+
 export function contentType(name: string): string {
   return TYPES[path.extname(name).toLowerCase()] ?? 'application/octet-stream';
 }

@@ -91,6 +91,19 @@ function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/**
+ * Which tasks go with which framework, for the OpenAPI document (a refinement the schema
+ * cannot show otherwise): one branch per engine, its framework (optional for the default
+ * engine) with its tasks.
+ */
+export function frameworkTaskBranches(engines: Engines, tasksOf: (e: AnyEngine) => readonly string[]) {
+  return engines.list().map((e) => ({
+    title: e.name,
+    properties: { framework: { const: e.name }, task: { enum: [...tasksOf(e)] } },
+    ...(e === engines.default ? {} : { required: ['framework'] }),
+  }));
+}
+
 export function trainRequestSchema(engines: Engines) {
   const all = engines.list();
   const modelConfigs = all.map((e) => e.modelConfig) as unknown as [z.ZodObject, ...z.ZodObject[]];
@@ -150,9 +163,10 @@ export function trainRequestSchema(engines: Engines) {
       const { model_config: modelConfig, name, framework, task, config, ...rest } = body;
       if (modelConfig) return { ...rest, model_config: modelConfig as TrainRequest['model_config'] };
       const engine = framework ? engines.require(framework) : engines.default;
-      const chosenTask = task ?? engine.tasks[0]!;
-      if (!engine.tasks.includes(chosenTask)) {
-        ctx.addIssue({ code: 'custom', path: ['task'], message: `${engine.name} tasks are ${engine.tasks.join(', ')}` });
+      const chosenTask = task ?? engine.presets.tasks[0]!;
+      // A config is the engine's arguments over a task's base config: tasks without one take model_config.
+      if (!engine.presets.tasks.includes(chosenTask)) {
+        ctx.addIssue({ code: 'custom', path: ['task'], message: `${engine.name} takes a config for ${engine.presets.tasks.join(', ')}` });
         return z.NEVER;
       }
       const submitted = engine.presets.submission(name!, chosenTask, config!);
@@ -184,7 +198,24 @@ export function trainRequestSchema(engines: Engines) {
         ...(resolved ? { resolved_config: resolved } : {}),
       };
     })
-    .openapi('TrainRequest');
+    .openapi('TrainRequest', {
+      // What the refinements above check, stated for clients: model_config or config (with its
+      // name), exactly one; a callback_url needs its secret.
+      oneOf: [
+        {
+          title: 'model_config',
+          required: ['model_config'],
+          not: { anyOf: [{ required: ['config'] }, { required: ['name'] }, { required: ['framework'] }, { required: ['task'] }] },
+        },
+        {
+          title: 'config',
+          required: ['config', 'name'],
+          not: { required: ['model_config'] },
+          anyOf: frameworkTaskBranches(engines, (e) => e.presets.tasks),
+        },
+      ],
+      dependentRequired: { callback_url: ['callback_secret'] },
+    } as object);
 }
 
 /** A stored job's request, read back typed through its engine. */

@@ -48,3 +48,19 @@ export async function jobTotals(database: Database): Promise<Record<string, numb
   const n = (k: string) => Number(row?.[k] ?? 0);
   return { queued: n('queued'), training: n('training'), completed: n('completed'), failed: n('failed'), cancelled: n('cancelled') };
 }
+
+/**
+ * Jobs in each status now, from the database (the training_jobs gauge): every status is
+ * present, 0 when no job is in it. "training" covers claimed and running jobs.
+ */
+export async function jobsByStatus(database: Database): Promise<Record<string, number>> {
+  const [row] = await database.rows<Record<string, unknown>>(sql`
+    select count(*) filter (where state = 'queued')::int as queued,
+           count(*) filter (where state in ('claimed', 'running'))::int as training,
+           count(*) filter (where state = 'completed')::int as completed,
+           count(*) filter (where state = 'failed')::int as failed,
+           count(*) filter (where state = 'cancelled')::int as cancelled
+      from jobs`);
+  const n = (k: string) => Number(row?.[k] ?? 0);
+  return { queued: n('queued'), training: n('training'), completed: n('completed'), failed: n('failed'), cancelled: n('cancelled') };
+}

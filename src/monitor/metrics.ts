@@ -9,6 +9,8 @@ export interface MetricSources {
   queueSize(): Promise<number>;
   /** Jobs that ever reached each status, from the database (monitor/jobs.ts jobTotals). */
   jobTotals?(): Promise<Record<string, number>>;
+  /** Jobs in each status now, from the database (monitor/jobs.ts jobsByStatus). */
+  jobsByStatus?(): Promise<Record<string, number>>;
   /** The latest GPU sample (monitor/monitor.ts); empty on a machine without GPUs. */
   gpus?(): GpuGaugeSource[];
 }
@@ -47,6 +49,14 @@ function gpuGauge(
 export function createMetrics(sources: MetricSources) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  // prom-client's defaults include gauges named *_total (nodejs_active_handles_total and the
+  // like), which Prometheus reserves for counters (promtool check metrics refuses them). Each
+  // is the sum over the `type` label of the gauge of the same name without the suffix, which
+  // stays, so nothing is lost by leaving them out.
+  for (const metric of registry.getMetricsAsArray()) {
+    const name = (metric as unknown as { name: string }).name;
+    if (metric instanceof Gauge && name.endsWith('_total')) registry.removeSingleMetric(name);
+  }
   return {
     registry,
     httpDuration: new Histogram({
@@ -72,6 +82,19 @@ export function createMetrics(sources: MetricSources) {
         const totals = await sources.jobTotals();
         this.reset();
         for (const [status, n] of Object.entries(totals)) this.inc({ status }, n);
+      },
+    }),
+    /** Jobs in each status now (the counter above counts every job that ever reached one). */
+    jobsByStatus: new Gauge({
+      name: 'training_jobs',
+      help: 'Training jobs in each status now (queued, training, completed, failed, cancelled), from the database',
+      labelNames: ['status'] as const,
+      registers: [registry],
+      async collect() {
+        if (!sources.jobsByStatus) return;
+        const counts = await sources.jobsByStatus();
+        this.reset();
+        for (const [status, n] of Object.entries(counts)) this.set({ status }, n);
       },
     }),
     trainingDuration: new Histogram({

@@ -4,7 +4,7 @@ import { listCallbackEvents, redeliverCallback } from '../../callbacks/sql/read.
 import { OUTBOX_STATES } from '../../db/schema.js';
 import { HttpError } from '../../core/errors.js';
 import type { AppDeps } from '../../http/deps.js';
-import { JobIdParam, UUID_RE, errorResponses } from '../../http/schemas.js';
+import { JobIdParam, UUID_RE, errorResponses, limitQuery, offsetQuery } from '../../http/schemas.js';
 import { requestLog } from '../../http/context.js';
 
 const AttemptSchema = z.object({
@@ -44,8 +44,8 @@ const listRoute = createRoute({
     query: z
       .object({
         state: z.enum(OUTBOX_STATES).optional(),
-        limit: z.coerce.number().int().min(1).max(500).default(100),
-        offset: z.coerce.number().int().min(0).default(0),
+        limit: limitQuery(500, 100),
+        offset: offsetQuery(),
       })
       .strict(),
   },

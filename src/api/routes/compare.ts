@@ -28,7 +28,17 @@ const route = createRoute({
   request: {
     query: z
       .object({
-        ids: z.string().openapi({ description: `2 to ${MAX_IDS} job ids, comma-separated`, example: 'id1,id2' }),
+        // Read as one string and split here; documented as what it is, a comma-separated list.
+        ids: z.string().openapi({
+          param: { style: 'form', explode: false },
+          type: 'array',
+          items: { type: 'string', format: 'uuid' },
+          minItems: 2,
+          maxItems: MAX_IDS,
+          uniqueItems: true,
+          description: `2 to ${MAX_IDS} distinct job ids, comma-separated`,
+          example: ['550e8400-e29b-41d4-a716-446655440000', '6ba7b810-9dad-11d1-80b4-00c04fd430c8'],
+        } as object),
       })
       .strict(),
   },

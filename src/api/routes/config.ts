@@ -11,17 +11,26 @@ import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import { HttpError } from '../../core/errors.js';
 import type { Engines } from '../../engines/index.js';
 import type { AnyEngine } from '../../engines/types.js';
+import { frameworkTaskBranches } from '../../jobs/request.js';
 import type { AppDeps } from '../../http/deps.js';
+import { requireBody } from '../../http/body.js';
 import { errorResponses } from '../../http/schemas.js';
 
 const CONFIG_MODES = ['user', 'developer'] as const;
-const Task = z
-  .string()
-  .min(1)
-  .max(50)
-  .optional()
-  .transform((t) => (t === 'detection' ? 'detect' : t === 'segmentation' ? 'segment' : t))
-  .openapi({ description: "The engine's task (default: its first); detection and segmentation are aliases" });
+const ALIASES: Record<string, string> = { detection: 'detect', segmentation: 'segment' };
+
+/** The tasks that have a base config in some engine, and their aliases. */
+function configTasks(engines: Engines): string[] {
+  const tasks = [...new Set(engines.list().flatMap((e) => e.presets.tasks))];
+  return [...tasks, ...Object.keys(ALIASES).filter((a) => tasks.includes(ALIASES[a]!))];
+}
+
+const Task = (tasks: string[]) =>
+  z
+    .enum(tasks as [string, ...string[]])
+    .optional()
+    .transform((t) => (t !== undefined ? (ALIASES[t] ?? t) : t))
+    .openapi({ description: "The engine's task (default: its first); detection and segmentation are aliases" });
 const Mode = z.enum(CONFIG_MODES).default('developer');
 
 const FieldSchema = z
@@ -43,13 +52,14 @@ const FieldSchema = z
   .catchall(z.unknown())
   .openapi('ConfigField', { description: 'An engine may add fields of its own (the Ultralytics engine: ultralytics_default).' });
 
-const defaultRoute = (frameworks: [string, ...string[]]) =>
+const defaultRoute = (frameworks: [string, ...string[]], tasks: string[]) =>
   createRoute({
     method: 'get',
     path: '/api/v1/config/default',
     summary: 'The base config of an engine and task, with the fields a mode may change',
     security: [{ bearer: [] }],
-    request: { query: z.object({ framework: z.enum(frameworks).default(frameworks[0]), task: Task, mode: Mode }).strict() },
+    description: 'A task the engine has no base config for is 404 CONFIG_NOT_FOUND (GET /api/v1/engines lists each engine\'s preset tasks).',
+    request: { query: z.object({ framework: z.enum(frameworks).default(frameworks[0]), task: Task(tasks), mode: Mode }).strict() },
     responses: {
       200: {
         description: 'The base config',
@@ -71,15 +81,16 @@ const defaultRoute = (frameworks: [string, ...string[]]) =>
           },
         },
       },
-      ...errorResponses(400, 401),
+      ...errorResponses(400, 401, 404),
     },
   });
 
-const resolveBody = (frameworks: [string, ...string[]]) =>
-  z
+const resolveBody = (engines: Engines) => {
+  const frameworks = engines.names() as [string, ...string[]];
+  return z
     .object({
       framework: z.enum(frameworks).default(frameworks[0]),
-      task: Task,
+      task: Task(configTasks(engines)),
       mode: Mode,
       base_config: z
         .record(z.string(), z.unknown())
@@ -91,7 +102,13 @@ const resolveBody = (frameworks: [string, ...string[]]) =>
         .openapi({ description: "Arguments to change; user mode accepts the engine's user keys only (GET /config/default lists them)" }),
     })
     .strict()
-    .openapi('ResolveConfigRequest');
+    .openapi('ResolveConfigRequest', { anyOf: frameworkTaskBranches(engines, presetTasksWithAliases) } as object);
+};
+
+const presetTasksWithAliases = (e: AnyEngine) => [
+  ...e.presets.tasks,
+  ...Object.keys(ALIASES).filter((a) => e.presets.tasks.includes(ALIASES[a]!)),
+];
 
 const ResolvedSchema = z
   .object({
@@ -108,7 +125,7 @@ const ResolvedSchema = z
   .catchall(z.unknown())
   .openapi('ResolvedConfig', { description: 'An engine may add fields of its own (the Ultralytics engine: ultralytics_version).' });
 
-const resolveRoute = (frameworks: [string, ...string[]]) =>
+const resolveRoute = (engines: Engines) =>
   createRoute({
     method: 'post',
     path: '/api/v1/config/resolve',
@@ -116,19 +133,25 @@ const resolveRoute = (frameworks: [string, ...string[]]) =>
     description:
       "Every key is checked against the engine's argument set and its range; unknown, out-of-range or not-allowed keys are 400 CONFIG_INVALID with one entry per key in details ({path, message, code}).",
     security: [{ bearer: [] }],
-    request: { body: { required: true, content: { 'application/json': { schema: resolveBody(frameworks) } } } },
+    middleware: [requireBody] as const,
+    request: { body: { required: true, content: { 'application/json': { schema: resolveBody(engines) } } } },
     responses: {
       200: { description: 'Resolved', content: { 'application/json': { schema: ResolvedSchema } } },
-      ...errorResponses(400, 401),
+      ...errorResponses(400, 401, 413, 415),
     },
   });
 
-/** The engine and one of its tasks with a base config, or a 400 that says which exist. */
-function presetTask(engines: Engines, framework: string, task: string | undefined): { engine: AnyEngine; task: string } {
+/** The engine and one of its tasks with a base config, or an error (400 or 404) that says which exist. */
+function presetTask(
+  engines: Engines,
+  framework: string,
+  task: string | undefined,
+  missing: { status: 400; code: 'VALIDATION_ERROR' } | { status: 404; code: 'CONFIG_NOT_FOUND' },
+): { engine: AnyEngine; task: string } {
   const engine = engines.require(framework);
   const chosen = task ?? engine.presets.tasks[0]!;
   if (!engine.presets.tasks.includes(chosen)) {
-    throw new HttpError(400, 'VALIDATION_ERROR', `${engine.name} has base configs for ${engine.presets.tasks.join(', ')}, not ${chosen}`, [
+    throw new HttpError(missing.status, missing.code, `${engine.name} has base configs for ${engine.presets.tasks.join(', ')}, not ${chosen}`, [
       { path: ['task'], message: `one of ${engine.presets.tasks.join(', ')}` },
     ]);
   }
@@ -138,9 +161,9 @@ function presetTask(engines: Engines, framework: string, task: string | undefine
 
 export function registerConfig(app: OpenAPIHono, deps: AppDeps): void {
   const frameworks = deps.engines.names() as [string, ...string[]];
-  app.openapi(defaultRoute(frameworks), (c) => {
+  app.openapi(defaultRoute(frameworks, configTasks(deps.engines)), (c) => {
     const q = c.req.valid('query');
-    const { engine, task } = presetTask(deps.engines, q.framework, q.task);
+    const { engine, task } = presetTask(deps.engines, q.framework, q.task, { status: 404, code: 'CONFIG_NOT_FOUND' });
     const view = engine.presets.defaults(task, q.mode);
     return c.json(
       {
@@ -159,9 +182,9 @@ export function registerConfig(app: OpenAPIHono, deps: AppDeps): void {
     );
   });
 
-  app.openapi(resolveRoute(frameworks), (c) => {
+  app.openapi(resolveRoute(deps.engines), (c) => {
     const body = c.req.valid('json');
-    const { engine, task } = presetTask(deps.engines, body.framework, body.task);
+    const { engine, task } = presetTask(deps.engines, body.framework, body.task, { status: 400, code: 'VALIDATION_ERROR' });
     const result = engine.presets.resolve({ task, mode: body.mode, base_config: body.base_config, overrides: body.overrides });
     if (!result.ok) {
       throw new HttpError(400, 'CONFIG_INVALID', `invalid config: ${result.issues.length} problem(s)`, result.issues);

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import { Readable } from 'node:stream';
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
-import { contentType } from '../../jobs/files.js';
+import { contentType, fileMediaTypes } from '../../jobs/files.js';
 import type { JobRow } from '../../db/schema.js';
 import { HttpError } from '../../core/errors.js';
 import { downloadPath, signDownloadLink, verifyDownloadLink } from '../../security/links.js';
@@ -31,9 +31,22 @@ const DownloadQuery = z
   })
   .strict();
 
+const fileContent = () =>
+  Object.fromEntries(
+    fileMediaTypes()
+      .filter((t) => t !== 'application/json')
+      .map((t) => [t, { schema: z.string().openapi({ format: 'binary' }) }]),
+  );
+
 const fileResponse = {
-  description: 'The file (with ?download=true)',
-  content: { 'application/octet-stream': { schema: z.string().openapi({ format: 'binary' }) } },
+  description: 'The file, typed by its extension (.png, .csv, .yaml, .log…; weights are application/octet-stream)',
+  content: fileContent(),
+};
+
+/** The signed link as JSON, or with ?download=true the file itself. */
+const linkOrFileResponse = {
+  description: 'A signed link, or with ?download=true the file itself, typed by its extension',
+  content: { 'application/json': { schema: LinkSchema }, ...fileContent() },
 };
 
 const NameParam = z.object({
@@ -52,8 +65,8 @@ const modelRoute = createRoute({
   security: [{ bearer: [] }],
   request: { params: JobIdParam, query: DownloadQuery },
   responses: {
-    200: { description: 'Signed link', content: { 'application/json': { schema: LinkSchema } } },
-    ...errorResponses(401, 404),
+    200: linkOrFileResponse,
+    ...errorResponses(400, 401, 404),
   },
 });
 
@@ -64,8 +77,8 @@ const artifactRoute = createRoute({
   security: [{ bearer: [] }],
   request: { params: JobIdParam.merge(NameParam), query: DownloadQuery },
   responses: {
-    200: { description: 'Signed link', content: { 'application/json': { schema: LinkSchema } } },
-    ...errorResponses(401, 404),
+    200: linkOrFileResponse,
+    ...errorResponses(400, 401, 404),
   },
 });
 

@@ -3,7 +3,7 @@ import { HttpError } from '../../core/errors.js';
 import { jobEpochRows, listJobs } from '../../jobs/queries.js';
 import { jobSummary, jobView, statesFor } from '../../jobs/view.js';
 import type { AppDeps } from '../../http/deps.js';
-import { JobIdParam, JobSchema, UUID_RE, errorResponses, jobIdPathParameter } from '../../http/schemas.js';
+import { JobIdParam, JobSchema, UUID_RE, errorResponses, jobIdPathParameter, limitQuery, offsetQuery } from '../../http/schemas.js';
 import { requestLog } from '../../http/context.js';
 
 const getRoute = createRoute({
@@ -27,8 +27,8 @@ const listRoute = createRoute({
     query: z
       .object({
         status: z.enum(['queued', 'training', 'completed', 'failed', 'cancelled']).optional(),
-        limit: z.coerce.number().int().min(1).max(500).default(50),
-        offset: z.coerce.number().int().min(0).default(0),
+        limit: limitQuery(500, 50),
+        offset: offsetQuery(),
       })
       .strict(),
   },

@@ -7,7 +7,7 @@
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import { HttpError } from '../../core/errors.js';
 import type { AppDeps } from '../../http/deps.js';
-import { JobIdParam, UUID_RE, errorResponses } from '../../http/schemas.js';
+import { JobIdParam, UUID_RE, errorResponses, limitQuery, offsetQuery } from '../../http/schemas.js';
 
 const pageRoute = createRoute({
   method: 'get',
@@ -18,8 +18,8 @@ const pageRoute = createRoute({
     params: JobIdParam,
     query: z
       .object({
-        offset: z.coerce.number().int().min(0).default(0),
-        limit: z.coerce.number().int().min(1).max(5000).default(500),
+        offset: offsetQuery(),
+        limit: limitQuery(5000, 500),
       })
       .strict(),
   },

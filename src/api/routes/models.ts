@@ -27,7 +27,8 @@ import { listModels } from '../../registry/queries.js';
 import type { UploadedImage } from '../../registry/service.js';
 import { exportView, modelView, type LinkSigner } from '../../registry/view.js';
 import type { AppDeps } from '../../http/deps.js';
-import { UUID_RE, errorResponses } from '../../http/schemas.js';
+import { requireBody } from '../../http/body.js';
+import { UUID_RE, errorResponses, intQuery, limitQuery, numberQuery, offsetQuery } from '../../http/schemas.js';
 import { requestLog } from '../../http/context.js';
 
 const ModelIdParam = z.object({
@@ -82,8 +83,8 @@ const listRoute = createRoute({
         task: z.string().max(50).optional(),
         framework: z.string().max(50).optional().openapi({ description: 'Models of this engine' }),
         job_id: z.string().uuid().optional().openapi({ description: 'The model of this job' }),
-        limit: z.coerce.number().int().min(1).max(500).default(50),
-        offset: z.coerce.number().int().min(0).default(0),
+        limit: limitQuery(500, 50),
+        offset: offsetQuery(),
       })
       .strict(),
   },
@@ -130,10 +131,13 @@ const deleteRoute = createRoute({
 const PredictQuery = z
   .object({
     format: z.enum(PREDICT_FORMATS).default('json'),
-    conf: z.coerce.number().min(0).max(1).default(0.25),
-    iou: z.coerce.number().min(0).max(1).default(0.7),
-    imgsz: z.coerce.number().int().min(32).max(4096).multipleOf(32).optional(),
-    max_det: z.coerce.number().int().min(1).max(10_000).default(300),
+    conf: numberQuery(0, 1).optional().transform((v) => v ?? 0.25).openapi({ type: 'number', minimum: 0, maximum: 1, default: 0.25 }),
+    iou: numberQuery(0, 1).optional().transform((v) => v ?? 0.7).openapi({ type: 'number', minimum: 0, maximum: 1, default: 0.7 }),
+    imgsz: intQuery(32, 4096)
+      .pipe(z.number().multipleOf(32))
+      .optional()
+      .openapi({ type: 'integer', minimum: 32, maximum: 4096, multipleOf: 32 }),
+    max_det: intQuery(1, 10_000).optional().transform((v) => v ?? 300).openapi({ type: 'integer', minimum: 1, maximum: 10_000, default: 300 }),
   })
   .strict();
 
@@ -170,6 +174,7 @@ const exportRoute = (formats: [string, ...string[]]) =>
   description:
     "Answers when the export is done (typically seconds). The exported file is loaded and run on one image (the first validation image of the source dataset) next to the original: every original detection with confidence ≥ 0.001 (top 20) must have an exported detection of the same class with box IoU ≥ 0.9 and confidence within 0.05, else 500 EXPORT_CHECK_FAILED. An existing export is returned (200) unless force is true. A format the model's engine does not export to is 400 EXPORT_UNSUPPORTED.",
   security: [{ bearer: [] }],
+  middleware: [requireBody] as const,
   request: {
     params: ModelIdParam,
     body: {
@@ -184,7 +189,7 @@ const exportRoute = (formats: [string, ...string[]]) =>
   responses: {
     200: { description: 'The export already made', content: { 'application/json': { schema: ExportSchema } } },
     201: { description: 'Exported and checked', content: { 'application/json': { schema: ExportSchema } } },
-    ...errorResponses(400, 401, 404, 500),
+    ...errorResponses(400, 401, 404, 409, 413, 415, 500, 504),
   },
 });
 
@@ -268,7 +273,10 @@ export function registerModels(app: OpenAPIHono, deps: AppDeps): void {
         required: true,
         content: {
           'multipart/form-data': {
-            schema: z.object({ images: z.array(z.string().openapi({ format: 'binary' })) }),
+            // The options may come as form fields too; no other field is accepted.
+            schema: z
+              .object({ images: z.array(z.string().openapi({ format: 'binary' })).min(1).max(MAX_IMAGES), ...PredictQuery.shape })
+              .strict(),
           },
         },
       },
@@ -277,11 +285,18 @@ export function registerModels(app: OpenAPIHono, deps: AppDeps): void {
       200: {
         description: 'Detections',
         content: {
-          'application/json': { schema: z.object({ model_id: z.string(), task: z.string(), results: z.array(z.unknown()) }) },
+          'application/json': {
+            schema: z.union([
+              z.object({ model_id: z.string(), task: z.string(), results: z.array(z.unknown()) }).openapi({ title: 'json' }),
+              z
+                .object({ info: z.unknown(), images: z.array(z.unknown()), annotations: z.array(z.unknown()), categories: z.array(z.unknown()) })
+                .openapi({ title: 'coco', description: 'With format=coco: COCO detection results' }),
+            ]),
+          },
           'text/csv': { schema: z.string() },
         },
       },
-      ...errorResponses(400, 401, 404, 413, 422, 500),
+      ...errorResponses(400, 401, 404, 409, 413, 415, 422, 500, 504),
     },
   });
 
@@ -313,15 +328,15 @@ export function registerModels(app: OpenAPIHono, deps: AppDeps): void {
           else files.push(v);
         }
       }
+      // Each source checked on its own (a bad form field is refused even when the query string
+      // sets the same option); the query string wins where both set one.
+      const sources = { form: PredictQuery.safeParse(fields), query: PredictQuery.safeParse(c.req.query()) };
+      const issues = Object.entries(sources).flatMap(([where, r]) =>
+        r.success ? [] : r.error.issues.map((i) => ({ path: [where, ...i.path.map(String)], message: i.message, code: i.code })),
+      );
+      if (issues.length) throw new HttpError(400, 'VALIDATION_ERROR', `invalid prediction options: ${issues.length} problem(s)`, issues);
       const parsed = PredictQuery.safeParse({ ...fields, ...c.req.query() });
-      if (!parsed.success) {
-        throw new HttpError(
-          400,
-          'VALIDATION_ERROR',
-          `invalid prediction options: ${parsed.error.issues.length} problem(s)`,
-          parsed.error.issues.map((i) => ({ path: i.path, message: i.message, code: i.code })),
-        );
-      }
+      if (!parsed.success) throw new HttpError(400, 'VALIDATION_ERROR', 'invalid prediction options');
       if (files.length === 0) throw new HttpError(400, 'NO_IMAGES', 'no image files in the form (send them as file fields, e.g. images)');
       if (files.length > MAX_IMAGES) throw new HttpError(400, 'TOO_MANY_IMAGES', `at most ${MAX_IMAGES} images per request`);
 

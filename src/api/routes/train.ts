@@ -4,6 +4,7 @@ import type { Engines } from '../../engines/index.js';
 import { jobView } from '../../jobs/view.js';
 import type { AppDeps } from '../../http/deps.js';
 import { HttpError } from '../../core/errors.js';
+import { requireBody } from '../../http/body.js';
 import { JobSchema, LinksSchema, errorResponses } from '../../http/schemas.js';
 import { requestLog } from '../../http/context.js';
 
@@ -15,6 +16,7 @@ const route = (engines: Engines) =>
   description:
     'Queues a training job. When REQUEST_SIGNING_SECRET is set, the request must carry X-Trainhook-Timestamp and X-Trainhook-Signature (v1=hex HMAC-SHA256 of "timestamp.body").',
   security: [{ bearer: [] }],
+  middleware: [requireBody] as const,
   request: { body: { required: true, content: { 'application/json': { schema: trainRequestSchema(engines) } } } },
   responses: {
     202: {
@@ -40,7 +42,7 @@ const route = (engines: Engines) =>
         },
       },
     },
-    ...errorResponses(400, 401, 413, 429, 503),
+    ...errorResponses(400, 401, 413, 415, 429, 503),
   },
 });
 
