@@ -89,7 +89,7 @@
     }
     if (typeof d.epoch === 'number') set('epoch', String(d.epoch));
     if (typeof d.total_epochs === 'number') set('total-epochs', String(d.total_epochs));
-    if (!TERMINAL[d.status]) set('eta', f.duration(d.eta_seconds));
+    if (!TERMINAL[d.status]) set('eta', f.eta(d.status, d.phase || root.dataset.phase, d.eta_seconds));
     if (d.started_at) {
       root.dataset.startedAt = d.started_at;
       set('started', f.date(d.started_at));

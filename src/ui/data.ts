@@ -5,12 +5,17 @@ import type { AppDeps } from '../http/deps.js';
 import { callbackAttempts, callbackEvents, type JobRow } from '../db/schema.js';
 import type { Engines } from '../engines/index.js';
 import type { MetricsSpec } from '../engines/types.js';
-import { headline, jobMetrics, lossLabel } from '../jobs/metrics.js';
+import { headline, jobMetrics } from '../jobs/metrics.js';
 import { countByState, jobEpochRows, listJobs, queuedJobs } from '../jobs/queries.js';
 import { apiStatus } from '../jobs/view.js';
 import { resourcesView } from '../monitor/view.js';
 
 const metricLabel = (spec: MetricsSpec, key: string) => spec.fields.find((f) => f.key === key)?.label ?? key;
+
+/** The headline loss's label, naming the engine's losses it adds up when there is more than one. */
+export function lossText(spec: MetricsSpec): string {
+  return spec.losses.length > 1 ? `Loss (${spec.losses.map((k) => metricLabel(spec, k)).join(' + ')})` : 'Loss';
+}
 
 /** How the job page shows an engine's metrics: charts, the current values, the epoch table, the best. */
 export function metricsView(spec: MetricsSpec) {
@@ -52,7 +57,8 @@ export function jobCard(engines: Engines, row: JobRow) {
     error: row.error ?? null,
     headlineLabel: metricLabel(spec, key),
     headline: values[key] ?? null,
-    lossLabel: lossLabel(spec),
+    /** "Loss (Box loss + Class loss + DFL loss)": the summed loss says what it sums. */
+    lossLabel: lossText(spec),
     loss: values['loss'] ?? null,
   };
 }
