@@ -207,4 +207,16 @@
         });
     });
   }
+
+  // An export runs while the form waits (a minute for a big model): say so, and no second click.
+  var exportForm = document.getElementById('export-form');
+  if (exportForm) {
+    exportForm.addEventListener('submit', function () {
+      var button = exportForm.querySelector('button');
+      setTimeout(function () {
+        button.disabled = true;
+        button.textContent = 'Exporting… (this can take a minute)';
+      }, 0);
+    });
+  }
 })();
