@@ -113,6 +113,10 @@
       if (box) box.hidden = false;
       set('error-code', d.error.code);
       set('error-message', d.error.message);
+      if (d.error.phase) {
+        var where = d.error.phase === 'checking' ? 'dataset checks' : 'phase ' + d.error.phase;
+        set('error-phase', '(' + where + (d.error.epoch ? ', epoch ' + d.error.epoch : '') + ')');
+      }
     }
     tick();
   }

@@ -218,6 +218,11 @@ describe('status pages in a browser', { skip: haveChromium ? false : `no ${CHROM
     const best = path.join(dir, 'weights', 'best.pt');
     fs.writeFileSync(best, Buffer.from(Array.from({ length: 4096 }, (_, i) => i % 251)));
     await drive.epoch(id, 1, 2);
+    // While validation runs, the time left reads as that, live (the estimate is 0 s then).
+    await page.goto(`${server.url}/jobs/${id}`);
+    await page.waitForSelector('#live-status[data-state="on"]');
+    await drive.record(id, { phase: 'validating', progress: 95, etaSeconds: 0 }, 'phase');
+    await page.waitForFunction(() => document.querySelector('[data-f="eta"]')?.textContent === 'validating');
     await drive.finish(id, 'completed', { progress: 100, phase: 'done', model: { best, size_bytes: 4096, format: 'pytorch', best_epoch: 1 } });
     await page.goto(`${server.url}/jobs/${id}`);
     await page.screenshot({ path: path.join(OUT, 'ui-job-files.png'), fullPage: true });
