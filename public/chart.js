@@ -73,13 +73,15 @@
       var sx = function (x) { return L + ((x - x0) / (x1 - x0)) * (W - L - R); };
       var sy = function (y) { return T + (1 - (y - y0) / (y1 - y0 || 1)) * (H - T - B); };
 
+      // No value yet: no scale either (a scale made up from nothing reads 0.00, 0.00, 0.00).
+      var empty = values.length === 0;
       var ystep = niceStep(y1 - y0 || 1, 4);
-      for (var y = Math.ceil(y0 / ystep) * ystep; y <= y1 + 1e-9; y += ystep) {
+      for (var y = Math.ceil(y0 / ystep) * ystep; !empty && y <= y1 + 1e-9; y += ystep) {
         svg.appendChild(el('line', { x1: L, x2: W - R, y1: sy(y), y2: sy(y), class: 'grid' }));
         svg.appendChild(el('text', { x: L - 6, y: sy(y) + 4, 'text-anchor': 'end', class: 'tick' }, y.toFixed(opts.digits === undefined ? 2 : opts.digits)));
       }
       var xstep = Math.max(1, Math.ceil(niceStep(x1 - x0, 6)));
-      for (var x = x0; x <= x1; x += xstep) {
+      for (var x = x0; !empty && x <= x1; x += xstep) {
         svg.appendChild(el('text', { x: sx(x), y: H - B + 16, 'text-anchor': 'middle', class: 'tick' }, String(x)));
       }
       svg.appendChild(el('text', { x: W - R, y: H - 4, 'text-anchor': 'end', class: 'axis-label' }, 'epoch'));
@@ -105,8 +107,8 @@
         });
         svg.appendChild(g);
       });
-      if (!rows.length) {
-        svg.appendChild(el('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'empty-label' }, 'No epoch finished yet'));
+      if (empty) {
+        svg.appendChild(el('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'empty-label' }, 'No data yet'));
       }
       holder.replaceChildren(svg);
       container.dataset.points = String(rows.length);

@@ -30,7 +30,7 @@
     var key = d.headline_keys && d.headline_keys[0];
     if (key) set(card, 'headline', f.num(d[key]));
     set(card, 'loss', f.num(d.loss));
-    set(card, 'eta', f.duration(d.eta_seconds));
+    set(card, 'eta', f.eta(d.status, d.phase, d.eta_seconds));
     set(card, 'status', f.status(d.status));
     return true;
   }
@@ -60,6 +60,7 @@
       })
       .then(function (html) {
         if (html !== null && target) target.innerHTML = html;
+        if (window.trainhookTables) window.trainhookTables();
       })
       .catch(function () {});
   }

@@ -89,7 +89,7 @@
     }
     if (typeof d.epoch === 'number') set('epoch', String(d.epoch));
     if (typeof d.total_epochs === 'number') set('total-epochs', String(d.total_epochs));
-    if (!TERMINAL[d.status]) set('eta', f.duration(d.eta_seconds));
+    if (!TERMINAL[d.status]) set('eta', f.eta(d.status, d.phase || root.dataset.phase, d.eta_seconds));
     if (d.started_at) {
       root.dataset.startedAt = d.started_at;
       set('started', f.date(d.started_at));
@@ -113,6 +113,10 @@
       if (box) box.hidden = false;
       set('error-code', d.error.code);
       set('error-message', d.error.message);
+      if (d.error.phase) {
+        var where = d.error.phase === 'checking' ? 'dataset checks' : 'phase ' + d.error.phase;
+        set('error-phase', '(' + where + (d.error.epoch ? ', epoch ' + d.error.epoch : '') + ')');
+      }
     }
     tick();
   }
@@ -205,6 +209,18 @@
           button.disabled = false;
           button.textContent = '⊘ Cancel training';
         });
+    });
+  }
+
+  // An export runs while the form waits (a minute for a big model): say so, and no second click.
+  var exportForm = document.getElementById('export-form');
+  if (exportForm) {
+    exportForm.addEventListener('submit', function () {
+      var button = exportForm.querySelector('button');
+      setTimeout(function () {
+        button.disabled = true;
+        button.textContent = 'Exporting… (this can take a minute)';
+      }, 0);
     });
   }
 })();

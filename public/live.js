@@ -108,6 +108,13 @@
     phase: function (p) {
       return p ? p.charAt(0).toUpperCase() + p.slice(1) : '';
     },
+    /* The same rule as src/ui/render.ts eta: the phase while validating, nothing when not training. */
+    eta: function (status, phase, seconds) {
+      if (status !== 'training') return '—';
+      if (phase === 'validating' || phase === 'finalizing') return phase;
+      if (phase !== 'training' && !seconds) return '—';
+      return window.trainhookFormat.duration(seconds);
+    },
     status: function (s) {
       var map = {
         queued: '◷ Queued',

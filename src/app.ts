@@ -15,6 +15,7 @@ import { seenSignatures } from './db/schema.js';
 import { HttpError } from './core/errors.js';
 import { methodNotAllowed, methodRules } from './http/allowed-methods.js';
 import { bearerAuth, requestSignature } from './http/auth.js';
+import { UiAuth } from './http/session.js';
 import type { AppDeps } from './http/deps.js';
 import { RateLimiter } from './http/rate-limit.js';
 import { registerCallbacks } from './api/routes/callbacks.js';
@@ -75,7 +76,9 @@ export function createApp(deps: AppDeps): OpenAPIHono {
       ? next()
       : apiBodyLimit(c, next),
   );
-  app.use('/api/*', bearerAuth({ token: deps.secrets.apiToken }));
+  // The status pages' session opens the API's reads the pages link to (the job's JSON, its logs).
+  const pageSession = new UiAuth({ apiToken: deps.secrets.apiToken, publicRead: false, publicUrl: deps.config.publicUrl });
+  app.use('/api/*', bearerAuth({ token: deps.secrets.apiToken, pageSession: (c) => pageSession.hasSession(c) }));
 
   const limiter = new RateLimiter(deps.config.trainRateLimitPerMinute);
   app.post('/api/v1/train', async function rateLimit(c, next) {

@@ -57,7 +57,7 @@ describe('status pages in a browser', { skip: haveChromium ? false : `no ${CHROM
 
   before(async () => {
     fs.mkdirSync(OUT, { recursive: true });
-    server = await startTestServer({ env: { RUN_JOBS: 'false', SSE_HEARTBEAT_SECONDS: '1', LOG_LEVEL: 'info' } });
+    server = await startTestServer({ env: { RUN_JOBS: 'false', SSE_HEARTBEAT_SECONDS: '1', LOG_LEVEL: 'info', TRAIN_RATE_LIMIT_PER_MINUTE: '1000' } });
     drive = driver(server);
     const call = api(server.url);
     const submitted = await call('/api/v1/train', {
@@ -204,5 +204,92 @@ describe('status pages in a browser', { skip: haveChromium ? false : `no ${CHROM
     await page.waitForFunction(() => document.querySelector('[data-count="completed"]')?.textContent === '1');
     assert.equal(await page.locator('.card[data-job]').count(), 0);
     assert.match(await textOf(page, '.panel:has(#recent-h) table'), /cabo-detector-v2\s*✔ Completed/);
+  });
+
+  test('a logged-in user downloads the model from the job page', async () => {
+    const call = api(server.url);
+    const submitted = await call('/api/v1/train', { method: 'POST', json: trainBody({ model_config: { name: 'isolador-v3', base_model: 'yolo11n.pt', epochs: 2 } }) });
+    assert.equal(submitted.status, 202, submitted.text);
+    const id = submitted.json.job_id as string;
+    const running = await drive.start();
+    assert.equal(running.id, id);
+    const dir = server.deps.files.dir(id);
+    fs.mkdirSync(path.join(dir, 'weights'), { recursive: true });
+    const best = path.join(dir, 'weights', 'best.pt');
+    fs.writeFileSync(best, Buffer.from(Array.from({ length: 4096 }, (_, i) => i % 251)));
+    await drive.epoch(id, 1, 2);
+    // While validation runs, the time left reads as that, live (the estimate is 0 s then).
+    await page.goto(`${server.url}/jobs/${id}`);
+    await page.waitForSelector('#live-status[data-state="on"]');
+    await drive.record(id, { phase: 'validating', progress: 95, etaSeconds: 0 }, 'phase');
+    await page.waitForFunction(() => document.querySelector('[data-f="eta"]')?.textContent === 'validating');
+    await drive.finish(id, 'completed', { progress: 100, phase: 'done', model: { best, size_bytes: 4096, format: 'pytorch', best_epoch: 1 } });
+    await page.goto(`${server.url}/jobs/${id}`);
+    await page.screenshot({ path: path.join(OUT, 'ui-job-files.png'), fullPage: true });
+    const link = page.locator('[data-f="model-download"]');
+    assert.match((await link.getAttribute('href')) ?? '', new RegExp(`^/downloads/${id}/best\\.pt\\?exp=\\d+&sig=`));
+    const [download] = await Promise.all([page.waitForEvent('download'), link.click()]);
+    assert.equal(download.suggestedFilename(), 'best.pt');
+    const saved = await download.path();
+    assert.deepEqual(fs.readFileSync(saved), fs.readFileSync(best));
+    // The JSON button opens with the page's session alone.
+    await page.click('[data-f="json"]');
+    await page.waitForURL(`${server.url}/api/v1/jobs/${id}`);
+    assert.equal(JSON.parse((await page.locator('body').textContent()) ?? '').status, 'completed');
+    await page.goBack();
+  });
+
+  test('an empty chart says so instead of drawing a scale', async () => {
+    const call = api(server.url);
+    const r = await call('/api/v1/train', { method: 'POST', json: trainBody({ model_config: { name: 'empty-chart', base_model: 'yolo11n.pt', epochs: 2 } }) });
+    await page.goto(`${server.url}/jobs/${r.json.job_id}`);
+    await page.waitForSelector('#chart-map svg');
+    assert.equal(await page.locator('#chart-map svg .tick').count(), 0, 'no 0.00 / 0.00 / 0.00 axis');
+    assert.equal(await textOf(page, '#chart-map svg .empty-label'), 'No data yet');
+    assert.equal(await textOf(page, '#chart-loss svg .empty-label'), 'No data yet');
+    assert.equal((await call(`/api/v1/jobs/${r.json.job_id}`, { method: 'DELETE' })).status, 200);
+  });
+
+  test('pages through the job history and filters it', async () => {
+    const call = api(server.url);
+    const before = (await call('/api/v1/jobs?limit=1')).json.total as number;
+    for (let i = 0; i < 21; i++) {
+      const r = await call('/api/v1/train', { method: 'POST', json: trainBody({ model_config: { name: `history-${i}`, base_model: 'yolo11n.pt', epochs: 1 } }) });
+      assert.equal(r.status, 202, r.text);
+    }
+    const total = before + 21;
+    await page.goto(`${server.url}/`);
+    await page.click('[data-f="history"]');
+    await page.waitForURL(`${server.url}/jobs`);
+    assert.equal(await textOf(page, '[data-f="range"]'), `1–20 of ${total}`);
+    assert.equal(await page.locator('#history-table tbody tr').count(), 20);
+    assert.match(await textOf(page, '#history-table tbody tr'), /history-20/);
+    await page.click('[data-f="next"]');
+    await page.waitForURL(`${server.url}/jobs?page=2`);
+    assert.equal(await textOf(page, '[data-f="range"]'), `21–${total} of ${total}`);
+    assert.equal(await textOf(page, '[data-f="page"]'), 'Page 2 of 2');
+    await page.click('[data-f="prev"]');
+    await page.waitForURL(`${server.url}/jobs`);
+    // Filters: the form keeps them, and the pages after them carry them along.
+    await page.selectOption('select[name="status"]', 'completed');
+    await page.click('#history-filter button[type=submit]');
+    await page.waitForURL(/status=completed/);
+    const names = await page.locator('#history-table tbody tr td:first-child').allTextContents();
+    assert.deepEqual(names.sort(), ['cabo-detector-v2', 'isolador-v3']);
+    assert.equal(await page.locator('select[name="status"]').inputValue(), 'completed');
+    await page.fill('input[name="name"]', 'ISOLADOR');
+    await page.click('#history-filter button[type=submit]');
+    assert.deepEqual(await page.locator('#history-table tbody tr td:first-child').allTextContents(), ['isolador-v3']);
+    // On a phone the table scrolls sideways, and the page says so.
+    await page.goto(`${server.url}/jobs`);
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.waitForSelector('.scroll-hint');
+    assert.match(await textOf(page, '.scroll-hint'), /Scroll the table sideways/);
+    const box = page.locator('.table-wrap').first();
+    assert.ok(await box.evaluate((e) => e.scrollWidth > e.clientWidth), 'the table is wider than the phone');
+    await page.screenshot({ path: path.join(OUT, 'ui-history-phone.png'), fullPage: true });
+    await page.setViewportSize({ width: 1280, height: 900 });
+    await page.waitForSelector('.scroll-hint', { state: 'detached' });
+    await page.screenshot({ path: path.join(OUT, 'ui-history.png'), fullPage: true });
   });
 });

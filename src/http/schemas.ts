@@ -30,7 +30,13 @@ export const JobSchema = z
     finished_at: z.string().nullable(),
     eta_seconds: z.number().nullable(),
     error: z
-      .object({ code: z.string(), message: z.string(), details: z.unknown(), phase: z.string(), epoch: z.number().nullable() })
+      .object({
+        code: z.string(),
+        message: z.string(),
+        details: z.unknown(),
+        phase: z.string().openapi({ description: "The job's phase when it failed; `checking` for a dataset that failed its checks (DATASET_INVALID)" }),
+        epoch: z.number().nullable(),
+      })
       .nullable(),
     dataset_info: z.unknown(),
     model: z.unknown(),

@@ -6,6 +6,9 @@
  *   The cookie is `<expiry>.<nonce>.<HMAC>` under a key derived from the API token: no session
  *   table, valid on every node, and rotating the token logs everyone out.
  * - Scripts may send `Authorization: Bearer <API_TOKEN>` instead.
+ * - The session also opens the API's reads (GET, HEAD) that the pages link to (the job's JSON,
+ *   its logs), when the browser says the request did not come from another site
+ *   (http/auth.ts pageRead); every other API request still needs the bearer token.
  * - UI_PUBLIC_READ=true lets anyone read pages and streams; acting (Cancel) still needs one of
  *   the above.
  * - A form POST with the cookie must carry the CSRF token of that session (an HMAC of it, so
@@ -69,6 +72,11 @@ export class UiAuth {
 
   checkCsrf(session: string, token: string | undefined): boolean {
     return !!token && safeEqual(token, this.csrfToken(session));
+  }
+
+  /** Whether the request carries a valid session cookie. */
+  hasSession(c: Context): boolean {
+    return this.verify(getCookie(c, SESSION_COOKIE));
   }
 
   access(c: Context): Access {

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { JobRow } from '../db/schema.js';
 import type { Engines } from '../engines/index.js';
+import { AnsiStripper, stripAnsi } from '../worker/ansi.js';
 
 export const LOG_FILE = 'worker.log';
 /** The callback artifact key of the job's log (every engine's completion callback has it). */
@@ -172,7 +173,8 @@ export class JobFiles {
     const take = (raw: string) => {
       if (total >= offset && lines.length < limit) {
         const segments = raw.split('\r').filter((seg) => seg.length > 0);
-        let line = segments.length ? segments[segments.length - 1]! : '';
+        // Logs written before colour codes were stripped at write time still carry them.
+        let line = stripAnsi(segments.length ? segments[segments.length - 1]! : '');
         if (line.length > MAX_LINE_CHARS) line = `${line.slice(0, MAX_LINE_CHARS)}… [line cut at ${MAX_LINE_CHARS} characters]`;
         lines.push(line);
       }
@@ -194,7 +196,10 @@ export class JobFiles {
     return { offset, limit, total_lines: total, next_offset: end < total ? end : null, lines };
   }
 
-  /** The whole log as a download; an empty one when the job has not written a log yet. */
+  /**
+   * The whole log as a download; an empty one when the job has not written a log yet. Colour
+   * codes are stripped on the way (older logs have them), so its length is known only at the end.
+   */
   logDownload(jobId: string): Response {
     const file = this.logFile(jobId);
     const headers = {
@@ -204,9 +209,21 @@ export class JobFiles {
     };
     if (!fs.existsSync(file)) return new Response('', { status: 200, headers });
     const size = fs.statSync(file).size;
+    if (size === 0) return new Response('', { status: 200, headers: { ...headers, 'content-length': '0' } });
     // Up to the size seen now: a log still being written ends where it ended when asked.
-    const body = Readable.toWeb(fs.createReadStream(file, { start: 0, end: Math.max(0, size - 1) })) as ReadableStream<Uint8Array>;
-    return new Response(size === 0 ? '' : body, { status: 200, headers: { ...headers, 'content-length': String(size) } });
+    const plain = new AnsiStripper();
+    const source = fs.createReadStream(file, { start: 0, end: size - 1, encoding: 'utf8' });
+    const stripped = Readable.from(
+      (async function* () {
+        for await (const chunk of source) {
+          const text = plain.push(chunk as string);
+          if (text) yield Buffer.from(text, 'utf8');
+        }
+        const rest = plain.end();
+        if (rest) yield Buffer.from(rest, 'utf8');
+      })(),
+    );
+    return new Response(Readable.toWeb(stripped) as ReadableStream<Uint8Array>, { status: 200, headers });
   }
 }
 

@@ -1,5 +1,5 @@
 /** Reads of jobs: one job, a page of jobs, queue positions, counts by state. */
-import { and, asc, count, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm';
+import { and, asc, count, desc, eq, gt, gte, ilike, inArray, lt, sql } from 'drizzle-orm';
 import type { Db, DbOrTx } from '../db/client.js';
 import { jobEpochs, jobs, type JobRow, type JobState } from '../db/schema.js';
 
@@ -35,11 +35,29 @@ export async function jobsAfter(db: Db, after: number, n: number): Promise<JobRo
   return db.select().from(jobs).where(gt(jobs.seq, after)).orderBy(asc(jobs.seq)).limit(n);
 }
 
+/** `%`, `_` and a backslash in a searched name are themselves, not LIKE wildcards. */
+const likeLiteral = (text: string) => text.replace(/[\\%_]/g, (ch) => `\\${ch}`);
+
 export async function listJobs(
   db: DbOrTx,
-  opts: { states?: JobState[] | undefined; limit: number; offset: number },
+  opts: {
+    states?: JobState[] | undefined;
+    /** Part of the job's name, any case. */
+    nameContains?: string | undefined;
+    /** Submitted at or after. */
+    createdFrom?: Date | undefined;
+    /** Submitted before. */
+    createdBefore?: Date | undefined;
+    limit: number;
+    offset: number;
+  },
 ): Promise<{ total: number; rows: JobRow[] }> {
-  const where = opts.states ? inArray(jobs.state, opts.states) : undefined;
+  const where = and(
+    opts.states ? inArray(jobs.state, opts.states) : undefined,
+    opts.nameContains ? ilike(jobs.name, `%${likeLiteral(opts.nameContains)}%`) : undefined,
+    opts.createdFrom ? gte(jobs.createdAt, opts.createdFrom) : undefined,
+    opts.createdBefore ? lt(jobs.createdAt, opts.createdBefore) : undefined,
+  );
   const [totalRow] = await db.select({ n: count() }).from(jobs).where(where);
   const rows = await db
     .select()

@@ -65,7 +65,7 @@ export function createExecutor(ctx: PipelineContext): Executor {
     const fail = async (err: JobError) => {
       log.warn({ code: err.code, err_message: err.message }, 'job failed');
       await store.finish(claimed.id, 'failed', {
-        error: { code: err.code, message: err.message, details: err.details ?? null, phase, epoch: epoch || null },
+        error: { code: err.code, message: err.message, details: err.details ?? null, phase: errorPhase(err, phase), epoch: epoch || null },
       });
     };
     /** The run was stopped from outside: cancelled (already recorded), shutdown, lease lost. */
@@ -277,4 +277,12 @@ export function createExecutor(ctx: PipelineContext): Executor {
       await fail(toJobError(err));
     }
   };
+}
+
+/**
+ * The phase an error is reported in: a dataset that fails its checks (a refused archive entry,
+ * the layout, the labels, the format) failed in the checks, whatever phase the job was showing.
+ */
+export function errorPhase(err: JobError, phase: Phase): string {
+  return err.code === 'DATASET_INVALID' ? 'checking' : phase;
 }

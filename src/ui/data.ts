@@ -5,12 +5,20 @@ import type { AppDeps } from '../http/deps.js';
 import { callbackAttempts, callbackEvents, type JobRow } from '../db/schema.js';
 import type { Engines } from '../engines/index.js';
 import type { MetricsSpec } from '../engines/types.js';
-import { headline, jobMetrics, lossLabel } from '../jobs/metrics.js';
+import { headline, jobMetrics } from '../jobs/metrics.js';
 import { countByState, jobEpochRows, listJobs, queuedJobs } from '../jobs/queries.js';
-import { apiStatus } from '../jobs/view.js';
+import { apiStatus, statesFor } from '../jobs/view.js';
 import { resourcesView } from '../monitor/view.js';
+import { listModels } from '../registry/queries.js';
+import { modelView, type LinkSigner } from '../registry/view.js';
+import { signDownloadLink } from '../security/links.js';
 
 const metricLabel = (spec: MetricsSpec, key: string) => spec.fields.find((f) => f.key === key)?.label ?? key;
+
+/** The headline loss's label, naming the engine's losses it adds up when there is more than one. */
+export function lossText(spec: MetricsSpec): string {
+  return spec.losses.length > 1 ? `Loss (${spec.losses.map((k) => metricLabel(spec, k)).join(' + ')})` : 'Loss';
+}
 
 /** How the job page shows an engine's metrics: charts, the current values, the epoch table, the best. */
 export function metricsView(spec: MetricsSpec) {
@@ -52,7 +60,8 @@ export function jobCard(engines: Engines, row: JobRow) {
     error: row.error ?? null,
     headlineLabel: metricLabel(spec, key),
     headline: values[key] ?? null,
-    lossLabel: lossLabel(spec),
+    /** "Loss (Box loss + Class loss + DFL loss)": the summed loss says what it sums. */
+    lossLabel: lossText(spec),
     loss: values['loss'] ?? null,
   };
 }
@@ -136,7 +145,34 @@ export async function callbackDeliveries(deps: AppDeps, jobId: string, limit = 5
   }
 }
 
-export async function jobPageData(deps: AppDeps, row: JobRow) {
+/**
+ * Links the page's own reader may follow: the job's files as signed, expiring download links
+ * (the ones callbacks carry, relative here so they work whichever host the page was opened on),
+ * and its registered model with its exports.
+ */
+function pageSigner(deps: AppDeps): LinkSigner {
+  return { key: deps.secrets.linkSigningKey, baseUrl: '', ttlSeconds: deps.config.downloadLinkTtlSeconds };
+}
+
+export function jobFileLink(deps: AppDeps, row: JobRow, name: string): { url: string; expires_at: string; size: number } | null {
+  const file = deps.files.open(row, name);
+  if (!file) return null;
+  const s = pageSigner(deps);
+  return { ...signDownloadLink({ key: s.key, baseUrl: s.baseUrl, jobId: row.id, name, ttlSeconds: s.ttlSeconds }), size: file.size };
+}
+
+/** The model registered from a job (with its exports and the formats it may still export to), or null. */
+export async function registeredModel(deps: AppDeps, jobId: string) {
+  const { rows } = await listModels(deps.database.db, { jobId, limit: 1, offset: 0 });
+  const row = rows[0];
+  if (!row) return null;
+  const exports = await deps.registry.exports([row.id]);
+  const view = modelView(row, exports, pageSigner(deps));
+  const done = new Set(view.exports.map((e) => e.format));
+  return { ...view, row, exportable: deps.registry.exportFormats(row).filter((f) => !done.has(f)) };
+}
+
+export async function jobPageData(deps: AppDeps, row: JobRow, opts: { links: boolean } = { links: false }) {
   const request = row.request as {
     model_config?: Record<string, unknown>;
     dataset?: { url?: string; format?: string; sha256?: string };
@@ -150,6 +186,9 @@ export async function jobPageData(deps: AppDeps, row: JobRow) {
   const logFile = deps.files.logFile(row.id);
   const logSize = fs.existsSync(logFile) ? fs.statSync(logFile).size : null;
   const engine = deps.engines.get(row.engine);
+  const link = (name: string) => (opts.links ? jobFileLink(deps, row, name) : null);
+  const modelName = deps.files.modelName(row);
+  const registered = opts.links && row.state === 'completed' ? await registeredModel(deps, row.id) : null;
   return {
     job: jobCard(deps.engines, row),
     engine: { name: row.engine, label: engine?.label ?? row.engine, task: row.task },
@@ -165,8 +204,10 @@ export async function jobPageData(deps: AppDeps, row: JobRow) {
     metricsBest: row.metricsBest ?? null,
     resources: (row.resources ?? null) as Record<string, unknown> | null,
     model: (row.model ?? null) as Record<string, unknown> | null,
-    artifacts: row.artifacts?.map((a) => ({ name: a.name, size: a.size })) ?? [],
-    checkpoints: deps.files.checkpoints(row),
+    modelLink: modelName ? link(modelName) : null,
+    registered,
+    artifacts: row.artifacts?.map((a) => ({ name: a.name, size: a.size, link: link(a.name) })) ?? [],
+    checkpoints: deps.files.checkpoints(row).map((c) => ({ ...c, link: link(c.name) })),
     epochs: epochs.map((e) => ({ epoch: e.epoch, metrics: e.metrics, epoch_seconds: e.epochSeconds })),
     callbacks,
     callbackUrl: row.callbackUrl,
@@ -175,3 +216,55 @@ export async function jobPageData(deps: AppDeps, row: JobRow) {
   };
 }
 export type JobPageData = Awaited<ReturnType<typeof jobPageData>>;
+
+export const HISTORY_PAGE_SIZE = 20;
+export const HISTORY_STATUSES = ['queued', 'training', 'completed', 'failed', 'cancelled'] as const;
+
+/** The job history's filters, as read from its query string (already checked). */
+export interface HistoryFilters {
+  status: (typeof HISTORY_STATUSES)[number] | null;
+  name: string;
+  /** YYYY-MM-DD (UTC), inclusive. */
+  from: string | null;
+  to: string | null;
+  page: number;
+}
+
+const DAY_MS = 86_400_000;
+
+/** One page of every job, newest first, filtered by status, part of the name and submission date. */
+export async function historyData(deps: AppDeps, f: HistoryFilters) {
+  const offset = (f.page - 1) * HISTORY_PAGE_SIZE;
+  const { total, rows } = await listJobs(deps.database.db, {
+    states: f.status ? statesFor(f.status) : undefined,
+    nameContains: f.name || undefined,
+    createdFrom: f.from ? new Date(`${f.from}T00:00:00Z`) : undefined,
+    createdBefore: f.to ? new Date(new Date(`${f.to}T00:00:00Z`).getTime() + DAY_MS) : undefined,
+    limit: HISTORY_PAGE_SIZE,
+    offset,
+  });
+  const pages = Math.max(1, Math.ceil(total / HISTORY_PAGE_SIZE));
+  const query = (page: number) => {
+    const q = new URLSearchParams();
+    if (f.status) q.set('status', f.status);
+    if (f.name) q.set('name', f.name);
+    if (f.from) q.set('from', f.from);
+    if (f.to) q.set('to', f.to);
+    if (page > 1) q.set('page', String(page));
+    const text = q.toString();
+    return `/jobs${text ? `?${text}` : ''}`;
+  };
+  return {
+    filters: f,
+    statuses: HISTORY_STATUSES,
+    jobs: rows.map((r) => jobCard(deps.engines, r)),
+    total,
+    page: f.page,
+    pages,
+    first: total === 0 ? 0 : offset + 1,
+    last: offset + rows.length,
+    prev: f.page > 1 ? query(Math.min(f.page - 1, pages)) : null,
+    next: f.page < pages ? query(f.page + 1) : null,
+  };
+}
+export type HistoryData = Awaited<ReturnType<typeof historyData>>;

@@ -80,6 +80,23 @@ function phase(p: string): string {
   return p.charAt(0).toUpperCase() + p.slice(1);
 }
 
+/**
+ * The time left, as the pages say it: during validation and finalizing the training-time
+ * estimate reads 0 s, which is not the time left, so the phase is said instead; a finished or
+ * waiting job has none. public/live.js has the same rule for live updates.
+ */
+function etaText(status: string, p: string, seconds: number | null | undefined): string {
+  if (status !== 'training') return '—';
+  if (p === 'validating' || p === 'finalizing') return p;
+  if (p !== 'training' && !seconds) return '—';
+  return duration(seconds);
+}
+
+/** Where a job failed, in words: "phase downloading", or "dataset checks". */
+function errorPhase(p: string): string {
+  return p === 'checking' ? 'dataset checks' : `phase ${p}`;
+}
+
 /** A URL shown without its query and credentials (presigned dataset links carry secrets there). */
 function safeUrl(u: unknown): string {
   if (typeof u !== 'string' || !u) return '—';
@@ -99,4 +116,4 @@ function json(v: unknown): string {
     .replace(/\u2029/g, '\\u2029');
 }
 
-export const helpers = { duration, num, pct, gb, bytes, date, status, phase, safeUrl, json };
+export const helpers = { duration, num, pct, gb, bytes, date, status, phase, eta: etaText, errorPhase, safeUrl, json };

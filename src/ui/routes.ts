@@ -13,7 +13,9 @@ import { UUID_RE } from '../http/schemas.js';
 import { resourcesView } from '../monitor/view.js';
 import { registerStreams } from './stream-routes.js';
 import { UiAuth, safeNext, type Access } from '../http/session.js';
-import { dashboardData, jobPageData } from './data.js';
+import { z } from 'zod';
+import { HISTORY_STATUSES, dashboardData, historyData, jobPageData, registeredModel, type HistoryFilters } from './data.js';
+import { ToolError } from '../worker/tool.js';
 import { PUBLIC_DIR, render } from './render.js';
 import { requestLog } from '../http/context.js';
 
@@ -29,10 +31,29 @@ const CSP = [
   "frame-ancestors 'none'",
 ].join('; ');
 
+/** A calendar day that exists, as the date inputs send it. */
+const Day = z
+  .string()
+  .regex(/^\d{4}-\d{2}-\d{2}$/, 'a date as YYYY-MM-DD')
+  .refine((d) => !Number.isNaN(Date.parse(`${d}T00:00:00Z`)) && new Date(`${d}T00:00:00Z`).toISOString().startsWith(d), 'not a calendar date');
+/** The job history's query; an empty field (the form sends every field) means no filter. */
+const HistoryQuery = z
+  .object({
+    status: z.enum(HISTORY_STATUSES).optional(),
+    name: z.string().max(200, 'at most 200 characters').optional(),
+    from: Day.optional(),
+    to: Day.optional(),
+    page: z.coerce.number().int('a whole number').min(1, 'pages start at 1').max(100_000).default(1),
+  })
+  .strict();
+const blankToUndefined = (q: Record<string, string>) => Object.fromEntries(Object.entries(q).filter(([, v]) => v.trim() !== '').map(([k, v]) => [k, v.trim()]));
+
 /** Notices a redirect may ask the job page to show (a fixed list: nothing from the URL is echoed). */
 const NOTICES: Record<string, string> = {
   cancelled: 'Cancellation requested: the worker stops at the next batch and keeps last.pt.',
   finished: 'This job had already finished; nothing was cancelled.',
+  exported: 'Exported: the file is listed under the registered model below.',
+  'already-exported': 'That export already exists: it is listed under the registered model below.',
 };
 
 export function registerUi(app: OpenAPIHono, deps: AppDeps): void {
@@ -50,7 +71,7 @@ export function registerUi(app: OpenAPIHono, deps: AppDeps): void {
     c.header('Referrer-Policy', 'same-origin');
     c.header('X-Frame-Options', 'DENY');
   };
-  for (const p of ['/', '/login', '/logout', '/jobs/*', '/partials/*', '/static/*']) app.use(p, headers);
+  for (const p of ['/', '/login', '/logout', '/jobs', '/jobs/*', '/partials/*', '/static/*']) app.use(p, headers);
 
   app.use(
     '/static/*',
@@ -149,6 +170,26 @@ export function registerUi(app: OpenAPIHono, deps: AppDeps): void {
     return html(c, render('./resources', { ...base(c, access, 'Resources'), resources: resourcesView(deps.monitor.latest()) }));
   });
 
+  /** Every job, paged and filtered (the dashboard shows only the last few finished ones). */
+  app.get('/jobs', async (c) => {
+    const access = readable(c);
+    if (access instanceof Response) return access;
+    const parsed = HistoryQuery.safeParse(blankToUndefined(c.req.query()));
+    const page = (filters: HistoryFilters, problems: string[], status = 200) =>
+      historyData(deps, filters).then((data) =>
+        html(c, render('./history', { ...base(c, access, 'Job history'), ...data, problems }), status),
+      );
+    if (!parsed.success) {
+      const problems = parsed.error.issues.map((i) => `${i.path.join('.') || 'query'}: ${i.message}`);
+      return page({ status: null, name: '', from: null, to: null, page: 1 }, problems, 400);
+    }
+    const q = parsed.data;
+    if (q.from && q.to && q.from > q.to) {
+      return page({ status: null, name: '', from: null, to: null, page: 1 }, ['from: the first day comes after the last one'], 400);
+    }
+    return page({ status: q.status ?? null, name: q.name ?? '', from: q.from ?? null, to: q.to ?? null, page: q.page }, []);
+  });
+
   app.get('/jobs/:id', async (c) => {
     const access = readable(c);
     if (access instanceof Response) return access;
@@ -156,7 +197,7 @@ export function registerUi(app: OpenAPIHono, deps: AppDeps): void {
     const streamId = deps.streams.currentId();
     const row = UUID_RE.test(id) ? await deps.jobs.get(id) : undefined;
     if (!row) return errorPage(c, access, 404, 'Job not found', `There is no job ${id} on this server.`);
-    const data = await jobPageData(deps, row);
+    const data = await jobPageData(deps, row, { links: access.write });
     const notice = NOTICES[c.req.query('notice') ?? ''] ?? null;
     return html(
       c,
@@ -171,6 +212,42 @@ export function registerUi(app: OpenAPIHono, deps: AppDeps): void {
     if (!access.write) return c.redirect(`/login?next=${encodeURIComponent(`/jobs/${id}`)}`, 303);
     if (!UUID_RE.test(id) || !(await deps.jobs.get(id))) return errorPage(c, access, 404, 'Job not found', `There is no job ${id}.`);
     return deps.files.logDownload(id);
+  });
+
+  /**
+   * Exports the job's registered model from the page (the form of its files section), with the
+   * session's CSRF token like Cancel. The export runs while the form waits, then the page shows it.
+   */
+  app.post('/jobs/:id/export', async (c) => {
+    const access = auth.access(c);
+    const id = c.req.param('id');
+    const refuse = (status: number, message: string) => errorPage(c, access, status, 'Not exported', message);
+    if (!access.write) return c.redirect(`/login?next=${encodeURIComponent(`/jobs/${id}`)}`, 303);
+    const form = await c.req.parseBody();
+    if (access.via === 'cookie') {
+      if (!auth.sameOrigin(c)) return refuse(403, 'The request did not come from this server’s page.');
+      if (!auth.checkCsrf(access.session!, typeof form['csrf'] === 'string' ? form['csrf'] : undefined)) {
+        return refuse(403, 'Missing or stale form token; reload the page and try again.');
+      }
+    }
+    const row = UUID_RE.test(id) ? await deps.jobs.get(id) : undefined;
+    if (!row) return errorPage(c, access, 404, 'Job not found', `There is no job ${id}.`);
+    const model = await registeredModel(deps, row.id);
+    if (!model) return refuse(404, 'This job has no registered model (only a completed job’s model is registered).');
+    const format = typeof form['format'] === 'string' ? form['format'] : '';
+    const formats = deps.registry.exportFormats(model.row);
+    if (!formats.includes(format)) {
+      return refuse(400, `${format || 'No format'} is not an export format of this model (${formats.join(', ') || 'it has none'}).`);
+    }
+    try {
+      const { created } = await deps.registry.export(model.row, format);
+      requestLog(c).info({ job_id: id, model_id: model.model_id, format, via: access.via }, 'model exported from the status page');
+      return c.redirect(`/jobs/${id}?notice=${created ? 'exported' : 'already-exported'}#files`, 303);
+    } catch (err) {
+      if (!(err instanceof ToolError)) throw err;
+      requestLog(c).warn({ job_id: id, code: err.code, err_message: err.message }, 'export from the status page failed');
+      return refuse(err.code === 'EXPORT_UNSUPPORTED' ? 400 : 500, `${err.code}: ${err.message}`);
+    }
   });
 
   app.post('/jobs/:id/cancel', async (c) => {

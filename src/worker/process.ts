@@ -16,6 +16,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { AnsiStripper, stripAnsi } from './ansi.js';
 
 /** The Python side: worker/main.py loads an engine's module and runs it. */
 export const WORKER_ROOT = fileURLToPath(new URL('../../worker/', import.meta.url));
@@ -108,7 +109,7 @@ export function startPython(opts: PythonProcessOptions): PythonProcess {
   let logClosed = false;
   // After the child is gone its stream is closed; a late note (an event handler's failure) is appended.
   const note = (line: string) => {
-    const text = `[trainhook ${new Date().toISOString()}] ${line}\n`;
+    const text = `[trainhook ${new Date().toISOString()}] ${stripAnsi(line)}\n`;
     if (!logClosed) log.write(text);
     else
       try {
@@ -129,9 +130,13 @@ export function startPython(opts: PythonProcessOptions): PythonProcess {
   child.stdin.on('error', () => {});
   const tail = new LineTail(opts.tailLines ?? 50);
   child.stderr.setEncoding('utf8');
+  // Colour codes go at write time: the log file, its downloads and the error tail read plain.
+  const plain = new AnsiStripper();
   child.stderr.on('data', (chunk: string) => {
-    log.write(chunk);
-    tail.push(chunk);
+    const text = plain.push(chunk);
+    if (!text) return;
+    log.write(text);
+    tail.push(text);
   });
   const lines = readline.createInterface({ input: child.stdout, crlfDelay: Infinity });
   lines.on('line', (line) => {
@@ -166,6 +171,11 @@ export function startPython(opts: PythonProcessOptions): PythonProcess {
       }
       child.stdin.destroy();
       lines.close();
+      const rest = plain.end();
+      if (rest) {
+        log.write(rest);
+        tail.push(rest);
+      }
       note(spawnError ? `spawn failed: ${spawnError.message}` : `exited: code ${code} signal ${signal}`);
       logClosed = true;
       log.end(() =>
