@@ -15,7 +15,7 @@ import { QueueIndex } from './queue-index.js';
 import { JobReadCache, type CachedJob } from './read-cache.js';
 import { jobView } from './view.js';
 import type { TrainRequest } from './request.js';
-import { cancelJob, insertJob } from './transitions.js';
+import { cancelJob, insertJob, restartJob } from './transitions.js';
 
 /** Called inside the transaction of every job change: the callback outbox hangs here. */
 export type TransitionHook = (tx: Tx, job: JobRow, change: JobChange) => Promise<void>;
@@ -230,6 +230,28 @@ export class JobService {
     if (typeof outcome === 'object' && 'state' in outcome) {
       this.opts.slots.abort(id, 'cancelled');
       this.opts.events.emit({ job: outcome, change: 'cancelled' });
+    }
+    return outcome;
+  }
+
+  /**
+   * Queues a failed or cancelled job again (POST /jobs/{id}/retry): same id, a new attempt, its
+   * history kept, resuming from its last checkpoint. 'not_found' | { state } (409) | the job.
+   */
+  async retry(id: string): Promise<JobRow | 'not_found' | { notRetryable: JobRow }> {
+    const { db } = this.opts.database;
+    const outcome = await db.transaction(async (tx) => {
+      const row = await restartJob(tx, id);
+      if (row) {
+        await this.opts.hook(tx, row, 'requeued');
+        return row;
+      }
+      const existing = await getJob(tx, id);
+      return existing ? { notRetryable: existing } : ('not_found' as const);
+    });
+    if (typeof outcome === 'object' && 'state' in outcome) {
+      this.opts.events.emit({ job: outcome, change: 'requeued' });
+      this.opts.slots.wake();
     }
     return outcome;
   }

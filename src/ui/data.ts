@@ -7,7 +7,7 @@ import type { Engines } from '../engines/index.js';
 import type { MetricsSpec } from '../engines/types.js';
 import { headline, jobMetrics, lossLabel } from '../jobs/metrics.js';
 import { countByState, jobEpochRows, listJobs, queuedJobs } from '../jobs/queries.js';
-import { apiStatus } from '../jobs/view.js';
+import { apiStatus, attemptsView } from '../jobs/view.js';
 import { resourcesView } from '../monitor/view.js';
 
 const metricLabel = (spec: MetricsSpec, key: string) => spec.fields.find((f) => f.key === key)?.label ?? key;
@@ -171,6 +171,8 @@ export async function jobPageData(deps: AppDeps, row: JobRow) {
     callbacks,
     callbackUrl: row.callbackUrl,
     queue: start ? { position: start.position, estimatedStart: start.at } : null,
+    attempts: attemptsView(row.attemptLog),
+    retryAt: row.state === 'queued' ? row.retryAt : null,
     logSize,
   };
 }
