@@ -25,6 +25,8 @@ export interface SlotInfo {
   activeCount: number;
   wake(): void;
   abort(jobId: string, reason: 'cancelled'): boolean;
+  /** Whether this node's run of the job has not ended yet (its worker may still be stopping). */
+  isRunningHere(jobId: string): boolean;
 }
 
 /** The channel of the jobs table's trigger (migrations/0003_job_change_notify.sql). */
@@ -238,7 +240,9 @@ export class JobService {
    * Queues a failed or cancelled job again (POST /jobs/{id}/retry): same id, a new attempt, its
    * history kept, resuming from its last checkpoint. 'not_found' | { state } (409) | the job.
    */
-  async retry(id: string): Promise<JobRow | 'not_found' | { notRetryable: JobRow }> {
+  async retry(id: string): Promise<JobRow | 'not_found' | { notRetryable: JobRow } | 'stopping'> {
+    // A cancelled run whose worker is still stopping keeps its run folder: the next one waits.
+    if (this.opts.slots.isRunningHere(id)) return 'stopping';
     const { db } = this.opts.database;
     const outcome = await db.transaction(async (tx) => {
       const row = await restartJob(tx, id);

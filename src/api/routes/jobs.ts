@@ -175,6 +175,11 @@ export function registerJobs(app: OpenAPIHono, deps: AppDeps): void {
     if (!UUID_RE.test(id)) throw notFound(id);
     const outcome = await deps.jobs.retry(id);
     if (outcome === 'not_found') throw notFound(id);
+    if (outcome === 'stopping') {
+      throw new HttpError(409, 'JOB_STOPPING', `job ${id} is still stopping its worker; retry in a few seconds`, null, {
+        'Retry-After': '5',
+      });
+    }
     if ('notRetryable' in outcome) {
       const status = jobView(outcome.notRetryable, { baseUrl: deps.baseUrl(c.req.url) }).status;
       throw new HttpError(409, 'JOB_NOT_RETRYABLE', `only a failed or cancelled job can be retried; job ${id} is ${status}`, {
