@@ -270,7 +270,8 @@ export class JobService {
     if (position === 0) return { position, at: job.startedAt ?? new Date() };
     const slots = Math.max(1, this.opts.slots.devices.length);
     const free = slots - this.opts.slots.activeCount;
-    if (position <= free) return { position, at: new Date() };
+    // A job waiting to be retried starts no sooner than its retry time.
+    if (position <= free) return { position, at: job.retryAt && job.retryAt > new Date() ? job.retryAt : new Date() };
     const mean = await recentMeanDurationSeconds(db);
     if (mean === null) return { position, at: null };
     const rounds = Math.ceil((position - Math.max(0, free)) / slots);
