@@ -86,12 +86,12 @@ export function createExecutor(ctx: PipelineContext): Executor {
         error: { code: err.code, message: err.message, details: err.details ?? null, phase, epoch: epoch || null },
       });
     };
-    /** The run was stopped from outside: cancelled (already recorded), shutdown, lease lost. */
+    /** The run was stopped: cancelled (already recorded), shutdown, lease lost, or past its time limit. */
     const stopped = async () => {
       if (timeLimit.signal.aborted && !signal.aborted && !local.signal.aborted) {
-        return fail(new JobError('JOB_TIMEOUT', `the job ran longer than JOB_MAX_HOURS (${config.retries.jobMaxMs / 3_600_000} h) and was stopped`, {
-          max_hours: config.retries.jobMaxMs / 3_600_000,
-        }));
+        const hours = config.retries.jobMaxMs / 3_600_000;
+        const message = `the job ran longer than JOB_MAX_HOURS (${hours} h) and was stopped`;
+        return fail(new JobError('JOB_TIMEOUT', message, { max_hours: hours }));
       }
       const reason = stop.reason as StopReason;
       if (reason === 'shutdown') {
