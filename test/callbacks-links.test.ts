@@ -70,6 +70,8 @@ const base: JobRow = {
   nodeId: 'n',
   leaseExpiresAt: null,
   attempts: 1,
+  attemptLog: [],
+  retryAt: null,
   etaSeconds: 1980,
   metricsCurrent: { box_loss: 0.02347, cls_loss: 0.01562, dfl_loss: 0.00891, precision: 0.8765, recall: 0.8342, mAP50: 0.8914, 'mAP50-95': 0.7234, lr: 0.01, epoch: 45 },
   metricsBest: { mAP50: 0.8954, 'mAP50-95': 0.7289, epoch: 42 },

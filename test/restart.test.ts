@@ -70,6 +70,14 @@ for (const backend of backends()) {
       const restarted = await call(`/api/v1/jobs/${ids[0]}`);
       assert.equal(restarted.json.status, 'training');
       assert.equal(restarted.json.phase, 'downloading');
+      // The attempt the SIGKILL cut short is recorded as interrupted: no failure, nothing to retry.
+      assert.deepEqual(
+        restarted.json.attempts.map((a: { attempt: number; outcome: string | null }) => [a.attempt, a.outcome]),
+        [
+          [1, 'interrupted'],
+          [2, null],
+        ],
+      );
       for (let i = 1; i < 5; i++) {
         const j = await call(`/api/v1/jobs/${ids[i]}`);
         assert.equal(j.json.status, 'queued');

@@ -6,6 +6,7 @@
  *   completed               → training_completed
  *   failed, cancelled       → training_failed (cancelled: error code CANCELLED)
  *   queued, started, requeued → nothing (the 202 answered the submit; a restart is internal)
+ *   retrying                → nothing: a failed attempt that is retried is no failure of the job
  *
  * Only jobs with a callback_url get events. The body is built now, from the row as this
  * transaction leaves it, and stored; every retry sends the same bytes.

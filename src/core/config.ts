@@ -87,6 +87,15 @@ const EnvSchema = z.object({
   SSE_HEARTBEAT_SECONDS: z.coerce.number().positive().max(3600).default(15),
   /** Bytes one SSE client may have waiting before it is disconnected as too slow. */
   SSE_CLIENT_BUFFER_BYTES: int(4096).default(1024 * 1024),
+
+  /** A training worker silent (no event) this long is stopped; the attempt fails with WORKER_STALLED. */
+  WORKER_STALL_SECONDS: z.coerce.number().positive().default(900),
+  /** A job running longer than this (hours, fractions allowed) is stopped for good with JOB_TIMEOUT. */
+  JOB_MAX_HOURS: z.coerce.number().positive().default(72),
+  /** Failed attempts (worker crash, stall, network or 5xx on downloads) before a job fails for good. */
+  JOB_MAX_ATTEMPTS: int(1, 100).default(3),
+  /** Wait before the first retry; doubled before each next one. */
+  JOB_RETRY_BACKOFF_SECONDS: z.coerce.number().min(0).default(30),
 });
 
 export type Config = Readonly<{
@@ -135,6 +144,7 @@ export type Config = Readonly<{
   uiPublicRead: boolean;
   monitor: Readonly<{ intervalMs: number; gpuTempWarnC: number; gpuMemoryWarnPercent: number }>;
   stream: Readonly<{ heartbeatMs: number; clientBufferBytes: number }>;
+  retries: Readonly<{ workerStallMs: number; jobMaxMs: number; maxAttempts: number; backoffMs: number }>;
 }>;
 
 export class ConfigError extends Error {
@@ -209,6 +219,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     stream: Object.freeze({
       heartbeatMs: Math.round(e.SSE_HEARTBEAT_SECONDS * 1000),
       clientBufferBytes: e.SSE_CLIENT_BUFFER_BYTES,
+    }),
+    retries: Object.freeze({
+      workerStallMs: Math.round(e.WORKER_STALL_SECONDS * 1000),
+      jobMaxMs: Math.round(e.JOB_MAX_HOURS * 3600 * 1000),
+      maxAttempts: e.JOB_MAX_ATTEMPTS,
+      backoffMs: Math.round(e.JOB_RETRY_BACKOFF_SECONDS * 1000),
     }),
   });
 }

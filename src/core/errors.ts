@@ -16,6 +16,8 @@ export const JOB_ERROR_CODES = [
   'TRAINING_DIVERGED',
   'CANCELLED',
   'WORKER_CRASHED',
+  'WORKER_STALLED',
+  'JOB_TIMEOUT',
   'UNKNOWN_ERROR',
 ] as const;
 export type JobErrorCode = (typeof JOB_ERROR_CODES)[number];

@@ -222,7 +222,8 @@ export async function downloadToFile(url: string, dest: string, opts: DownloadOp
         throw new JobError(
           errorCode,
           `download of ${shown} failed${tries}: ${err.message}`,
-          { url: shown, status: err.extra.status ?? null, attempt: n, reason: err.extra.reason ?? null },
+          // transient: a later try may succeed (network error, 5xx), so the job may be retried.
+          { url: shown, status: err.extra.status ?? null, attempt: n, reason: err.extra.reason ?? null, transient: err.retryable },
           { cause: err },
         );
       }

@@ -33,6 +33,25 @@ export type Phase = (typeof PHASES)[number];
 
 const tstz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
 
+/**
+ * One start of a job by a node, as the job's attempt history keeps it. outcome is null while it
+ * runs; 'retrying' is a failure that the job retries; 'interrupted' is a stop that is no failure
+ * (the server stopped or died, a lease expired) and resumes without counting against the limit.
+ */
+export type AttemptOutcome = 'completed' | 'failed' | 'retrying' | 'interrupted' | 'cancelled';
+export interface AttemptEntry {
+  attempt: number;
+  started_at: string;
+  ended_at: string | null;
+  outcome: AttemptOutcome | null;
+  node_id: string | null;
+  device: string | null;
+  /** The epochs completed when it started (it resumed after them) and when it ended. */
+  start_epoch: number;
+  end_epoch: number | null;
+  error: { code: string; message: string } | null;
+}
+
 export const jobs = pgTable(
   'jobs',
   {
@@ -62,6 +81,10 @@ export const jobs = pgTable(
     leaseExpiresAt: tstz('lease_expires_at'),
     /** How many times a node started this job (a resume after a crash counts). */
     attempts: integer('attempts').notNull().default(0),
+    /** Every start of the job, oldest first (see AttemptEntry). */
+    attemptLog: jsonb('attempt_log').$type<AttemptEntry[]>().notNull().default(sql`'[]'::jsonb`),
+    /** A queued job waiting to be retried is not claimed before this time. */
+    retryAt: tstz('retry_at'),
     etaSeconds: integer('eta_seconds'),
     metricsCurrent: jsonb('metrics_current').$type<Record<string, number | null>>(),
     metricsBest: jsonb('metrics_best').$type<Record<string, number | null>>(),

@@ -49,6 +49,23 @@ export const JobSchema = z
       base_model_sha256: z.string().nullable(),
     }),
     links: LinksSchema,
+    attempts: z
+      .array(
+        z.object({
+          attempt: z.number(),
+          started_at: z.string(),
+          ended_at: z.string().nullable(),
+          outcome: z.enum(['completed', 'failed', 'retrying', 'interrupted', 'cancelled']).nullable(),
+          start_epoch: z.number(),
+          end_epoch: z.number().nullable(),
+          error: z.object({ code: z.string(), message: z.string() }).nullable(),
+        }),
+      )
+      .openapi({ description: 'Every start of the job, oldest first; outcome is null while the attempt runs' }),
+    retry_at: z
+      .string()
+      .nullable()
+      .openapi({ description: 'A queued job that failed for a transient reason starts again, from its last checkpoint, at this time' }),
   })
   .passthrough()
   .openapi('Job');

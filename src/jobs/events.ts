@@ -17,7 +17,9 @@ export type JobChange =
   | 'completed'
   | 'failed'
   | 'cancelled'
-  | 'requeued';
+  | 'requeued'
+  /** A failed attempt that the job retries later (not a failure of the job: no callback). */
+  | 'retrying';
 
 export interface JobChangeEvent {
   job: JobRow;

@@ -15,7 +15,7 @@ import { QueueIndex } from './queue-index.js';
 import { JobReadCache, type CachedJob } from './read-cache.js';
 import { jobView } from './view.js';
 import type { TrainRequest } from './request.js';
-import { cancelJob, insertJob } from './transitions.js';
+import { cancelJob, insertJob, restartJob } from './transitions.js';
 
 /** Called inside the transaction of every job change: the callback outbox hangs here. */
 export type TransitionHook = (tx: Tx, job: JobRow, change: JobChange) => Promise<void>;
@@ -25,6 +25,8 @@ export interface SlotInfo {
   activeCount: number;
   wake(): void;
   abort(jobId: string, reason: 'cancelled'): boolean;
+  /** Whether this node's run of the job has not ended yet (its worker may still be stopping). */
+  isRunningHere(jobId: string): boolean;
 }
 
 /** The channel of the jobs table's trigger (migrations/0003_job_change_notify.sql). */
@@ -235,6 +237,30 @@ export class JobService {
   }
 
   /**
+   * Queues a failed or cancelled job again (POST /jobs/{id}/retry): same id, a new attempt, its
+   * history kept, resuming from its last checkpoint. 'not_found' | { state } (409) | the job.
+   */
+  async retry(id: string): Promise<JobRow | 'not_found' | { notRetryable: JobRow } | 'stopping'> {
+    // A cancelled run whose worker is still stopping keeps its run folder: the next one waits.
+    if (this.opts.slots.isRunningHere(id)) return 'stopping';
+    const { db } = this.opts.database;
+    const outcome = await db.transaction(async (tx) => {
+      const row = await restartJob(tx, id);
+      if (row) {
+        await this.opts.hook(tx, row, 'requeued');
+        return row;
+      }
+      const existing = await getJob(tx, id);
+      return existing ? { notRetryable: existing } : ('not_found' as const);
+    });
+    if (typeof outcome === 'object' && 'state' in outcome) {
+      this.opts.events.emit({ job: outcome, change: 'requeued' });
+      this.opts.slots.wake();
+    }
+    return outcome;
+  }
+
+  /**
    * When a queued job should start: now when a slot is free, else after the jobs ahead of it
    * have run, at the mean duration of recent jobs. Null when there is no history to go on.
    */
@@ -244,7 +270,8 @@ export class JobService {
     if (position === 0) return { position, at: job.startedAt ?? new Date() };
     const slots = Math.max(1, this.opts.slots.devices.length);
     const free = slots - this.opts.slots.activeCount;
-    if (position <= free) return { position, at: new Date() };
+    // A job waiting to be retried starts no sooner than its retry time.
+    if (position <= free) return { position, at: job.retryAt && job.retryAt > new Date() ? job.retryAt : new Date() };
     const mean = await recentMeanDurationSeconds(db);
     if (mean === null) return { position, at: null };
     const rounds = Math.ceil((position - Math.max(0, free)) / slots);

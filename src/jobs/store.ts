@@ -20,6 +20,7 @@ import {
   renewLeases,
   requeueJob,
   requeueOrphans,
+  retryJobLater,
   updateActiveJob,
   type JobPatch,
 } from './transitions.js';
@@ -37,6 +38,8 @@ export interface JobStore {
   finish(id: string, state: 'completed' | 'failed', patch: JobPatch): Promise<JobRow | undefined>;
   /** Back to the queue (this node stops): it resumes from its checkpoint wherever it runs next. */
   requeue(id: string): Promise<JobRow | undefined>;
+  /** A transient failure: back to the queue, claimed again after delayMs, from its checkpoint. */
+  retryLater(id: string, error: { code: string; message: string }, delayMs: number): Promise<JobRow | undefined>;
   /** Extends the leases of these jobs; answers the ids this node still holds. */
   renew(ids: string[]): Promise<Set<string>>;
   /** At start: this node's own jobs from before its restart, and every expired lease, back to the queue. */
@@ -86,6 +89,14 @@ export function createJobStore(opts: {
       return announce(row, state);
     },
     requeue: async (id) => announce(await requeueJob(db, id, nodeId), 'requeued'),
+    async retryLater(id, error, delayMs) {
+      const row = await db.transaction(async (tx) => {
+        const updated = await retryJobLater(tx, id, nodeId, error, delayMs);
+        if (updated) await hook(tx, updated, 'retrying');
+        return updated;
+      });
+      return announce(row, 'retrying');
+    },
     renew: (ids) => renewLeases(db, nodeId, ids, leaseSeconds),
     recover: async () => requeued(await requeueOrphans(db, nodeId)),
     sweep: async () => requeued(await requeueOrphans(db, null)),

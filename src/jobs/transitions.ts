@@ -7,10 +7,14 @@
  *     ▲                  │                  │ ──fail──────▶ failed
  *     └──requeue (lease expired / node restarted)┘
  *   any unfinished state ──cancel──▶ cancelled
+ *   running ──retry later (a transient failure)──▶ queued, not claimed before retry_at
+ *   failed, cancelled ──restart (by request)──▶ queued
+ *
+ * Each start and end of an attempt is written to the job's attempt log in the same UPDATE.
  */
-import { and, eq, inArray, lt, or, sql } from 'drizzle-orm';
+import { and, eq, inArray, isNull, lt, lte, or, sql, type SQL } from 'drizzle-orm';
 import type { Db, DbOrTx, Tx } from '../db/client.js';
-import { jobEpochs, jobs, type JobRow, type Phase } from '../db/schema.js';
+import { jobEpochs, jobs, type AttemptOutcome, type JobRow, type Phase } from '../db/schema.js';
 
 const UNFINISHED = ['queued', 'claimed', 'running'] as const;
 const ACTIVE = ['claimed', 'running'] as const;
@@ -35,6 +39,21 @@ export type JobPatch = Partial<
   >
 >;
 
+type AttemptError = { code: string; message: string } | null;
+
+/**
+ * The attempt log with its open entry (the last one, while it has no end) closed with this
+ * outcome; unchanged when no attempt is open.
+ */
+function closeAttempt(outcome: AttemptOutcome, error: AttemptError): SQL {
+  const log = sql`${jobs.attemptLog}`;
+  return sql`case when jsonb_array_length(${log}) > 0 and (${log} -> -1 ->> 'ended_at') is null
+    then jsonb_set(${log}, '{-1}', (${log} -> -1) || jsonb_build_object(
+      'ended_at', now(), 'outcome', ${outcome}::text, 'end_epoch', ${jobs.currentEpoch},
+      'error', ${error ? JSON.stringify(error) : null}::jsonb))
+    else ${log} end`;
+}
+
 export async function insertJob(
   db: DbOrTx,
   values: typeof jobs.$inferInsert,
@@ -56,7 +75,12 @@ export async function claimNextJob(
       .select({ id: jobs.id })
       .from(jobs)
       .where(
-        and(eq(jobs.state, 'queued'), or(eq(jobs.requestedDevice, 'auto'), eq(jobs.requestedDevice, opts.device))),
+        and(
+          eq(jobs.state, 'queued'),
+          or(eq(jobs.requestedDevice, 'auto'), eq(jobs.requestedDevice, opts.device)),
+          // A job waiting to be retried keeps its place in line but is skipped until its time.
+          or(isNull(jobs.retryAt), lte(jobs.retryAt, sql`now()`)),
+        ),
       )
       .orderBy(jobs.seq)
       .limit(1)
@@ -70,6 +94,12 @@ export async function claimNextJob(
         device: opts.device,
         leaseExpiresAt: sql`now() + make_interval(secs => ${opts.leaseSeconds})`,
         attempts: sql`${jobs.attempts} + 1`,
+        retryAt: null,
+        // An attempt still open here ended without a word (its node died): it was interrupted.
+        attemptLog: sql`(${closeAttempt('interrupted', null)}) || jsonb_build_array(jsonb_build_object(
+          'attempt', ${jobs.attempts} + 1, 'started_at', now(), 'ended_at', null, 'outcome', null,
+          'node_id', ${opts.nodeId}::text, 'device', ${opts.device}::text,
+          'start_epoch', ${jobs.currentEpoch}, 'end_epoch', null, 'error', null))`,
         updatedAt: sql`now()`,
       })
       .where(and(eq(jobs.id, next.id), eq(jobs.state, 'queued')))
@@ -130,6 +160,8 @@ export async function finishJob(
       state,
       phase: 'done' satisfies Phase,
       ...(state === 'completed' ? { progress: 100, etaSeconds: 0 } : { etaSeconds: null }),
+      attemptLog: closeAttempt(state, patch.error ? { code: patch.error.code, message: patch.error.message } : null),
+      retryAt: null,
       leaseExpiresAt: null,
       finishedAt: sql`now()`,
       updatedAt: sql`now()`,
@@ -148,6 +180,8 @@ export async function cancelJob(tx: Tx, id: string): Promise<JobRow | undefined>
       phase: 'done',
       etaSeconds: null,
       leaseExpiresAt: null,
+      retryAt: null,
+      attemptLog: closeAttempt('cancelled', { code: 'CANCELLED', message: 'Job cancelled by request' }),
       finishedAt: sql`now()`,
       updatedAt: sql`now()`,
       error: sql`jsonb_build_object('code', 'CANCELLED', 'message', 'Job cancelled by request',
@@ -188,6 +222,7 @@ export async function requeueOrphans(db: Db, restartedNodeId: string | null): Pr
       device: null,
       leaseExpiresAt: null,
       etaSeconds: null,
+      attemptLog: closeAttempt('interrupted', null),
       updatedAt: sql`now()`,
     })
     .where(and(inArray(jobs.state, ACTIVE), orphaned))
@@ -205,9 +240,62 @@ export async function requeueJob(db: DbOrTx, id: string, nodeId: string): Promis
       device: null,
       leaseExpiresAt: null,
       etaSeconds: null,
+      attemptLog: closeAttempt('interrupted', null),
       updatedAt: sql`now()`,
     })
     .where(and(eq(jobs.id, id), eq(jobs.nodeId, nodeId), inArray(jobs.state, ACTIVE)))
+    .returning();
+  return row;
+}
+
+/**
+ * A transient failure of a job this node runs: back to the queue, its place in line kept, not
+ * claimed again before `delayMs` has passed; it resumes from its checkpoint.
+ */
+export async function retryJobLater(
+  db: DbOrTx,
+  id: string,
+  nodeId: string,
+  error: { code: string; message: string },
+  delayMs: number,
+): Promise<JobRow | undefined> {
+  const [row] = await db
+    .update(jobs)
+    .set({
+      state: 'queued',
+      phase: 'queued',
+      nodeId: null,
+      device: null,
+      leaseExpiresAt: null,
+      etaSeconds: null,
+      retryAt: sql`now() + make_interval(secs => ${delayMs / 1000})`,
+      attemptLog: closeAttempt('retrying', error),
+      updatedAt: sql`now()`,
+    })
+    .where(and(eq(jobs.id, id), eq(jobs.nodeId, nodeId), inArray(jobs.state, ACTIVE)))
+    .returning();
+  return row;
+}
+
+/**
+ * A failed or cancelled job queued again by request: same id, its attempt log and run folder
+ * kept, so it resumes from its last checkpoint. Its clock (started_at, which JOB_MAX_HOURS
+ * counts from) starts over; undefined when the job is not failed or cancelled.
+ */
+export async function restartJob(db: DbOrTx, id: string): Promise<JobRow | undefined> {
+  const [row] = await db
+    .update(jobs)
+    .set({
+      state: 'queued',
+      phase: 'queued',
+      error: null,
+      etaSeconds: null,
+      retryAt: null,
+      startedAt: null,
+      finishedAt: null,
+      updatedAt: sql`now()`,
+    })
+    .where(and(eq(jobs.id, id), inArray(jobs.state, ['failed', 'cancelled'])))
     .returning();
   return row;
 }

@@ -2,7 +2,7 @@
  * What the API says about a job. status is what the upstream app stores; the
  * internal states claimed and running both read as "training". Secrets never appear here.
  */
-import type { JobRow, JobState } from '../db/schema.js';
+import type { AttemptEntry, JobRow, JobState } from '../db/schema.js';
 
 export type ApiStatus = 'queued' | 'training' | 'completed' | 'failed' | 'cancelled';
 
@@ -29,6 +29,21 @@ export function jobLinks(baseUrl: string, id: string): JobLinks {
 }
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
+/** Times in the attempt log are written by the database; shown in the same form as the others. */
+const isoText = (s: string | null) => (s ? new Date(s).toISOString() : null);
+
+/** The job's attempts as the API and the pages show them. */
+export function attemptsView(log: readonly AttemptEntry[]) {
+  return log.map((a) => ({
+    attempt: a.attempt,
+    started_at: isoText(a.started_at)!,
+    ended_at: isoText(a.ended_at),
+    outcome: a.outcome,
+    start_epoch: a.start_epoch,
+    end_epoch: a.end_epoch,
+    error: a.error,
+  }));
+}
 
 /** Progress as every view shows it: percent, two decimals. */
 export function shownProgress(row: Pick<JobRow, 'progress'>): number {
@@ -66,6 +81,8 @@ export function jobView(row: JobRow, extra: { baseUrl: string; queuePosition?: n
     },
     callback_url: row.callbackUrl,
     links: jobLinks(extra.baseUrl, row.id),
+    attempts: attemptsView(row.attemptLog),
+    retry_at: row.state === 'queued' ? iso(row.retryAt) : null,
   };
 }
 export type JobView = ReturnType<typeof jobView>;

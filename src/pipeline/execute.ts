@@ -5,6 +5,11 @@
  * (each change one transaction with its callback, announced once committed). A completed job's
  * model goes to the registry.
  *
+ * Watchdogs: a worker silent for WORKER_STALL_SECONDS is stopped (WORKER_STALLED), and a job
+ * running past JOB_MAX_HOURS since it started is stopped for good (JOB_TIMEOUT). A transient
+ * failure is not the job's end: it is queued again, to resume from its checkpoint after a
+ * backoff (jobs/retry-policy.ts), until JOB_MAX_ATTEMPTS failures.
+ *
  * Progress: downloading 0→5, preparing 5→10, training 10→95 (by epoch and batch), validating
  * 95→99, completed 100.
  */
@@ -21,6 +26,7 @@ import type { JobChange, JobChangeEvent } from '../jobs/events.js';
 import type { JobFiles } from '../jobs/files.js';
 import { better, jobMetrics, pick } from '../jobs/metrics.js';
 import { jobRequest } from '../jobs/request.js';
+import { retryDecision } from '../jobs/retry-policy.js';
 import type { JobPatch, JobStore } from '../jobs/store.js';
 import { createOutboundDispatcher } from '../net/outbound.js';
 import type { ModelRegistry } from '../registry/service.js';
@@ -52,9 +58,12 @@ export function createExecutor(ctx: PipelineContext): Executor {
   return async function executeJob(claimed, { device, signal }) {
     const log = logger.child({ job_id: claimed.id, device });
     const local = new AbortController();
-    const stop = AbortSignal.any([signal, local.signal]);
+    /** Aborted when the job has run past JOB_MAX_HOURS. */
+    const timeLimit = new AbortController();
+    const stop = AbortSignal.any([signal, local.signal, timeLimit.signal]);
     let phase: Phase = 'downloading';
     let epoch = 0;
+    let attemptLog = claimed.attemptLog;
 
     /** Undefined when we no longer hold the job: the worker is then stopped. */
     const record = async (patch: JobPatch, change: JobChange, epochRow?: JobChangeEvent['epoch']) => {
@@ -63,13 +72,27 @@ export function createExecutor(ctx: PipelineContext): Executor {
       return row;
     };
     const fail = async (err: JobError) => {
+      const decision = retryDecision(err, attemptLog, config.retries);
+      if (decision.retry) {
+        log.warn(
+          { code: err.code, err_message: err.message, failures: decision.failures, retry_in_ms: decision.delayMs },
+          'attempt failed; the job is retried from its last checkpoint',
+        );
+        await store.retryLater(claimed.id, { code: err.code, message: err.message }, decision.delayMs);
+        return;
+      }
       log.warn({ code: err.code, err_message: err.message }, 'job failed');
       await store.finish(claimed.id, 'failed', {
         error: { code: err.code, message: err.message, details: err.details ?? null, phase: errorPhase(err, phase), epoch: epoch || null },
       });
     };
-    /** The run was stopped from outside: cancelled (already recorded), shutdown, lease lost. */
+    /** The run was stopped: cancelled (already recorded), shutdown, lease lost, or past its time limit. */
     const stopped = async () => {
+      if (timeLimit.signal.aborted && !signal.aborted && !local.signal.aborted) {
+        const hours = config.retries.jobMaxMs / 3_600_000;
+        const message = `the job ran longer than JOB_MAX_HOURS (${hours} h) and was stopped`;
+        return fail(new JobError('JOB_TIMEOUT', message, { max_hours: hours }));
+      }
       const reason = stop.reason as StopReason;
       if (reason === 'shutdown') {
         await store.requeue(claimed.id);
@@ -81,10 +104,14 @@ export function createExecutor(ctx: PipelineContext): Executor {
 
     const running = await store.start(claimed.id);
     if (!running) return;
+    attemptLog = running.attemptLog;
     const dir = files.dir(running.id);
     fs.mkdirSync(dir, { recursive: true });
+    const deadline = (running.startedAt ?? new Date()).getTime() + config.retries.jobMaxMs;
+    const limitTimer = armDeadline(deadline, () => timeLimit.abort('timeout'));
 
     try {
+      if (stop.aborted) return stopped();
       const request = jobRequest(running, engines);
       const { engine, modelConfig } = request;
       const spec = jobMetrics(engines, running);
@@ -250,6 +277,7 @@ export function createExecutor(ctx: PipelineContext): Executor {
         logFile: files.logFile(running.id),
         signal: stop,
         graceMs: config.cancelGraceSeconds * 1000,
+        stallMs: config.retries.workerStallMs,
         onEvent,
       });
 
@@ -275,6 +303,8 @@ export function createExecutor(ctx: PipelineContext): Executor {
     } catch (err) {
       if (stop.aborted) return stopped();
       await fail(toJobError(err));
+    } finally {
+      limitTimer.clear();
     }
   };
 }
@@ -285,4 +315,17 @@ export function createExecutor(ctx: PipelineContext): Executor {
  */
 export function errorPhase(err: JobError, phase: Phase): string {
   return err.code === 'DATASET_INVALID' ? 'checking' : phase;
+}
+
+/** Calls fn at `at` (epoch ms), at once when it has passed; long waits in steps a timer can hold. */
+function armDeadline(at: number, fn: () => void): { clear(): void } {
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    const left = at - Date.now();
+    if (left <= 0) return fn();
+    timer = setTimeout(arm, Math.min(left, 2 ** 31 - 1));
+    timer.unref();
+  };
+  arm();
+  return { clear: () => clearTimeout(timer) };
 }

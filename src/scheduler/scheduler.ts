@@ -115,7 +115,8 @@ export class Scheduler {
       // The executor records failures itself; reaching here is a bug, not a job failure.
       log.error({ err }, 'executor threw');
     } finally {
-      this.running.delete(job.id);
+      // A job retried at once may already run again in another slot: leave its entry alone.
+      if (this.running.get(job.id)?.controller.signal === signal) this.running.delete(job.id);
       this.wake();
     }
   }

@@ -7,7 +7,7 @@ import type { Engines } from '../engines/index.js';
 import type { MetricsSpec } from '../engines/types.js';
 import { headline, jobMetrics } from '../jobs/metrics.js';
 import { countByState, jobEpochRows, listJobs, queuedJobs } from '../jobs/queries.js';
-import { apiStatus, statesFor } from '../jobs/view.js';
+import { apiStatus, attemptsView, statesFor } from '../jobs/view.js';
 import { resourcesView } from '../monitor/view.js';
 import { listModels } from '../registry/queries.js';
 import { modelView, type LinkSigner } from '../registry/view.js';
@@ -212,6 +212,8 @@ export async function jobPageData(deps: AppDeps, row: JobRow, opts: { links: boo
     callbacks,
     callbackUrl: row.callbackUrl,
     queue: start ? { position: start.position, estimatedStart: start.at } : null,
+    attempts: attemptsView(row.attemptLog),
+    retryAt: row.state === 'queued' ? row.retryAt : null,
     logSize,
   };
 }

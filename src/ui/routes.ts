@@ -1,6 +1,6 @@
 /**
  * The status pages: GET / (dashboard) and GET /jobs/{id} (one job),
- * the login form, Cancel and Download logs, the partial the dashboard reloads, static assets,
+ * the login form, Cancel, Retry and Download logs, the partial the dashboard reloads, static assets,
  * and (through registerStreams) the live streams the pages listen to.
  */
 import type { OpenAPIHono } from '@hono/zod-openapi';
@@ -54,6 +54,9 @@ const NOTICES: Record<string, string> = {
   finished: 'This job had already finished; nothing was cancelled.',
   exported: 'Exported: the file is listed under the registered model below.',
   'already-exported': 'That export already exists: it is listed under the registered model below.',
+  retried: 'Queued again: the job resumes from its last checkpoint in a new attempt.',
+  not_retryable: 'Only a failed or cancelled job can be retried.',
+  stopping: 'The job’s worker is still stopping: retry in a few seconds.',
 };
 
 export function registerUi(app: OpenAPIHono, deps: AppDeps): void {
@@ -250,14 +253,15 @@ export function registerUi(app: OpenAPIHono, deps: AppDeps): void {
     }
   });
 
-  app.post('/jobs/:id/cancel', async (c) => {
-    const access = auth.access(c);
-    const id = c.req.param('id');
-    const wantsJson = (c.req.header('accept') ?? '').includes('application/json');
+  /**
+   * A job action posted from the page (a form with its CSRF token) or by a bearer-token client:
+   * the checks both make. Answers the refusal, or null when the action may go ahead.
+   */
+  const refuseAction = async (c: Context, access: Access, id: string, what: string, wantsJson: boolean) => {
     const refuse = (status: number, code: string, message: string) =>
       wantsJson ? c.json({ error: { code, message, details: null } }, status as 403) : errorPage(c, access, status, 'Not allowed', message);
     if (!access.write) {
-      if (wantsJson) return refuse(401, 'UNAUTHORIZED', 'log in or send a bearer token to cancel jobs');
+      if (wantsJson) return refuse(401, 'UNAUTHORIZED', `log in or send a bearer token to ${what} jobs`);
       return c.redirect(`/login?next=${encodeURIComponent(`/jobs/${id}`)}`, 303);
     }
     if (access.via === 'cookie') {
@@ -267,8 +271,21 @@ export function registerUi(app: OpenAPIHono, deps: AppDeps): void {
       if (!auth.checkCsrf(access.session!, token)) return refuse(403, 'CSRF_TOKEN', 'missing or stale form token; reload the page');
     }
     if (!UUID_RE.test(id)) return refuse(404, 'JOB_NOT_FOUND', `no job ${id}`);
+    return null;
+  };
+
+  app.post('/jobs/:id/cancel', async (c) => {
+    const access = auth.access(c);
+    const id = c.req.param('id');
+    const wantsJson = (c.req.header('accept') ?? '').includes('application/json');
+    const refused = await refuseAction(c, access, id, 'cancel', wantsJson);
+    if (refused) return refused;
     const outcome = await deps.jobs.cancel(id);
-    if (outcome === 'not_found') return refuse(404, 'JOB_NOT_FOUND', `no job ${id}`);
+    if (outcome === 'not_found') {
+      return wantsJson
+        ? c.json({ error: { code: 'JOB_NOT_FOUND', message: `no job ${id}`, details: null } }, 404)
+        : errorPage(c, access, 404, 'Not allowed', `no job ${id}`);
+    }
     if ('finished' in outcome) {
       if (wantsJson) return c.json({ error: { code: 'JOB_FINISHED', message: `job ${id} has already finished`, details: null } }, 409);
       return c.redirect(`/jobs/${id}?notice=finished`, 303);
@@ -276,6 +293,31 @@ export function registerUi(app: OpenAPIHono, deps: AppDeps): void {
     requestLog(c).info({ job_id: id, via: access.via }, 'job cancelled from the status page');
     if (wantsJson) return c.json({ job_id: id, status: 'cancelled', message: 'Job cancelled successfully' }, 200);
     return c.redirect(`/jobs/${id}?notice=cancelled`, 303);
+  });
+
+  app.post('/jobs/:id/retry', async (c) => {
+    const access = auth.access(c);
+    const id = c.req.param('id');
+    const wantsJson = (c.req.header('accept') ?? '').includes('application/json');
+    const refused = await refuseAction(c, access, id, 'retry', wantsJson);
+    if (refused) return refused;
+    const outcome = await deps.jobs.retry(id);
+    if (outcome === 'stopping') {
+      if (wantsJson) return c.json({ error: { code: 'JOB_STOPPING', message: `job ${id} is still stopping its worker`, details: null } }, 409);
+      return c.redirect(`/jobs/${id}?notice=stopping`, 303);
+    }
+    if (outcome === 'not_found') {
+      return wantsJson
+        ? c.json({ error: { code: 'JOB_NOT_FOUND', message: `no job ${id}`, details: null } }, 404)
+        : errorPage(c, access, 404, 'Not allowed', `no job ${id}`);
+    }
+    if ('notRetryable' in outcome) {
+      if (wantsJson) return c.json({ error: { code: 'JOB_NOT_RETRYABLE', message: `job ${id} is not failed or cancelled`, details: null } }, 409);
+      return c.redirect(`/jobs/${id}?notice=not_retryable`, 303);
+    }
+    requestLog(c).info({ job_id: id, via: access.via }, 'job queued again from the status page');
+    if (wantsJson) return c.json({ job_id: id, status: 'queued', attempts: outcome.attempts }, 202);
+    return c.redirect(`/jobs/${id}?notice=retried`, 303);
   });
 }
 

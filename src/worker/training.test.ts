@@ -128,6 +128,21 @@ describe('runWorker', () => {
     assert.match(log, /ignoring a second terminal event/);
   });
 
+  it('stops a worker that goes silent and reports WORKER_STALLED, even when it answers SIGTERM with stopped', async () => {
+    const outcome = await runWorker(spec('stoppable'), opts('stall', { stallMs: 1000 }));
+    assert.equal(outcome.kind, 'crashed');
+    if (outcome.kind === 'crashed') {
+      assert.equal(outcome.error.code, 'WORKER_STALLED');
+      assert.equal((outcome.error.details as { stall_seconds: number }).stall_seconds, 1);
+    }
+    assert.match(fs.readFileSync(path.join(dir, 'stall.log'), 'utf8'), /no event for 1000 ms/);
+  });
+
+  it('leaves a worker that keeps talking alone', async () => {
+    const outcome = await runWorker(spec('events'), opts('talkative', { stallMs: 60_000 }));
+    assert.equal(outcome.kind, 'done');
+  });
+
   it('reports a worker error event as a JobError with its code', async () => {
     const outcome = await runWorker(spec('error'), opts('error'));
     assert.equal(outcome.kind, 'error');

@@ -8,7 +8,9 @@
  * - abort → SIGTERM (the worker stops at the next batch, keeps its last checkpoint, says
  *   `stopped`), then SIGKILL to the whole process group after graceMs;
  * - a process that ends without a terminal event crashed: WORKER_CRASHED with exit code, signal
- *   and the last lines of its stderr.
+ *   and the last lines of its stderr;
+ * - a worker that writes no line for stallMs is hung (a deadlocked DataLoader, a stuck device):
+ *   it is stopped as on abort and the outcome is WORKER_STALLED, whatever it says on its way out.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -38,6 +40,8 @@ export type RunWorkerOptions = {
   /** After SIGTERM, how long the worker gets to stop before SIGKILL. */
   graceMs: number;
   onEvent: (e: WorkerEvent) => void | Promise<void>;
+  /** No stdout line for this long: the worker is stopped and the outcome is WORKER_STALLED. */
+  stallMs?: number;
   /** Extra environment for the child (on top of process.env). */
   env?: Record<string, string | undefined>;
 };
@@ -62,6 +66,8 @@ export async function runWorker(spec: WorkerSpec, opts: RunWorkerOptions): Promi
 
   let terminal: DoneEvent | ErrorEvent | StoppedEvent | null = null;
   let queue: Promise<void> = Promise.resolve();
+  let stalled = false;
+  let watchdog: NodeJS.Timeout | undefined;
   const worker = startPython({
     python: opts.python,
     args: ['-u', opts.script ?? WORKER_MAIN, '--entry', opts.entry, '--spec', opts.specPath],
@@ -69,6 +75,7 @@ export async function runWorker(spec: WorkerSpec, opts: RunWorkerOptions): Promi
     logFile: opts.logFile,
     ...(opts.env ? { env: opts.env } : {}),
     onLine(line) {
+      watchdog?.refresh();
       let json: unknown;
       try {
         json = JSON.parse(line);
@@ -98,13 +105,35 @@ export async function runWorker(spec: WorkerSpec, opts: RunWorkerOptions): Promi
       });
     },
   });
+  // Timers cannot wait longer than 2^31-1 ms; no watchdog is needed past that anyway.
+  watchdog =
+    opts.stallMs !== undefined && opts.stallMs < 2 ** 31
+      ? setTimeout(() => {
+          stalled = true;
+          worker.note(`no event for ${opts.stallMs} ms: the worker is stalled and is stopped`);
+          worker.stop(opts.graceMs);
+        }, opts.stallMs)
+      : undefined;
+  watchdog?.unref();
   const onAbort = () => worker.stop(opts.graceMs);
   opts.signal.addEventListener('abort', onAbort, { once: true });
   const exit = await worker.exited;
+  clearTimeout(watchdog);
   opts.signal.removeEventListener('abort', onAbort);
   await queue;
 
   const result = terminal as DoneEvent | ErrorEvent | StoppedEvent | null;
+  if (stalled && result?.type !== 'done') {
+    return {
+      kind: 'crashed',
+      error: new JobError('WORKER_STALLED', `the worker sent no event for ${Math.round(opts.stallMs! / 1000)} s and was stopped`, {
+        stall_seconds: opts.stallMs! / 1000,
+        exit_code: exit.code,
+        signal: exit.signal,
+        log_tail: worker.tail(),
+      }),
+    };
+  }
   if (result?.type === 'done') return { kind: 'done', event: result };
   if (result?.type === 'stopped') return { kind: 'stopped', event: result };
   if (result?.type === 'error') {

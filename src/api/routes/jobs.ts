@@ -60,6 +60,25 @@ const cancelRoute = createRoute({
   },
 });
 
+const retryRoute = createRoute({
+  method: 'post',
+  path: '/api/v1/jobs/{id}/retry',
+  summary: 'Start a failed or cancelled job again: same id, a new attempt, from its last checkpoint when it has one',
+  security: [{ bearer: [] }],
+  request: { params: JobIdParam },
+  responses: {
+    202: {
+      description: 'Queued again',
+      content: {
+        'application/json': {
+          schema: z.object({ job_id: z.string(), status: z.literal('queued'), attempts: z.number(), message: z.string() }),
+        },
+      },
+    },
+    ...errorResponses(401, 404, 409),
+  },
+});
+
 const metricsRoute = createRoute({
   method: 'get',
   path: '/api/v1/jobs/{id}/metrics',
@@ -149,6 +168,29 @@ export function registerJobs(app: OpenAPIHono, deps: AppDeps): void {
     }
     requestLog(c).info({ job_id: id }, 'job cancelled');
     return c.json({ job_id: id, status: 'cancelled' as const, message: 'Job cancelled successfully' }, 200);
+  });
+
+  app.openapi(retryRoute, async (c) => {
+    const { id } = c.req.valid('param');
+    if (!UUID_RE.test(id)) throw notFound(id);
+    const outcome = await deps.jobs.retry(id);
+    if (outcome === 'not_found') throw notFound(id);
+    if (outcome === 'stopping') {
+      throw new HttpError(409, 'JOB_STOPPING', `job ${id} is still stopping its worker; retry in a few seconds`, null, {
+        'Retry-After': '5',
+      });
+    }
+    if ('notRetryable' in outcome) {
+      const status = jobView(outcome.notRetryable, { baseUrl: deps.baseUrl(c.req.url) }).status;
+      throw new HttpError(409, 'JOB_NOT_RETRYABLE', `only a failed or cancelled job can be retried; job ${id} is ${status}`, {
+        status,
+      });
+    }
+    requestLog(c).info({ job_id: id }, 'job queued again by request');
+    return c.json(
+      { job_id: id, status: 'queued' as const, attempts: outcome.attempts, message: 'Job queued again; it resumes from its last checkpoint' },
+      202,
+    );
   });
 
   app.openapi(metricsRoute, async (c) => {

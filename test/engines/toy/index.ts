@@ -18,6 +18,8 @@ const ToyConfig = z
     epochs: z.number().int().min(1).max(50).default(3),
     learning_rate: z.number().positive().max(1).default(0.05),
     image_size: z.number().int().min(8).max(64).default(32),
+    /** For watchdog tests: a first attempt goes silent for good after this epoch (a hung worker). */
+    hang_after_epoch: z.number().int().min(1).nullable().default(null),
   })
   .strict();
 type ToyConfig = z.infer<typeof ToyConfig>;
@@ -48,7 +50,7 @@ export const toyEngine: Engine<ToyConfig> = {
   models: () => [],
   baseModel: () => ({ kind: 'none' }),
   datasetFormats: () => ['classify'],
-  trainArgs: (mc) => ({ epochs: mc.epochs, lr: mc.learning_rate, imgsz: mc.image_size }),
+  trainArgs: (mc) => ({ epochs: mc.epochs, lr: mc.learning_rate, imgsz: mc.image_size, hang_after_epoch: mc.hang_after_epoch }),
   metrics: () => METRICS,
   imageSize: (mc) => mc.image_size,
   // Any python with torch and PIL will do: the Ultralytics engine's has both.

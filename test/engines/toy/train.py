@@ -61,6 +61,9 @@ def run(spec: dict, rt: Runtime) -> None:
             f.write(f"{epoch},{float(loss)},{accuracy}\n")
         rt.emit("epoch", epoch=epoch, epochs=epochs, metrics={"loss": float(loss), "accuracy": accuracy},
                 epoch_seconds=time.time() - started, fitness=accuracy, best_fitness=best, best_epoch=best_epoch)
+        if args.get("hang_after_epoch") == epoch and not spec["resume"]:
+            while True:  # a hung worker: silent, and deaf to a polite stop
+                time.sleep(1)
     rt.emit("artifacts", items=[{"name": "metrics.csv", "path": str(out / "metrics.csv"), "size": (out / "metrics.csv").stat().st_size}])
     rt.emit("done", best=str(out / "best.pt"), last=str(out / "last.pt"), epochs_completed=epochs,
             final_metrics={"accuracy": best}, best_epoch=best_epoch)
