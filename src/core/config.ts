@@ -87,6 +87,19 @@ const EnvSchema = z.object({
   SSE_HEARTBEAT_SECONDS: z.coerce.number().positive().max(3600).default(15),
   /** Bytes one SSE client may have waiting before it is disconnected as too slow. */
   SSE_CLIENT_BUFFER_BYTES: int(4096).default(1024 * 1024),
+
+  /** Under this much free disk in the workdir, POST /train answers 503 and /health is degraded (0: off). */
+  MIN_FREE_DISK_GB: z.coerce.number().min(0).default(1),
+  /** Disk kept free for the database and logs: on top of every pre-flight, and a running worker is stopped under it. */
+  DISK_RESERVE_MB: z.coerce.number().min(0).default(256),
+  /** Disk a job's outputs (checkpoints, plots, logs) are expected to take, counted by the pre-flight. */
+  JOB_OUTPUT_DISK_MB: z.coerce.number().min(0).default(1024),
+  /** Available RAM a job needs to start when its request sets no resources.max_memory_gb. */
+  MIN_FREE_MEMORY_GB: z.coerce.number().min(0).default(1),
+  /** Free memory a job needs on its GPU to start. */
+  MIN_FREE_GPU_MEMORY_GB: z.coerce.number().min(0).default(1),
+  /** /health is degraded when the database takes longer than this to answer `select 1`. */
+  DB_SLOW_MS: int(1).default(1000),
 });
 
 export type Config = Readonly<{
@@ -135,6 +148,14 @@ export type Config = Readonly<{
   uiPublicRead: boolean;
   monitor: Readonly<{ intervalMs: number; gpuTempWarnC: number; gpuMemoryWarnPercent: number }>;
   stream: Readonly<{ heartbeatMs: number; clientBufferBytes: number }>;
+  resourceGuard: Readonly<{
+    minFreeDiskBytes: number;
+    diskReserveBytes: number;
+    jobOutputBytes: number;
+    minFreeMemoryBytes: number;
+    minFreeGpuMemoryBytes: number;
+    dbSlowMs: number;
+  }>;
 }>;
 
 export class ConfigError extends Error {
@@ -209,6 +230,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     stream: Object.freeze({
       heartbeatMs: Math.round(e.SSE_HEARTBEAT_SECONDS * 1000),
       clientBufferBytes: e.SSE_CLIENT_BUFFER_BYTES,
+    }),
+    resourceGuard: Object.freeze({
+      minFreeDiskBytes: Math.round(e.MIN_FREE_DISK_GB * 1024 ** 3),
+      diskReserveBytes: Math.round(e.DISK_RESERVE_MB * 1024 ** 2),
+      jobOutputBytes: Math.round(e.JOB_OUTPUT_DISK_MB * 1024 ** 2),
+      minFreeMemoryBytes: Math.round(e.MIN_FREE_MEMORY_GB * 1024 ** 3),
+      minFreeGpuMemoryBytes: Math.round(e.MIN_FREE_GPU_MEMORY_GB * 1024 ** 3),
+      dbSlowMs: e.DB_SLOW_MS,
     }),
   });
 }
