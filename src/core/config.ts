@@ -93,7 +93,7 @@ const EnvSchema = z.object({
   /** Disk kept free for the database and logs: on top of every pre-flight, and a running worker is stopped under it. */
   DISK_RESERVE_MB: z.coerce.number().min(0).default(256),
   /** Disk a job's outputs (checkpoints, plots, logs) are expected to take, counted by the pre-flight. */
-  JOB_OUTPUT_DISK_MB: z.coerce.number().min(0).default(1024),
+  JOB_OUTPUT_DISK_MB: z.coerce.number().min(0).default(2048),
   /** Available RAM a job needs to start when its request sets no resources.max_memory_gb. */
   MIN_FREE_MEMORY_GB: z.coerce.number().min(0).default(1),
   /** Free memory a job needs on its GPU to start. */
