@@ -16,6 +16,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setupPython } from '../scripts/setup-python.mjs';
+import { toUltralyticsArgs } from '../src/engines/ultralytics/args.js';
+import { ultralyticsEngine } from '../src/engines/ultralytics/index.js';
+import { runWorker } from '../src/worker/training.js';
 import { serveFile, startFileServer, type FileServer } from './helpers/file-server.js';
 import { rawZip } from './helpers/raw-zip.js';
 import { api, startTestServer, tempDir, trainBody, type TestServer } from './helpers/server.js';
@@ -222,5 +225,56 @@ describe('disk-full drill', { skip }, () => {
     const job = await ended(id);
     assert.equal(job.status, 'completed', JSON.stringify(job.error));
     assert.equal((await call('/api/v1/jobs')).json.total, 4);
+  });
+});
+
+describe('a worker writing on a full disk, with no guard in front of it', { skip }, () => {
+  test('ends with INSUFFICIENT_DISK, whatever library hit ENOSPC', async () => {
+    const python = await setupPython();
+    const small = tempDir('trainhook-tmpfs-small-');
+    const data = tempDir('trainhook-enospc-');
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', small], { stdio: 'pipe' });
+    try {
+      const { dataYaml } = await writeSyntheticDataset(data, { task: 'detect', train: 8, val: 4, imgsz: 64, classes: ['a', 'b'], seed: 9 });
+      const args = toUltralyticsArgs(
+        { epochs: 3, batch_size: 4, image_size: 64, learning_rate: 0.01, optimizer: 'auto', patience: 50, seed: 0, augmentation: { mosaic: 0 } },
+        { workers: 0 },
+        'cpu',
+      );
+      const outcome = await runWorker(
+        {
+          job_id: 'enospc',
+          engine: 'ultralytics',
+          task: 'detect',
+          model: path.join(data, 'yolo11n.yaml'),
+          data: dataYaml,
+          data_format: 'yolo',
+          // The run's checkpoints (about 30 MiB each for this model while it trains) go to the 8 MiB disk.
+          run_dir: path.join(small, 'run'),
+          resume: false,
+          cache_dir: path.join(data, 'cache'),
+          device: 'cpu',
+          args,
+          progress_every_pct: 50,
+        },
+        {
+          python,
+          entry: ultralyticsEngine.python.train,
+          specPath: path.join(data, 'spec.json'),
+          logFile: path.join(data, 'worker.log'),
+          signal: new AbortController().signal,
+          graceMs: 5000,
+          onEvent: () => {},
+        },
+      );
+      assert.equal(outcome.kind, 'error', JSON.stringify(outcome));
+      if (outcome.kind !== 'error') return;
+      assert.equal(outcome.error.code, 'INSUFFICIENT_DISK', outcome.error.message);
+      assert.match(outcome.error.message, /^the disk is full: /);
+    } finally {
+      execFileSync('umount', ['-l', small], { stdio: 'pipe' });
+      fs.rmSync(small, { recursive: true, force: true });
+      fs.rmSync(data, { recursive: true, force: true });
+    }
   });
 });
