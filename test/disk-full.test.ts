@@ -79,6 +79,8 @@ describe('disk-full drill', { skip }, () => {
   const filler = path.join(mountPoint, 'filler');
   let files: string;
   let host: FileServer;
+  /** Bytes of /huge.zip the host managed to hand to its socket. */
+  let hugeSent = 0;
   let server: TestServer;
   let call: ReturnType<typeof api>;
 
@@ -97,10 +99,9 @@ describe('disk-full drill', { skip }, () => {
     // Announces 400 MiB and sends it only to a reader that reads it.
     host.route('/huge.zip', (_req, res) => {
       res.writeHead(200, { 'content-type': 'application/zip', 'content-length': 400 * MIB });
-      let sent = 0;
       const more = () => {
-        while (sent < 400 * MIB) {
-          sent += MIB;
+        while (hugeSent < 400 * MIB) {
+          hugeSent += MIB;
           if (!res.write(Buffer.alloc(MIB))) return void res.once('drain', more);
         }
         res.end();
@@ -140,11 +141,10 @@ describe('disk-full drill', { skip }, () => {
         const j = await call(`/api/v1/jobs/${id}`);
         return ['completed', 'failed', 'cancelled'].includes(j.json.status) && j.json;
       },
-      300_000,
+      120_000,
     );
 
   test('an archive that cannot fit is refused with INSUFFICIENT_DISK before its body is read', async () => {
-    const before = free(mountPoint);
     const id = await submit('huge', host.url('/huge.zip'), 1);
     const job = await ended(id);
     assert.equal(job.status, 'failed');
@@ -158,7 +158,8 @@ describe('disk-full drill', { skip }, () => {
     assert.equal(host.hits('/huge.zip'), 1, 'asked once: a full disk is not retried');
     const dir = server.deps.files.dir(id);
     assert.ok(!fs.existsSync(path.join(dir, 'dataset.zip.part')) && !fs.existsSync(path.join(dir, 'dataset.zip')));
-    assert.ok(free(mountPoint) > before - 8 * MIB, 'nothing of the 400 MiB was written');
+    // What the host pushed before the connection was dropped sat in socket buffers, never on disk.
+    assert.ok(hugeSent < 32 * MIB, `the body was not read (${hugeSent} bytes left the host)`);
   });
 
   test("an archive whose central directory expands past the free disk is refused before extraction", async () => {
@@ -178,11 +179,13 @@ describe('disk-full drill', { skip }, () => {
       assert.notEqual(j.json.status, 'failed', JSON.stringify(j.json.error));
       return j.json.status === 'training' && j.json.current_epoch >= 1;
     }, 300_000);
-    fill(filler, 12 * MIB); // under the 24 MiB reserve
+    // To the last byte: whether the service's check or the worker's own write meets it first,
+    // the job fails with INSUFFICIENT_DISK, and the database has room to record it (disk-reserve).
+    fill(filler, 0);
     const job = await ended(id);
     assert.equal(job.status, 'failed');
     assert.equal(job.error.code, 'INSUFFICIENT_DISK', JSON.stringify(job.error));
-    assert.match(job.error.message, /the disk filled up during training: [\d.]+ MiB free in .*, under the 24\.0 MiB kept free \(DISK_RESERVE_MB\); the worker was stopped/);
+    assert.match(job.error.message, /the disk (filled up during training|is full)/);
     assert.ok(job.current_epoch >= 1);
 
     const h = await api(server.url, '')('/health');

@@ -90,7 +90,10 @@ const EnvSchema = z.object({
 
   /** Under this much free disk in the workdir, POST /train answers 503 and /health is degraded (0: off). */
   MIN_FREE_DISK_GB: z.coerce.number().min(0).default(1),
-  /** Disk kept free for the database and logs: on top of every pre-flight, and a running worker is stopped under it. */
+  /**
+   * Disk kept free for the database and logs: on top of every pre-flight, and a running worker is
+   * stopped under it. Half of it (at most 64 MiB) is held as workdir/disk-reserve (pipeline/disk-ballast.ts).
+   */
   DISK_RESERVE_MB: z.coerce.number().min(0).default(256),
   /** Disk a job's outputs (checkpoints, plots, logs) are expected to take, counted by the pre-flight. */
   JOB_OUTPUT_DISK_MB: z.coerce.number().min(0).default(2048),

@@ -31,12 +31,15 @@ import { runPythonTool, ToolError } from '../worker/tool.js';
 import { runWorker } from '../worker/training.js';
 import { readDisk } from '../monitor/system.js';
 import { resolveBaseModel } from './base-model.js';
+import { DiskBallast, isDiskFull } from './disk-ballast.js';
 import { checkDisk, checkMemory, datasetDiskNeed, formatBytes, workerLimits } from './preflight.js';
 
 const TRAIN_START = 10;
 const TRAIN_SPAN = 85;
 /** How often a running worker's memory and the workdir's free disk are read. */
 const GUARD_INTERVAL_MS = 1000;
+/** The most of DISK_RESERVE_MB held as a file (disk-ballast.ts): a few rows need far less. */
+const BALLAST_MAX_BYTES = 64 * 1024 * 1024;
 
 export interface PipelineContext {
   config: Config;
@@ -52,6 +55,10 @@ type Metrics = Record<string, number | null>;
 export function createExecutor(ctx: PipelineContext): Executor {
   const { config, store, files, engines, registry, logger } = ctx;
   const dispatcher: Dispatcher = createOutboundDispatcher(config.outboundAllow);
+  const ballast = new DiskBallast(
+    path.join(config.workdir, 'disk-reserve'),
+    Math.min(BALLAST_MAX_BYTES, Math.floor(config.resourceGuard.diskReserveBytes / 2)),
+  );
 
   return async function executeJob(claimed, { device, signal }) {
     const log = logger.child({ job_id: claimed.id, device });
@@ -68,9 +75,17 @@ export function createExecutor(ctx: PipelineContext): Executor {
     };
     const fail = async (err: JobError) => {
       log.warn({ code: err.code, err_message: err.message }, 'job failed');
-      await store.finish(claimed.id, 'failed', {
-        error: { code: err.code, message: err.message, details: err.details ?? null, phase, epoch: epoch || null },
-      });
+      const finish = () =>
+        store.finish(claimed.id, 'failed', {
+          error: { code: err.code, message: err.message, details: err.details ?? null, phase, epoch: epoch || null },
+        });
+      try {
+        await finish();
+      } catch (writeErr) {
+        if (!isDiskFull(writeErr) || !(await ballast.release())) throw writeErr;
+        log.warn('the disk is full: released workdir/disk-reserve so that the failure can be recorded');
+        await finish();
+      }
     };
     /** The run was stopped from outside: cancelled (already recorded), shutdown, lease lost. */
     const stopped = async () => {
@@ -113,6 +128,7 @@ export function createExecutor(ctx: PipelineContext): Executor {
       const maxGb = request.resources.max_memory_gb;
       const maxMemoryBytes = maxGb === undefined ? null : Math.round(maxGb * 1024 ** 3);
 
+      await ballast.ensure(limits.diskReserveBytes).catch((err) => log.warn({ err }, 'could not write workdir/disk-reserve'));
       // Pre-flight: memory and the outputs' disk now; the dataset's disk at each of its steps.
       await checkMemory({ device, maxMemoryBytes }, limits);
       await checkDisk(config.workdir, { parts: [] }, limits, 'to start the job');
