@@ -92,7 +92,7 @@ const EnvSchema = z.object({
   MIN_FREE_DISK_GB: z.coerce.number().min(0).default(1),
   /**
    * Disk kept free for the database and logs: on top of every pre-flight, and a running worker is
-   * stopped under it. Half of it (at most 64 MiB) is held as workdir/disk-reserve (pipeline/disk-ballast.ts).
+   * stopped under it. Half of it (at most 16 MiB) is held as workdir/disk-reserve (pipeline/disk-ballast.ts).
    */
   DISK_RESERVE_MB: z.coerce.number().min(0).default(256),
   /** Disk a job's outputs (checkpoints, plots, logs) are expected to take, counted by the pre-flight. */

@@ -39,7 +39,7 @@ const TRAIN_SPAN = 85;
 /** How often a running worker's memory and the workdir's free disk are read. */
 const GUARD_INTERVAL_MS = 1000;
 /** The most of DISK_RESERVE_MB held as a file (disk-ballast.ts): a few rows need far less. */
-const BALLAST_MAX_BYTES = 64 * 1024 * 1024;
+const BALLAST_MAX_BYTES = 16 * 1024 * 1024;
 
 export interface PipelineContext {
   config: Config;
