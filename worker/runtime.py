@@ -17,6 +17,7 @@ What the runtime guarantees, whatever the engine:
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -161,6 +162,16 @@ def install_stop_handlers(rt: Runtime, lifeline: bool) -> None:
     threading.Thread(target=watch, name="lifeline", daemon=True).start()
 
 
+def disk_full(e: BaseException) -> tuple[str, str] | None:
+    """A full disk or quota, whatever the engine: the host's state, reported with its own code."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "INSUFFICIENT_DISK", f"the disk is full: {e}"
+    # Libraries that wrap the OSError (PyTorch's checkpoint writer) keep only its text.
+    if "No space left on device" in str(e):
+        return "INSUFFICIENT_DISK", f"the disk is full: {e}"
+    return None
+
+
 def run_once(module: Any, spec: dict[str, Any], out, lifeline: bool = True) -> int:  # noqa: ANN001
     rt = Runtime(spec, out)
     install_stop_handlers(rt, lifeline)
@@ -178,7 +189,7 @@ def run_once(module: Any, spec: dict[str, Any], out, lifeline: bool = True) -> i
             code = 1
         else:
             traceback.print_exc()
-            classified = getattr(module, "classify", lambda _e: None)(e)
+            classified = disk_full(e) or getattr(module, "classify", lambda _e: None)(e)
             code_name, message = classified or ("UNKNOWN_ERROR", f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
             rt.error(code_name, message, {"exception": type(e).__name__, "message": str(e)[:2000]},
                      rt.current_epoch)

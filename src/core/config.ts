@@ -96,6 +96,21 @@ const EnvSchema = z.object({
   JOB_MAX_ATTEMPTS: int(1, 100).default(3),
   /** Wait before the first retry; doubled before each next one. */
   JOB_RETRY_BACKOFF_SECONDS: z.coerce.number().min(0).default(30),
+  /** Under this much free disk in the workdir, POST /train answers 503 and /health is degraded (0: off). */
+  MIN_FREE_DISK_GB: z.coerce.number().min(0).default(1),
+  /**
+   * Disk kept free for the database and logs: on top of every pre-flight, and a running worker is
+   * stopped under it. Half of it (at most 16 MiB) is held as workdir/disk-reserve (pipeline/disk-ballast.ts).
+   */
+  DISK_RESERVE_MB: z.coerce.number().min(0).default(256),
+  /** Disk a job's outputs (checkpoints, plots, logs) are expected to take, counted by the pre-flight. */
+  JOB_OUTPUT_DISK_MB: z.coerce.number().min(0).default(2048),
+  /** Available RAM a job needs to start when its request sets no resources.max_memory_gb. */
+  MIN_FREE_MEMORY_GB: z.coerce.number().min(0).default(1),
+  /** Free memory a job needs on its GPU to start. */
+  MIN_FREE_GPU_MEMORY_GB: z.coerce.number().min(0).default(1),
+  /** /health is degraded when the database takes longer than this to answer `select 1`. */
+  DB_SLOW_MS: int(1).default(1000),
 });
 
 export type Config = Readonly<{
@@ -145,6 +160,14 @@ export type Config = Readonly<{
   monitor: Readonly<{ intervalMs: number; gpuTempWarnC: number; gpuMemoryWarnPercent: number }>;
   stream: Readonly<{ heartbeatMs: number; clientBufferBytes: number }>;
   retries: Readonly<{ workerStallMs: number; jobMaxMs: number; maxAttempts: number; backoffMs: number }>;
+  resourceGuard: Readonly<{
+    minFreeDiskBytes: number;
+    diskReserveBytes: number;
+    jobOutputBytes: number;
+    minFreeMemoryBytes: number;
+    minFreeGpuMemoryBytes: number;
+    dbSlowMs: number;
+  }>;
 }>;
 
 export class ConfigError extends Error {
@@ -225,6 +248,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       jobMaxMs: Math.round(e.JOB_MAX_HOURS * 3600 * 1000),
       maxAttempts: e.JOB_MAX_ATTEMPTS,
       backoffMs: Math.round(e.JOB_RETRY_BACKOFF_SECONDS * 1000),
+    }),
+    resourceGuard: Object.freeze({
+      minFreeDiskBytes: Math.round(e.MIN_FREE_DISK_GB * 1024 ** 3),
+      diskReserveBytes: Math.round(e.DISK_RESERVE_MB * 1024 ** 2),
+      jobOutputBytes: Math.round(e.JOB_OUTPUT_DISK_MB * 1024 ** 2),
+      minFreeMemoryBytes: Math.round(e.MIN_FREE_MEMORY_GB * 1024 ** 3),
+      minFreeGpuMemoryBytes: Math.round(e.MIN_FREE_GPU_MEMORY_GB * 1024 ** 3),
+      dbSlowMs: e.DB_SLOW_MS,
     }),
   });
 }

@@ -13,6 +13,7 @@ export const JOB_ERROR_CODES = [
   'DATASET_CORRUPTED',
   'MODEL_DOWNLOAD_FAILED',
   'INSUFFICIENT_MEMORY',
+  'INSUFFICIENT_DISK',
   'TRAINING_DIVERGED',
   'CANCELLED',
   'WORKER_CRASHED',
@@ -50,6 +51,12 @@ export class HttpError extends Error {
 /** Turns anything thrown into a JobError without rewriting the original message. */
 export function toJobError(err: unknown): JobError {
   if (err instanceof JobError) return err;
+  // A full disk (or quota) is the host's state, not a bug: say so with the code upstream apps act on.
+  const code = (err as { code?: unknown } | null)?.code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    const message = err instanceof Error ? err.message : String(err);
+    return new JobError('INSUFFICIENT_DISK', `the disk is full: ${message}`, { errno: code }, { cause: err });
+  }
   const message = err instanceof Error ? err.message : String(err);
   return new JobError('UNKNOWN_ERROR', message, null, { cause: err });
 }

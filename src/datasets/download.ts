@@ -16,7 +16,7 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request, type Dispatcher } from 'undici';
-import { JobError, type JobErrorCode } from '../core/errors.js';
+import { JobError, toJobError, type JobErrorCode } from '../core/errors.js';
 import { isOutboundBlockedError } from '../net/outbound.js';
 
 export type DownloadOptions = {
@@ -35,6 +35,11 @@ export type DownloadOptions = {
   backoffMs?: number;
   /** DATASET_DOWNLOAD_FAILED for datasets; MODEL_DOWNLOAD_FAILED when fetching base weights. */
   errorCode?: JobErrorCode;
+  /**
+   * Called with the announced length (null without Content-Length) before the body is read; a
+   * JobError it throws ends the download at once, unretried (the disk pre-flight refuses here).
+   */
+  beforeBody?: ((total: number | null) => void | Promise<void>) | undefined;
 };
 
 export type DownloadResult = { bytes: number; sha256: string; attempts: number };
@@ -135,6 +140,14 @@ async function save(res: Dispatcher.ResponseData, url: URL, dest: string, opts: 
       reason: 'TOO_LARGE',
     });
   }
+  if (opts.beforeBody) {
+    try {
+      await opts.beforeBody(total);
+    } catch (err) {
+      res.body.destroy();
+      throw err;
+    }
+  }
   const hash = createHash('sha256');
   let bytes = 0;
   let lastReport = 0;
@@ -160,6 +173,8 @@ async function save(res: Dispatcher.ResponseData, url: URL, dest: string, opts: 
     await pipeline(res.body, meter, createWriteStream(part));
   } catch (err) {
     await rm(part, { force: true });
+    const code = (err as { code?: string }).code;
+    if (code === 'ENOSPC' || code === 'EDQUOT') throw toJobError(err);
     throw err instanceof AttemptError ? err : classify(err);
   }
   if (total !== null && bytes !== total) {
@@ -216,6 +231,7 @@ export async function downloadToFile(url: string, dest: string, opts: DownloadOp
       return { ...r, attempts: n };
     } catch (e) {
       if (opts.signal?.aborted) throw new JobError('CANCELLED', 'download cancelled', { url: shown }, { cause: e });
+      if (e instanceof JobError) throw e; // the host's own refusal (disk), not the transfer's
       const err = e instanceof AttemptError ? e : classify(e);
       if (!err.retryable || n >= attempts) {
         const tries = n > 1 ? ` after ${n} attempts` : '';

@@ -221,3 +221,26 @@ async function writeEntry(
   if (crc >>> 0 !== entry.crc32 >>> 0) throw corrupted('CRC-32 mismatch', name);
   return bytes;
 }
+
+/**
+ * What the archive says it expands to, from its central directory alone (no entry is inflated):
+ * the sum of the entries' declared uncompressed sizes. Read before extracting, to tell whether
+ * the disk can hold the result; extraction itself still counts the bytes it writes.
+ */
+export async function zipDeclaredSize(zipPath: string): Promise<{ entries: number; uncompressedBytes: number }> {
+  const zip = await openZip(zipPath);
+  zip.on('error', () => {});
+  try {
+    let uncompressedBytes = 0;
+    let entries = 0;
+    for (;;) {
+      const entry = await nextEntry(zip);
+      if (!entry) break;
+      entries++;
+      uncompressedBytes += entry.uncompressedSize;
+    }
+    return { entries, uncompressedBytes };
+  } finally {
+    zip.close();
+  }
+}

@@ -22,7 +22,7 @@ import { checkDataset, type DatasetInfo, type DatasetTask } from './check.js';
 import { checkClassifyDataset, readClassifyLayout } from './classify.js';
 import { checkCocoDataset, looksLikeCoco, readCocoLayout } from './coco.js';
 import { downloadToFile } from './download.js';
-import { extractZip } from './extract.js';
+import { extractZip, zipDeclaredSize } from './extract.js';
 import type { DatasetFormat } from './formats.js';
 import type { LabelTask } from './labels.js';
 import { readLayout, renderDataYaml } from './layout.js';
@@ -51,6 +51,13 @@ export type PrepareOptions = {
   onPhaseProgress?: (fraction: number) => void;
   /** Retry backoff base for the download (tests shorten it). */
   backoffMs?: number;
+  /**
+   * Asked before each step that fills the disk, with the bytes it is about to write: the
+   * archive's Content-Length before its body is read ('download'; not called without one), the
+   * sum of the central directory's uncompressed sizes before extraction ('extract'). A JobError
+   * it throws ends the preparation there.
+   */
+  checkSpace?: (stage: 'download' | 'extract', bytes: number) => Promise<void>;
 };
 
 const MARKER = 'dataset-info.json';
@@ -119,11 +126,15 @@ export async function prepareDataset(
       sha256: dataset.sha256 ?? undefined,
       signal: opts.signal,
       backoffMs: opts.backoffMs,
+      beforeBody: async (total) => {
+        if (total !== null) await opts.checkSpace?.('download', total);
+      },
       onProgress: (bytes, total) => {
         if (total) progress((0.8 * bytes) / total);
       },
     });
     progress(0.8);
+    if (opts.checkSpace) await opts.checkSpace('extract', (await zipDeclaredSize(p.zip)).uncompressedBytes);
     try {
       await extractZip(p.zip, p.extracted, limits, {
         signal: opts.signal,

@@ -35,10 +35,17 @@ import type { WorkerEvent, WorkerSpec } from '../worker/protocol.js';
 import { resolvePython } from '../worker/python.js';
 import { runPythonTool, ToolError } from '../worker/tool.js';
 import { runWorker } from '../worker/training.js';
+import { readDisk } from '../monitor/system.js';
 import { resolveBaseModel } from './base-model.js';
+import { DiskBallast, isDiskFull } from './disk-ballast.js';
+import { checkDisk, checkMemory, datasetDiskNeed, formatBytes, workerLimits } from './preflight.js';
 
 const TRAIN_START = 10;
 const TRAIN_SPAN = 85;
+/** How often a running worker's memory and the workdir's free disk are read. */
+const GUARD_INTERVAL_MS = 1000;
+/** The most of DISK_RESERVE_MB held as a file (disk-ballast.ts): a few rows need far less. */
+const BALLAST_MAX_BYTES = 16 * 1024 * 1024;
 
 export interface PipelineContext {
   config: Config;
@@ -54,6 +61,10 @@ type Metrics = Record<string, number | null>;
 export function createExecutor(ctx: PipelineContext): Executor {
   const { config, store, files, engines, registry, logger } = ctx;
   const dispatcher: Dispatcher = createOutboundDispatcher(config.outboundAllow);
+  const ballast = new DiskBallast(
+    path.join(config.workdir, 'disk-reserve'),
+    Math.min(BALLAST_MAX_BYTES, Math.floor(config.resourceGuard.diskReserveBytes / 2)),
+  );
 
   return async function executeJob(claimed, { device, signal }) {
     const log = logger.child({ job_id: claimed.id, device });
@@ -82,9 +93,17 @@ export function createExecutor(ctx: PipelineContext): Executor {
         return;
       }
       log.warn({ code: err.code, err_message: err.message }, 'job failed');
-      await store.finish(claimed.id, 'failed', {
-        error: { code: err.code, message: err.message, details: err.details ?? null, phase: errorPhase(err, phase), epoch: epoch || null },
-      });
+      const finish = () =>
+        store.finish(claimed.id, 'failed', {
+          error: { code: err.code, message: err.message, details: err.details ?? null, phase: errorPhase(err, phase), epoch: epoch || null },
+        });
+      try {
+        await finish();
+      } catch (writeErr) {
+        if (!isDiskFull(writeErr) || !(await ballast.release())) throw writeErr;
+        log.warn('the disk is full: released workdir/disk-reserve so that the failure can be recorded');
+        await finish();
+      }
     };
     /** The run was stopped: cancelled (already recorded), shutdown, lease lost, or past its time limit. */
     const stopped = async () => {
@@ -102,6 +121,21 @@ export function createExecutor(ctx: PipelineContext): Executor {
       }
     };
 
+    /**
+     * A failure on a disk that is (nearly) full is reported as such: a library that hit ENOSPC
+     * often says only that a write failed.
+     */
+    const diskFullOr = async (err: JobError): Promise<JobError> => {
+      if (err.code === 'INSUFFICIENT_DISK' || err.code === 'INSUFFICIENT_MEMORY' || err.code === 'CANCELLED') return err;
+      const disk = await readDisk(config.workdir);
+      if (!disk || disk.freeBytes >= config.resourceGuard.diskReserveBytes) return err;
+      return new JobError(
+        'INSUFFICIENT_DISK',
+        `the disk is full (${formatBytes(disk.freeBytes)} free in ${config.workdir}): ${err.message}`,
+        { step: phase, free_bytes: disk.freeBytes, cause_code: err.code, cause_details: err.details ?? null },
+      );
+    };
+
     const running = await store.start(claimed.id);
     if (!running) return;
     attemptLog = running.attemptLog;
@@ -117,6 +151,14 @@ export function createExecutor(ctx: PipelineContext): Executor {
       const spec = jobMetrics(engines, running);
       const python = resolvePython(engine.python.requirements, config.enginePython[engine.name] ?? config.python);
       const cacheDir = path.join(config.workdir, 'engines', engine.name);
+      const limits = config.resourceGuard;
+      const maxGb = request.resources.max_memory_gb;
+      const maxMemoryBytes = maxGb === undefined ? null : Math.round(maxGb * 1024 ** 3);
+
+      await ballast.ensure(limits.diskReserveBytes).catch((err) => log.warn({ err }, 'could not write workdir/disk-reserve'));
+      // Pre-flight: memory and the outputs' disk now; the dataset's disk at each of its steps.
+      await checkMemory({ device, maxMemoryBytes }, limits);
+      await checkDisk(config.workdir, { parts: [] }, limits, 'to start the job');
 
       // Downloading 0→5
       if (!(await record({ phase, progress: 0 }, 'phase'))) return stopped();
@@ -127,6 +169,8 @@ export function createExecutor(ctx: PipelineContext): Executor {
         formats: engine.datasetFormats(modelConfig.task),
         task: modelConfig.task,
         signal: stop,
+        checkSpace: (stage, bytes) =>
+          checkDisk(config.workdir, datasetDiskNeed(stage, bytes), limits, stage === 'download' ? 'for the dataset download' : 'to extract the dataset'),
         onPhaseProgress: (fraction: number) => {
           const now = Date.now();
           if (now - lastProgressWrite < 1000) return;
@@ -173,6 +217,10 @@ export function createExecutor(ctx: PipelineContext): Executor {
         registered: (id) => registry.weightsFor(id, engine.name, modelConfig.task),
       });
       if (stop.aborted) return stopped();
+
+      // Pre-flight again: the dataset and base model took their share, and time has passed.
+      await checkMemory({ device, maxMemoryBytes }, limits);
+      await checkDisk(config.workdir, { parts: [] }, limits, 'to train');
 
       const trainArgs = engine.trainArgs(modelConfig, {
         device,
@@ -279,6 +327,7 @@ export function createExecutor(ctx: PipelineContext): Executor {
         graceMs: config.cancelGraceSeconds * 1000,
         stallMs: config.retries.workerStallMs,
         onEvent,
+        guard: { intervalMs: GUARD_INTERVAL_MS, check: workerLimits({ workdir: config.workdir, maxMemoryBytes, limits }) },
       });
 
       if (outcome.kind === 'stopped' || stop.aborted) return stopped();
@@ -299,10 +348,10 @@ export function createExecutor(ctx: PipelineContext): Executor {
         log.info({ epochs: e.epochs_completed }, 'job completed');
         return;
       }
-      await fail(outcome.error);
+      await fail(await diskFullOr(outcome.error));
     } catch (err) {
       if (stop.aborted) return stopped();
-      await fail(toJobError(err));
+      await fail(await diskFullOr(toJobError(err)));
     } finally {
       limitTimer.clear();
     }

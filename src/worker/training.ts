@@ -44,6 +44,12 @@ export type RunWorkerOptions = {
   stallMs?: number;
   /** Extra environment for the child (on top of process.env). */
   env?: Record<string, string | undefined>;
+  /**
+   * Asked every intervalMs while the worker runs, with its pid (also its process group id): an
+   * error it returns kills the whole group at once and becomes the outcome (a worker past its
+   * memory limit, a disk about to fill). Its own failures are noted in the log and ignored.
+   */
+  guard?: { intervalMs: number; check: (pid: number) => Promise<JobError | null> };
 };
 
 /** Writes the spec (validated, defaults applied) atomically with mode 0600; returns what was written. */
@@ -117,10 +123,36 @@ export async function runWorker(spec: WorkerSpec, opts: RunWorkerOptions): Promi
   watchdog?.unref();
   const onAbort = () => worker.stop(opts.graceMs);
   opts.signal.addEventListener('abort', onAbort, { once: true });
+  let guarded: JobError | null = null;
+  let guardTimer: NodeJS.Timeout | undefined;
+  let exitedAlready = false;
+  const guard = opts.guard;
+  if (guard && worker.pid !== undefined) {
+    const pid = worker.pid;
+    const tick = async () => {
+      try {
+        const refusal = await guard.check(pid);
+        if (exitedAlready) return;
+        if (refusal && !guarded && !terminal) {
+          guarded = refusal;
+          worker.note(`stopped by the service: ${refusal.code}: ${refusal.message}`);
+          worker.kill();
+          return;
+        }
+      } catch (err) {
+        worker.note(`resource check failed: ${err instanceof Error ? err.message : String(err)}`);
+      }
+      if (!guarded && !exitedAlready) guardTimer = setTimeout(() => void tick(), guard.intervalMs);
+    };
+    guardTimer = setTimeout(() => void tick(), guard.intervalMs);
+  }
   const exit = await worker.exited;
   clearTimeout(watchdog);
+  exitedAlready = true;
+  clearTimeout(guardTimer);
   opts.signal.removeEventListener('abort', onAbort);
   await queue;
+  if (guarded) return { kind: 'crashed', error: guarded };
 
   const result = terminal as DoneEvent | ErrorEvent | StoppedEvent | null;
   if (stalled && result?.type !== 'done') {

@@ -7,6 +7,26 @@ import { HttpError } from '../../core/errors.js';
 import { requireBody } from '../../http/body.js';
 import { JobSchema, LinksSchema, errorResponses } from '../../http/schemas.js';
 import { requestLog } from '../../http/context.js';
+import { readDisk } from '../../monitor/system.js';
+
+/**
+ * Under MIN_FREE_DISK_GB, a new job is refused now (503, INSUFFICIENT_DISK) rather than failing
+ * later on a full disk; the jobs already queued keep their place.
+ */
+async function refuseWhenDiskLow(deps: AppDeps): Promise<void> {
+  const min = deps.config.resourceGuard.minFreeDiskBytes;
+  if (min <= 0) return;
+  const disk = await readDisk(deps.config.workdir);
+  if (!disk || disk.freeBytes >= min) return;
+  const gib = (n: number) => `${(n / 1024 ** 3).toFixed(2)} GiB`;
+  throw new HttpError(
+    503,
+    'INSUFFICIENT_DISK',
+    `the server is low on disk: ${gib(disk.freeBytes)} free in its work directory, under MIN_FREE_DISK_GB (${gib(min)}); try again once space is freed`,
+    { free_bytes: disk.freeBytes, required_bytes: min },
+    { 'retry-after': '300' },
+  );
+}
 
 const route = (engines: Engines) =>
   createRoute({
@@ -49,6 +69,7 @@ const route = (engines: Engines) =>
 export function registerTrain(app: OpenAPIHono, deps: AppDeps): void {
   app.openapi(route(deps.engines), async (c) => {
     const body = c.req.valid('json');
+    await refuseWhenDiskLow(deps);
     const { job, created, position: placed } = await deps.jobs.submit(body);
     const baseUrl = deps.baseUrl(c.req.url);
     if (!created) {

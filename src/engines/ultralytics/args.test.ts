@@ -68,4 +68,18 @@ describe('toUltralyticsArgs', () => {
     const args = toUltralyticsArgs(model, resources, '0');
     assert.deepEqual(JSON.parse(JSON.stringify(args)), args);
   });
+
+  it('keeps a run within resources.max_memory_gb: no RAM cache, fewer DataLoader workers', () => {
+    const limited = toUltralyticsArgs(model, ResourcesSchema.parse({ workers: 8, max_memory_gb: 2.5 }), 'cpu');
+    assert.equal(limited['workers'], 2, '1.5 GiB for the trainer, 0.5 GiB per worker');
+    assert.equal(toUltralyticsArgs(model, ResourcesSchema.parse({ workers: 8, max_memory_gb: 1 }), 'cpu')['workers'], 0);
+    assert.equal(toUltralyticsArgs(model, ResourcesSchema.parse({ workers: 3, max_memory_gb: 64 }), 'cpu')['workers'], 3, 'never more than asked');
+    const config = { epochs: 1, batch: 4, imgsz: 64, cache: 'ram', workers: 8 };
+    const fromConfig = toUltralyticsArgs(model, ResourcesSchema.parse({ max_memory_gb: 2 }), 'cpu', config);
+    assert.equal(fromConfig['cache'], 'disk');
+    assert.equal(fromConfig['workers'], 1);
+    const unlimited = toUltralyticsArgs(model, ResourcesSchema.parse({}), 'cpu', config);
+    assert.equal(unlimited['cache'], 'ram', 'no limit: the request as it is');
+    assert.equal(unlimited['workers'], 8);
+  });
 });

@@ -14,7 +14,27 @@ export type ModelConfigInput = Pick<
   augmentation?: Partial<Record<string, number>> | undefined;
 };
 
-export type ResourcesInput = { workers?: number | undefined } | undefined;
+export type ResourcesInput = { workers?: number | undefined; max_memory_gb?: number | undefined } | undefined;
+
+/** RAM the trainer process itself takes on top of its DataLoader workers, and each worker's share (GiB). */
+const TRAINER_RAM_GB = 1.5;
+const DATALOADER_WORKER_RAM_GB = 0.5;
+
+/**
+ * Arguments that keep a run within resources.max_memory_gb (the service also stops a worker whose
+ * process group goes past it): no image cache in RAM (it grows with the dataset; the disk cache
+ * keeps the speed-up), and no more DataLoader workers than the limit leaves room for. The batch
+ * is left alone: it is held in GPU memory on a GPU, and AutoBatch (batch -1) sizes it there.
+ */
+export function withinMemory(args: Record<string, unknown>, maxMemoryGb: number | undefined): Record<string, unknown> {
+  if (maxMemoryGb === undefined) return args;
+  const out = { ...args };
+  if (out['cache'] === true || out['cache'] === 'ram') out['cache'] = 'disk';
+  const room = Math.max(0, Math.floor((maxMemoryGb - TRAINER_RAM_GB) / DATALOADER_WORKER_RAM_GB));
+  const asked = typeof out['workers'] === 'number' ? out['workers'] : 8; // Ultralytics' default
+  out['workers'] = Math.min(asked, room);
+  return out;
+}
 
 /**
  * Ultralytics' spelling of a device: 'cpu', 'mps', '0', '0,1'. Accepts 'cuda:N' too. 'auto' and
@@ -40,7 +60,7 @@ export function toUltralyticsArgs(
   device: string,
   resolvedConfig?: Record<string, unknown> | null,
 ): Record<string, unknown> {
-  if (resolvedConfig) return configToWorkerArgs(resolvedConfig, device);
+  if (resolvedConfig) return withinMemory(configToWorkerArgs(resolvedConfig, device), resources?.max_memory_gb);
   const dev = normalizeDevice(device);
   const onGpu = dev !== 'cpu' && dev !== 'mps' && dev !== '';
   const args: Record<string, unknown> = {
@@ -66,5 +86,5 @@ export function toUltralyticsArgs(
     val: true,
     exist_ok: true,
   });
-  return args;
+  return withinMemory(args, resources?.max_memory_gb);
 }
