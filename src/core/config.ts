@@ -87,6 +87,13 @@ const EnvSchema = z.object({
   SSE_HEARTBEAT_SECONDS: z.coerce.number().positive().max(3600).default(15),
   /** Bytes one SSE client may have waiting before it is disconnected as too slow. */
   SSE_CLIENT_BUFFER_BYTES: int(4096).default(1024 * 1024),
+
+  /** Days after a job finished when its dataset, checkpoints and plots are removed (fractions allowed; 0 keeps them). */
+  RETENTION_DAYS: z.coerce.number().min(0).max(36500).default(30),
+  /** Seconds between two retention sweeps (the first runs at start). */
+  RETENTION_SWEEP_SECONDS: z.coerce.number().positive().max(7 * 24 * 3600).default(3600),
+  /** Days callback delivery attempts are kept once their event is no longer pending (fractions allowed). */
+  CALLBACK_HISTORY_DAYS: z.coerce.number().positive().max(36500).default(30),
 });
 
 export type Config = Readonly<{
@@ -135,6 +142,7 @@ export type Config = Readonly<{
   uiPublicRead: boolean;
   monitor: Readonly<{ intervalMs: number; gpuTempWarnC: number; gpuMemoryWarnPercent: number }>;
   stream: Readonly<{ heartbeatMs: number; clientBufferBytes: number }>;
+  retention: Readonly<{ days: number; sweepMs: number; callbackHistoryDays: number }>;
 }>;
 
 export class ConfigError extends Error {
@@ -209,6 +217,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     stream: Object.freeze({
       heartbeatMs: Math.round(e.SSE_HEARTBEAT_SECONDS * 1000),
       clientBufferBytes: e.SSE_CLIENT_BUFFER_BYTES,
+    }),
+    retention: Object.freeze({
+      days: e.RETENTION_DAYS,
+      sweepMs: Math.round(e.RETENTION_SWEEP_SECONDS * 1000),
+      callbackHistoryDays: e.CALLBACK_HISTORY_DAYS,
     }),
   });
 }

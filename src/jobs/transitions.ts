@@ -32,8 +32,23 @@ export type JobPatch = Partial<
     | 'error'
     | 'trainArgs'
     | 'baseModel'
+    | 'datasetSha256'
+    | 'diskBytes'
   >
 >;
+
+/**
+ * What a job's files hold on disk, whatever its state (measured once it finished, and after
+ * its files were removed): no callback, no announcement.
+ */
+export async function setDiskUsage(db: DbOrTx, id: string, diskBytes: number, filesRemoved = false): Promise<JobRow | undefined> {
+  const [row] = await db
+    .update(jobs)
+    .set({ diskBytes, ...(filesRemoved ? { filesRemovedAt: sql`now()` } : {}) })
+    .where(eq(jobs.id, id))
+    .returning();
+  return row;
+}
 
 export async function insertJob(
   db: DbOrTx,

@@ -139,7 +139,7 @@ export async function callbackDeliveries(deps: AppDeps, jobId: string, limit = 5
 export async function jobPageData(deps: AppDeps, row: JobRow) {
   const request = row.request as {
     model_config?: Record<string, unknown>;
-    dataset?: { url?: string; format?: string; sha256?: string };
+    dataset?: { url?: string; id?: string; format?: string; sha256?: string };
     resources?: Record<string, unknown>;
   };
   const [epochs, callbacks, start] = await Promise.all([
