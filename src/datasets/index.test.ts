@@ -344,3 +344,38 @@ describe('prepareDataset: the shared store', () => {
     assert.equal(await store.has(sha256), false);
   });
 });
+
+describe('prepareDataset: a URL seen before', () => {
+  const classes = ['circle', 'square', 'triangle'];
+  let bytes: Buffer;
+  let etag = '"v1"';
+  let full = 0;
+  before(async () => {
+    await serveDataset('etag', { task: 'detect', train: 6, val: 3, imgsz: 48, classes, seed: 31 });
+    bytes = zips.get('etag')!;
+    srv.route('/etag.zip', (req, res) => {
+      if (req.headers['if-none-match'] === etag) return void res.writeHead(304, { etag }).end();
+      full++;
+      res.writeHead(200, { 'content-type': 'application/zip', 'content-length': bytes.length, etag });
+      res.end(bytes);
+    });
+  });
+
+  it('is revalidated: a 304 reuses the stored archive, a changed file is downloaded again', async () => {
+    const first = await prepareDataset({ url: srv.url('/etag.zip?token=a') }, jobDir(), opts('detect'));
+    const second = await prepareDataset({ url: srv.url('/etag.zip?token=a') }, jobDir(), opts('detect'));
+    assert.equal(full, 1, 'one download');
+    assert.equal(srv.hits('/etag.zip'), 2, 'the second job only asked whether it changed');
+    assert.equal(second.sha256, first.sha256);
+    // No URL or token is written down: the memo is named by a hash.
+    const memos = readdirSync(path.join(store.root, '.urls'));
+    assert.ok(memos.every((n) => /^[a-f0-9]{64}\.json$/.test(n)));
+    for (const n of memos) assert.doesNotMatch(await readFile(path.join(store.root, '.urls', n), 'utf8'), /token|etag\.zip/);
+
+    etag = '"v2"';
+    bytes = zips.get('detect-ul')!;
+    const third = await prepareDataset({ url: srv.url('/etag.zip?token=a') }, jobDir(), opts('detect'));
+    assert.equal(full, 2);
+    assert.equal(third.sha256, shaOf('detect-ul'));
+  });
+});

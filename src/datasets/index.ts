@@ -24,7 +24,7 @@ import { JobError } from '../core/errors.js';
 import { checkDataset, type DatasetInfo, type DatasetTask } from './check.js';
 import { checkClassifyDataset, readClassifyLayout } from './classify.js';
 import { checkCocoDataset, looksLikeCoco, readCocoLayout } from './coco.js';
-import { downloadToFile } from './download.js';
+import { downloadToFile, type Validators } from './download.js';
 import type { DatasetFormat } from './formats.js';
 import type { LabelTask } from './labels.js';
 import { readLayout, renderDataYaml, type DatasetLayout } from './layout.js';
@@ -132,26 +132,39 @@ async function fetchArchive(source: DatasetSource, opts: PrepareOptions, progres
     return source.stored;
   }
   if (source.sha256 && (await store.has(source.sha256))) return source.sha256;
-  return store.shared(`url:${source.url}\n${source.sha256 ?? ''}`, async () => {
+  const { url } = source;
+  return store.shared(`url:${url}\n${source.sha256 ?? ''}`, async () => {
+    // The archive this URL gave before, unless the server says it changed (a 304 costs no body).
+    let last = await store.lastFromUrl(url);
+    if (last && source.sha256 && last.sha256 !== source.sha256) last = null;
     const zip = store.tmpPath('.zip');
     await mkdir(path.dirname(zip), { recursive: true });
-    const { sha256 } = await downloadToFile(source.url, zip, {
-      dispatcher: opts.dispatcher,
-      maxBytes: limits.maxDownloadBytes,
-      timeoutMs: limits.downloadTimeoutMs,
-      retries: limits.downloadRetries,
-      sha256: source.sha256 ?? undefined,
-      signal: opts.signal,
-      backoffMs: opts.backoffMs,
-      onProgress: (bytes, total) => {
-        if (total) progress((0.8 * bytes) / total);
-      },
-    });
+    const download = (validators: Validators | undefined) =>
+      downloadToFile(url, zip, {
+        validators,
+        dispatcher: opts.dispatcher,
+        maxBytes: limits.maxDownloadBytes,
+        timeoutMs: limits.downloadTimeoutMs,
+        retries: limits.downloadRetries,
+        sha256: source.sha256 ?? undefined,
+        signal: opts.signal,
+        backoffMs: opts.backoffMs,
+        onProgress: (bytes, total) => {
+          if (total) progress((0.8 * bytes) / total);
+        },
+      });
+    let result = await download(last?.validators);
+    if (result.notModified) {
+      if (last && (await store.has(last.sha256))) return last.sha256;
+      result = await download(undefined); // removed meanwhile: fetch it whole
+    }
+    const { sha256, validators } = result;
     progress(0.8);
     await store.adopt(zip, sha256, limits, {
       signal: opts.signal,
       onProgress: (done, total) => progress(0.8 + (0.1 * done) / Math.max(1, total)),
     });
+    await store.rememberUrl(url, sha256, validators);
     return sha256;
   });
 }

@@ -8,6 +8,9 @@
  *   workdir/datasets/<sha256>/checks/   the result of checking it in one format for one task
  *                                       (reused by every later job with that format and task)
  *   workdir/datasets/.tmp/              downloads, uploads and extractions in progress
+ *   workdir/datasets/.urls/<hash>.json  which archive a URL gave last time, with the ETag and
+ *                                       Last-Modified it came with (named by a hash of the URL:
+ *                                       a signed URL's token is never written down)
  *
  * Work on one archive is serialised in this process (one workdir belongs to one process: see
  * core/workdir-lock.ts): concurrent jobs on the same archive wait for the one that extracts or
@@ -21,6 +24,7 @@ import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { JobError } from '../core/errors.js';
+import type { Validators } from './download.js';
 import { extractZip, type ExtractLimits } from './extract.js';
 
 export const SHA256_RE = /^[a-f0-9]{64}$/;
@@ -137,6 +141,59 @@ export class DatasetStore {
     const p = fn().finally(() => this.downloads.delete(key));
     this.downloads.set(key, p);
     return p;
+  }
+
+  private urlFile(url: string): string {
+    return path.join(this.root, '.urls', `${crypto.createHash('sha256').update(url).digest('hex')}.json`);
+  }
+
+  /** What a URL gave last time, when that archive is still here and the server sent a validator. */
+  async lastFromUrl(url: string): Promise<{ sha256: string; validators: Validators } | null> {
+    try {
+      const memo = JSON.parse(await readFile(this.urlFile(url), 'utf8')) as { sha256?: unknown; etag?: unknown; lastModified?: unknown };
+      if (typeof memo.sha256 !== 'string' || !SHA256_RE.test(memo.sha256) || !(await this.has(memo.sha256))) return null;
+      const validators = {
+        etag: typeof memo.etag === 'string' ? memo.etag : null,
+        lastModified: typeof memo.lastModified === 'string' ? memo.lastModified : null,
+      };
+      return validators.etag || validators.lastModified ? { sha256: memo.sha256, validators } : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Remembers what a URL gave, when its server sent something to revalidate it with. */
+  async rememberUrl(url: string, sha256: string, validators: Validators): Promise<void> {
+    if (!validators.etag && !validators.lastModified) return;
+    const file = this.urlFile(url);
+    await mkdir(path.dirname(file), { recursive: true });
+    const tmp = `${file}.${crypto.randomUUID()}.tmp`;
+    await writeFile(tmp, JSON.stringify({ sha256, ...validators }));
+    await rename(tmp, file);
+  }
+
+  /** Forgets URLs whose archive is gone; answers how many. */
+  async forgetStaleUrls(): Promise<number> {
+    const dir = path.join(this.root, '.urls');
+    let names: string[];
+    try {
+      names = fs.readdirSync(dir);
+    } catch {
+      return 0;
+    }
+    let n = 0;
+    for (const name of names) {
+      const file = path.join(dir, name);
+      const sha = await readFile(file, 'utf8').then(
+        (t) => (JSON.parse(t) as { sha256?: string }).sha256 ?? '',
+        () => '',
+      );
+      if (!SHA256_RE.test(sha) || !(await this.has(sha))) {
+        await rm(file, { force: true });
+        n++;
+      }
+    }
+    return n;
   }
 
   /**

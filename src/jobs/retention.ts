@@ -90,6 +90,7 @@ export class Retention {
       }
     }
     report.archives = await this.collectArchives(files.datasets.list());
+    if (report.archives) await files.datasets.forgetStaleUrls();
     for (const p of this.opts.pruners) report.pruned[p.name] = await p.prune(now);
     if (report.jobs || report.archives || Object.values(report.pruned).some((n) => n > 0)) {
       logger.info({ retention_days: days, ...report }, 'retention sweep removed old files and rows');
