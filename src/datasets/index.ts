@@ -126,12 +126,12 @@ const rebase = (from: string, to: string, p: string) => path.resolve(to, path.re
 async function fetchArchive(source: DatasetSource, opts: PrepareOptions, progress: (f: number) => void): Promise<string> {
   const { store, limits } = opts;
   if ('stored' in source) {
-    if (!(await store.has(source.stored))) {
+    if (!(await store.available(source.stored))) {
       throw new JobError('DATASET_INVALID', 'the uploaded dataset is no longer stored (it was deleted); upload it again', { sha256: source.stored });
     }
     return source.stored;
   }
-  if (source.sha256 && (await store.has(source.sha256))) return source.sha256;
+  if (source.sha256 && (await store.available(source.sha256))) return source.sha256;
   const { url } = source;
   return store.shared(`url:${url}\n${source.sha256 ?? ''}`, async () => {
     // The archive this URL gave before, unless the server says it changed (a 304 costs no body).
@@ -155,7 +155,7 @@ async function fetchArchive(source: DatasetSource, opts: PrepareOptions, progres
       });
     let result = await download(last?.validators);
     if (result.notModified) {
-      if (last && (await store.has(last.sha256))) return last.sha256;
+      if (last && (await store.available(last.sha256))) return last.sha256;
       result = await download(undefined); // removed meanwhile: fetch it whole
     }
     const { sha256, validators } = result;

@@ -90,6 +90,14 @@ export class DatasetStore {
     );
   }
 
+  /**
+   * Whether an archive is here, asked in turn with remove(): a caller that has marked itself
+   * preparing() and gets true keeps the archive until it releases that mark.
+   */
+  async available(sha256: string): Promise<boolean> {
+    return this.exclusive(`archive:${sha256}`, () => this.has(sha256));
+  }
+
   /** The sha256 of every archive in the store. */
   list(): string[] {
     try {
@@ -151,7 +159,7 @@ export class DatasetStore {
   async lastFromUrl(url: string): Promise<{ sha256: string; validators: Validators } | null> {
     try {
       const memo = JSON.parse(await readFile(this.urlFile(url), 'utf8')) as { sha256?: unknown; etag?: unknown; lastModified?: unknown };
-      if (typeof memo.sha256 !== 'string' || !SHA256_RE.test(memo.sha256) || !(await this.has(memo.sha256))) return null;
+      if (typeof memo.sha256 !== 'string' || !SHA256_RE.test(memo.sha256) || !(await this.available(memo.sha256))) return null;
       const validators = {
         etag: typeof memo.etag === 'string' ? memo.etag : null,
         lastModified: typeof memo.lastModified === 'string' ? memo.lastModified : null,
