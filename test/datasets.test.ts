@@ -14,6 +14,7 @@ import { backends } from './helpers/database.js';
 import { jobDriver } from './helpers/job-driver.js';
 import { rawZip } from './helpers/raw-zip.js';
 import { api, startTestServer, tempDir, TOKEN, trainBody, type TestServer } from './helpers/server.js';
+import { waitFor } from './helpers/wait.js';
 import { writeSyntheticDataset, zipDirectory } from './helpers/synthetic-dataset.js';
 
 const DAY = 24 * 3600 * 1000;
@@ -255,3 +256,33 @@ for (const backend of backends()) {
     });
   });
 }
+
+describe('the periodic retention sweep', () => {
+  let server: TestServer;
+  before(async () => {
+    // A fraction of a day: about 0.9 s. The sweep runs on its own every 0.2 s.
+    server = await startTestServer({ env: { RUN_JOBS: 'false', RETENTION_DAYS: '0.00001', RETENTION_SWEEP_SECONDS: '0.2' } });
+  });
+  after(() => server.stop());
+
+  test('removes a finished job\'s files on its own once RETENTION_DAYS have passed', async () => {
+    const call = api(server.url);
+    assert.equal(server.deps.config.retention.days, 0.00001);
+    const r = await call('/api/v1/train', { method: 'POST', json: trainBody() });
+    assert.equal(r.status, 202, r.text);
+    const driver = jobDriver(server, server.store.nodeId);
+    const job = await driver.start();
+    const dir = server.deps.files.dir(job.id);
+    fs.mkdirSync(path.join(dir, 'weights'), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'weights', 'last.pt'), Buffer.alloc(1000));
+    fs.writeFileSync(path.join(dir, 'worker.log'), 'done\n');
+    await driver.finish(job.id, 'completed');
+    const swept = await waitFor('the sweep to remove its files', async () => {
+      const j = (await call(`/api/v1/jobs/${job.id}`)).json;
+      return j.files_removed_at ? j : null;
+    });
+    assert.deepEqual(fs.readdirSync(dir), ['worker.log']);
+    assert.equal(swept.disk_bytes, 5);
+    assert.equal(swept.status, 'completed');
+  });
+});
