@@ -10,8 +10,7 @@ import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import { requestId } from 'hono/request-id';
 import { routePath } from 'hono/route';
-import { lt } from 'drizzle-orm';
-import { seenSignatures } from './db/schema.js';
+import { pruneSeenSignatures, rememberSignature } from './security/replay-guard.js';
 import { HttpError } from './core/errors.js';
 import { methodNotAllowed, methodRules } from './http/allowed-methods.js';
 import { bearerAuth, requestSignature } from './http/auth.js';
@@ -29,6 +28,7 @@ import { registerJobs } from './api/routes/jobs.js';
 import { registerLogs } from './api/routes/logs.js';
 import { isPredictUpload, registerModels } from './api/routes/models.js';
 import { registerTrain } from './api/routes/train.js';
+import { isDatasetUpload, registerDatasets } from './api/routes/datasets.js';
 import { registerUi } from './ui/routes.js';
 
 export function createApp(deps: AppDeps): OpenAPIHono {
@@ -72,7 +72,7 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   // GET and HEAD carry no body: skipping the limiter there also spares building a full
   // Request per read (a third of a status read's CPU in bench/api.ts).
   app.use('/api/*', (c, next) =>
-    c.req.method === 'GET' || c.req.method === 'HEAD' || isPredictUpload(c.req.method, c.req.path)
+    c.req.method === 'GET' || c.req.method === 'HEAD' || isPredictUpload(c.req.method, c.req.path) || isDatasetUpload(c.req.method, c.req.path)
       ? next()
       : apiBodyLimit(c, next),
   );
@@ -98,13 +98,8 @@ export function createApp(deps: AppDeps): OpenAPIHono {
       toleranceSeconds: deps.config.signatureToleranceSeconds,
       remember: async (signature, expiresAt) => {
         const { db } = deps.database;
-        if (++remembered % 100 === 0) await db.delete(seenSignatures).where(lt(seenSignatures.expiresAt, new Date()));
-        const rows = await db
-          .insert(seenSignatures)
-          .values({ signature, expiresAt })
-          .onConflictDoNothing()
-          .returning({ signature: seenSignatures.signature });
-        return rows.length === 1;
+        if (++remembered % 100 === 0) await pruneSeenSignatures(db);
+        return rememberSignature(db, signature, expiresAt);
       },
     }),
   );
@@ -128,6 +123,7 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   registerUi(app, deps); // status pages, login, /stream/* (SSE), /static/*
   registerCallbacks(app, deps);
   registerDownloads(app, deps);
+  registerDatasets(app, deps);
 
   app.get('/metrics', async (c) => {
     return c.text(await deps.metrics.registry.metrics(), 200, { 'Content-Type': deps.metrics.registry.contentType });

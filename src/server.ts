@@ -35,6 +35,10 @@ import { loadServerSecrets } from './security/secrets.js';
 import { StreamHub, snapshotFromDatabase } from './stream/hub.js';
 import { ModelRegistry } from './registry/service.js';
 import { lockWorkdir } from './core/workdir-lock.js';
+import { UploadedDatasets } from './datasets/uploads.js';
+import { Retention, olderThan } from './jobs/retention.js';
+import { pruneCallbackAttempts } from './callbacks/sql/prune.js';
+import { pruneSeenSignatures } from './security/replay-guard.js';
 import { VERSION } from './core/version.js';
 
 export interface ServerHandle {
@@ -140,7 +144,10 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
   const store = createJobStore({ database, hook, events, nodeId, leaseSeconds: config.leaseSeconds });
   const modelRegistry = new ModelRegistry({ database, config, engines, files, logger });
 
-  const ctx: PipelineContext = { config, logger, store, files, engines, registry: modelRegistry };
+  // Transfers a crash interrupted leave files in the store's scratch folder.
+  await files.datasets.clearTmp();
+  const uploads = new UploadedDatasets({ database, store: files.datasets, limits: config.dataset });
+  const ctx: PipelineContext = { config, logger, store, files, engines, registry: modelRegistry, uploads };
   // Imported lazily: an API-only node (RUN_JOBS=false) never loads the training path.
   const makeExecutor = config.runJobs
     ? (overrides.makeExecutor ?? (await import('./pipeline/execute.js')).createExecutor)
@@ -166,6 +173,19 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
   });
 
   activeJobs = () => scheduler.activeCount;
+  const retention = new Retention({
+    database,
+    files,
+    logger,
+    nodeId,
+    days: config.retention.days,
+    sweepMs: config.retention.sweepMs,
+    pruners: [
+      olderThan('callback_attempts', config.retention.callbackHistoryDays, (before) => pruneCallbackAttempts(database.db, before)),
+      { name: 'seen_signatures', prune: (now) => pruneSeenSignatures(database.db, now) },
+    ],
+    changed: (job) => jobService.cache.evict(job.id),
+  });
   const deps: AppDeps = {
     config,
     logger,
@@ -186,6 +206,8 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     queueSize,
     activeJobs: () => scheduler.activeCount,
     baseUrl: config.publicUrl ? () => config.publicUrl! : originOf,
+    datasets: uploads,
+    retention,
   };
 
   const app = createApp(deps);
@@ -201,6 +223,7 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
   if (config.runJobs) await modelRegistry.registerMissing();
   await scheduler.start();
   await jobService.start();
+  retention.start();
   logger.info({ url, devices, node_id: nodeId, database: database.kind, version: VERSION }, 'trainhook listening');
   if (secrets.apiTokenGenerated) {
     // Printed once, on the start that generated it, outside the JSON log (like a notebook server).
@@ -223,6 +246,7 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
         streams.close(); // open SSE responses would hold server.close() forever
         await new Promise<void>((resolve) => server.close(() => resolve()));
         await scheduler.stop();
+        await retention.stop();
         await jobService.stop();
         await modelRegistry.close();
         await callbacks.stop();

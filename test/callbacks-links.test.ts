@@ -84,6 +84,9 @@ const base: JobRow = {
   updatedAt: new Date('2025-01-20T10:35:42Z'),
   startedAt: new Date('2025-01-20T10:00:10Z'),
   finishedAt: null,
+  datasetSha256: null,
+  diskBytes: null,
+  filesRemovedAt: null,
 };
 const engines = new Engines();
 const ctx = { files: new JobFiles('/nonexistent', engines), engines, now: new Date('2025-01-20T10:35:42.123Z'), link: () => ({ url: 'u', expires_at: 'e' }) };

@@ -111,6 +111,12 @@ const EnvSchema = z.object({
   MIN_FREE_GPU_MEMORY_GB: z.coerce.number().min(0).default(1),
   /** /health is degraded when the database takes longer than this to answer `select 1`. */
   DB_SLOW_MS: int(1).default(1000),
+  /** Days after a job finished when its dataset, checkpoints and plots are removed (fractions allowed; 0 keeps them). */
+  RETENTION_DAYS: z.coerce.number().min(0).max(36500).default(30),
+  /** Seconds between two retention sweeps (the first runs at start). */
+  RETENTION_SWEEP_SECONDS: z.coerce.number().positive().max(7 * 24 * 3600).default(3600),
+  /** Days callback delivery attempts are kept once their event is no longer pending (fractions allowed). */
+  CALLBACK_HISTORY_DAYS: z.coerce.number().positive().max(36500).default(30),
 });
 
 export type Config = Readonly<{
@@ -168,6 +174,7 @@ export type Config = Readonly<{
     minFreeGpuMemoryBytes: number;
     dbSlowMs: number;
   }>;
+  retention: Readonly<{ days: number; sweepMs: number; callbackHistoryDays: number }>;
 }>;
 
 export class ConfigError extends Error {
@@ -256,6 +263,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       minFreeMemoryBytes: Math.round(e.MIN_FREE_MEMORY_GB * 1024 ** 3),
       minFreeGpuMemoryBytes: Math.round(e.MIN_FREE_GPU_MEMORY_GB * 1024 ** 3),
       dbSlowMs: e.DB_SLOW_MS,
+    }),
+    retention: Object.freeze({
+      days: e.RETENTION_DAYS,
+      sweepMs: Math.round(e.RETENTION_SWEEP_SECONDS * 1000),
+      callbackHistoryDays: e.CALLBACK_HISTORY_DAYS,
     }),
   });
 }

@@ -79,7 +79,7 @@ describe('downloadToFile', () => {
     const d = dest();
     const seen: number[] = [];
     const r = await downloadToFile(srv.url('/ok.zip?token=abc'), d, opts({ sha256: sha.toUpperCase(), onProgress: (b) => seen.push(b) }));
-    assert.deepEqual(r, { bytes: body.length, sha256: sha, attempts: 1 });
+    assert.deepEqual(r, { bytes: body.length, sha256: sha, attempts: 1, notModified: false, validators: { etag: null, lastModified: null } });
     assert.deepEqual(await readFile(d), body);
     assert.equal(seen.at(-1), body.length);
     assert.equal(existsSync(`${d}.part`), false);

@@ -40,9 +40,18 @@ export type DownloadOptions = {
    * JobError it throws ends the download at once, unretried (the disk pre-flight refuses here).
    */
   beforeBody?: ((total: number | null) => void | Promise<void>) | undefined;
+  /**
+   * What an earlier download of this URL was answered with: sent as If-None-Match and
+   * If-Modified-Since, so that a server whose file has not changed answers 304 and nothing is
+   * downloaded (the result then has notModified: true and no file is written).
+   */
+  validators?: Validators | undefined;
 };
 
-export type DownloadResult = { bytes: number; sha256: string; attempts: number };
+/** A response's ETag and Last-Modified, as the server sent them. */
+export type Validators = { etag: string | null; lastModified: string | null };
+
+export type DownloadResult = { bytes: number; sha256: string; attempts: number; validators: Validators; notModified: boolean };
 
 /** The URL as it may be shown: scheme, host and path; no credentials, query or fragment. */
 export function redactUrl(url: string | URL): string {
@@ -88,8 +97,18 @@ function retryAfterMs(headers: Record<string, string | string[] | undefined>): n
   return Number.isFinite(at) ? Math.max(0, at - Date.now()) : undefined;
 }
 
-async function attempt(url: URL, dest: string, opts: DownloadOptions): Promise<{ bytes: number; sha256: string }> {
+function validatorsOf(headers: Record<string, string | string[] | undefined>): Validators {
+  const one = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v) ?? null;
+  return { etag: one(headers['etag']), lastModified: one(headers['last-modified']) };
+}
+
+type AttemptResult = { bytes: number; sha256: string; validators: Validators; notModified: boolean };
+
+async function attempt(url: URL, dest: string, opts: DownloadOptions): Promise<AttemptResult> {
   let current = url;
+  const conditional: Record<string, string> = {};
+  if (opts.validators?.etag) conditional['if-none-match'] = opts.validators.etag;
+  if (opts.validators?.lastModified) conditional['if-modified-since'] = opts.validators.lastModified;
   for (let hop = 0; ; hop++) {
     let res: Dispatcher.ResponseData;
     try {
@@ -99,12 +118,16 @@ async function attempt(url: URL, dest: string, opts: DownloadOptions): Promise<{
         headersTimeout: opts.timeoutMs,
         bodyTimeout: opts.timeoutMs,
         signal: opts.signal,
-        headers: { 'accept-encoding': 'identity', 'user-agent': 'trainhook' },
+        headers: { 'accept-encoding': 'identity', 'user-agent': 'trainhook', ...conditional },
       });
     } catch (err) {
       throw classify(err);
     }
     const status = res.statusCode;
+    if (status === 304 && Object.keys(conditional).length > 0) {
+      await res.body.dump();
+      return { bytes: 0, sha256: '', validators: opts.validators!, notModified: true };
+    }
     if (status >= 300 && status < 400 && status !== 304) {
       await res.body.dump();
       const location = res.headers.location;
@@ -192,7 +215,7 @@ async function save(res: Dispatcher.ResponseData, url: URL, dest: string, opts: 
   }
   await rename(part, dest);
   opts.onProgress?.(bytes, total);
-  return { bytes, sha256 };
+  return { bytes, sha256, validators: validatorsOf(res.headers), notModified: false };
 }
 
 function classify(err: unknown): AttemptError {

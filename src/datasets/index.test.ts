@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -17,6 +17,7 @@ import { serveBytes, startFileServer, type FileServer } from '../../test/helpers
 import { rawZip } from '../../test/helpers/raw-zip.js';
 import { writeSyntheticClassifyDataset, writeSyntheticDataset, zipDirectory } from '../../test/helpers/synthetic-dataset.js';
 import { prepareDataset, type DatasetTask, type PrepareOptions } from './index.js';
+import { DatasetStore } from './store.js';
 
 const limits: Config['dataset'] = {
   maxDownloadBytes: 50 * 1024 * 1024,
@@ -29,6 +30,8 @@ const limits: Config['dataset'] = {
 
 let srv: FileServer;
 let tmp: string;
+let store: DatasetStore;
+const shaOf = (name: string) => createHash('sha256').update(zips.get(name)!).digest('hex');
 const dispatcher = createOutboundDispatcher(['127.0.0.1']);
 const zips = new Map<string, Buffer>();
 
@@ -50,6 +53,7 @@ function serveRaw(name: string, bytes: Buffer) {
 before(async () => {
   srv = await startFileServer();
   tmp = await mkdtemp(path.join(os.tmpdir(), 'trainhook-prepare-'));
+  store = new DatasetStore(path.join(tmp, 'store'));
   const classes = ['circle', 'square', 'triangle'];
   await serveDataset('detect-ul', { task: 'detect', train: 12, val: 6, imgsz: 48, classes, seed: 1 }, 'my-dataset');
   await serveDataset('detect-rf', { task: 'detect', layout: 'roboflow', format: 'jpg', train: 9, val: 3, imgsz: 48, classes, seed: 2 });
@@ -81,6 +85,7 @@ const opts = (task: DatasetTask, o: Partial<PrepareOptions> = {}): PrepareOption
   task,
   formats: task === 'classify' ? ['classify'] : ['yolo'],
   backoffMs: 10,
+  store,
   ...o,
 });
 
@@ -116,10 +121,11 @@ describe('prepareDataset', () => {
       const doc = YAML.parse(await readFile(r.data, 'utf8')) as Record<string, string>;
       assert.deepEqual(Object.keys(doc), ['path', 'train', 'val', 'nc', 'names']);
       for (const k of ['path', 'train', 'val'] as const) {
-        assert.ok(path.isAbsolute(doc[k]!) && doc[k]!.startsWith(path.join(dir, 'dataset')), doc[k]);
+        assert.ok(path.isAbsolute(doc[k]!) && doc[k]!.startsWith(store.filesDir(sha256)), doc[k]);
         assert.ok(existsSync(doc[k]!));
       }
-      assert.equal(existsSync(path.join(dir, 'dataset.zip')), false);
+      assert.equal(r.sha256, sha256);
+      assert.deepEqual(readdirSync(path.join(store.root, '.tmp')), [], 'no ZIP left behind');
       assert.equal(fractions.at(-1), 1);
       assert.ok(fractions.every((f, i) => i === 0 || f >= fractions[i - 1]!), 'progress only goes up');
     });
@@ -177,9 +183,9 @@ describe('prepareDataset', () => {
       await expectJobError(prepareDataset({ url: srv.url(`/${name}.zip`) }, dir, opts('detect')), code, (e) => {
         if (entry) assert.equal((e.details as { entry: string }).entry, entry);
       });
-      assert.equal(existsSync(path.join(dir, 'dataset.zip')), false);
-      assert.equal(existsSync(path.join(dir, 'dataset')), false);
-      assert.equal(existsSync(path.join(dir, 'evil.txt')) || existsSync(path.join(dir, '..', 'evil.txt')), false);
+      assert.ok(!store.list().includes(shaOf(name)), `${name} is not in the store`);
+      assert.deepEqual(readdirSync(path.join(store.root, '.tmp')), [], 'nothing left in the scratch folder');
+      assert.equal(existsSync(path.join(store.root, 'evil.txt')) || existsSync(path.join(store.root, '..', 'evil.txt')), false);
     }
   });
 
@@ -249,7 +255,7 @@ describe('prepareDataset: pose, obb and classify', () => {
       const dir = jobDir();
       const r = await prepareDataset({ url: srv.url(`/${name}.zip`) }, dir, opts('classify'));
       assert.equal(r.format, 'classify');
-      assert.equal(r.data, path.join(dir, 'dataset', sub));
+      assert.equal(r.data, path.join(store.filesDir(shaOf(name)), sub));
       assert.equal(r.dataYaml, null);
       assert.ok(existsSync(path.join(r.data, 'train/circle')));
       assert.equal(existsSync(path.join(dir, 'data.yaml')), false);
@@ -278,5 +284,98 @@ describe('prepareDataset: pose, obb and classify', () => {
     const hits = srv.hits('/detect-ul.zip');
     assert.deepEqual(await prepareDataset({ url: srv.url('/detect-ul.zip') }, dir, opts('detect')), first);
     assert.equal(srv.hits('/detect-ul.zip'), hits);
+  });
+});
+
+describe('prepareDataset: the shared store', () => {
+  const classes = ['circle', 'square', 'triangle'];
+  before(async () => {
+    await serveDataset('shared', { task: 'detect', train: 6, val: 3, imgsz: 48, classes, seed: 21 });
+    await serveDataset('concurrent', { task: 'detect', train: 6, val: 3, imgsz: 48, classes, seed: 22 });
+  });
+
+  it('two jobs on one ZIP with its sha256: one download, one extraction, both train on the same folder', async () => {
+    const sha256 = shaOf('shared');
+    const archives: string[] = [];
+    const first = await prepareDataset({ url: srv.url('/shared.zip'), sha256 }, jobDir(), opts('detect', { onArchive: async (s) => void archives.push(s) }));
+    const second = await prepareDataset({ url: srv.url('/shared.zip?other=link'), sha256 }, jobDir(), opts('detect', { onArchive: async (s) => void archives.push(s) }));
+    assert.equal(srv.hits('/shared.zip'), 1);
+    assert.deepEqual(archives, [sha256, sha256]);
+    assert.deepEqual(second.info, first.info);
+    const paths = async (r: typeof first) => (YAML.parse(await readFile(r.data, 'utf8')) as { path: string }).path;
+    assert.equal(await paths(second), await paths(first));
+    assert.equal((await paths(first)).startsWith(store.filesDir(sha256)), true);
+  });
+
+  it('concurrent jobs on the same URL share one download and one extraction', async () => {
+    const [a, b, c] = await Promise.all([0, 1, 2].map(() => prepareDataset({ url: srv.url('/concurrent.zip') }, jobDir(), opts('detect'))));
+    assert.equal(srv.hits('/concurrent.zip'), 1);
+    assert.equal(a!.sha256, shaOf('concurrent'));
+    assert.deepEqual(b!.info, a!.info);
+    assert.deepEqual(c!.info, a!.info);
+    assert.deepEqual(readdirSync(path.join(store.root, '.tmp')), []);
+  });
+
+  it("reuses a check's result for the same format and task, and checks again for another request", async () => {
+    const sha256 = shaOf('shared');
+    // Broken after the first check: a job that reuses the stored result does not read it again.
+    await writeFile(path.join(store.filesDir(sha256), 'labels/train/train_00000.txt'), '9 0.5 0.5 0.2 0.2\n');
+    const again = await prepareDataset({ url: srv.url('/shared.zip'), sha256 }, jobDir(), opts('detect'));
+    assert.equal(again.info.total_images, 9);
+    assert.equal(srv.hits('/shared.zip'), 1);
+    // Naming the format is another request: checked afresh, it finds the broken line.
+    await expectJobError(prepareDataset({ url: srv.url('/shared.zip'), sha256, format: 'yolo' }, jobDir(), opts('detect')), 'DATASET_INVALID', (e) =>
+      assert.match(e.message, /class 9 is out of range/),
+    );
+    // A refusal is stored too: the same bytes fail the same way without a second scan.
+    await writeFile(path.join(store.filesDir(sha256), 'labels/train/train_00000.txt'), '0 0.5 0.5 0.2 0.2\n');
+    await expectJobError(prepareDataset({ url: srv.url('/shared.zip'), sha256, format: 'yolo' }, jobDir(), opts('detect')), 'DATASET_INVALID', (e) =>
+      assert.match(e.message, /class 9 is out of range/),
+    );
+  });
+
+  it('an archive is not removed while a preparation runs, and is once nothing keeps it', async () => {
+    const sha256 = shaOf('concurrent');
+    const release = store.preparing();
+    assert.equal(await store.remove(sha256), false);
+    release();
+    assert.equal(await store.remove(sha256, async () => true), false);
+    assert.equal(await store.remove(sha256), true);
+    assert.equal(await store.has(sha256), false);
+  });
+});
+
+describe('prepareDataset: a URL seen before', () => {
+  const classes = ['circle', 'square', 'triangle'];
+  let bytes: Buffer;
+  let etag = '"v1"';
+  let full = 0;
+  before(async () => {
+    await serveDataset('etag', { task: 'detect', train: 6, val: 3, imgsz: 48, classes, seed: 31 });
+    bytes = zips.get('etag')!;
+    srv.route('/etag.zip', (req, res) => {
+      if (req.headers['if-none-match'] === etag) return void res.writeHead(304, { etag }).end();
+      full++;
+      res.writeHead(200, { 'content-type': 'application/zip', 'content-length': bytes.length, etag });
+      res.end(bytes);
+    });
+  });
+
+  it('is revalidated: a 304 reuses the stored archive, a changed file is downloaded again', async () => {
+    const first = await prepareDataset({ url: srv.url('/etag.zip?token=a') }, jobDir(), opts('detect'));
+    const second = await prepareDataset({ url: srv.url('/etag.zip?token=a') }, jobDir(), opts('detect'));
+    assert.equal(full, 1, 'one download');
+    assert.equal(srv.hits('/etag.zip'), 2, 'the second job only asked whether it changed');
+    assert.equal(second.sha256, first.sha256);
+    // No URL or token is written down: the memo is named by a hash.
+    const memos = readdirSync(path.join(store.root, '.urls'));
+    assert.ok(memos.every((n) => /^[a-f0-9]{64}\.json$/.test(n)));
+    for (const n of memos) assert.doesNotMatch(await readFile(path.join(store.root, '.urls', n), 'utf8'), /token|etag\.zip/);
+
+    etag = '"v2"';
+    bytes = zips.get('detect-ul')!;
+    const third = await prepareDataset({ url: srv.url('/etag.zip?token=a') }, jobDir(), opts('detect'));
+    assert.equal(full, 2);
+    assert.equal(third.sha256, shaOf('detect-ul'));
   });
 });

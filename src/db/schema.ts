@@ -5,6 +5,7 @@
  */
 import { sql } from 'drizzle-orm';
 import {
+  bigint,
   bigserial,
   boolean,
   doublePrecision,
@@ -97,9 +98,16 @@ export const jobs = pgTable(
     updatedAt: tstz('updated_at').notNull().defaultNow(),
     startedAt: tstz('started_at'),
     finishedAt: tstz('finished_at'),
+    /** The sha256 of the dataset archive the job trains on (its folder in the shared store, workdir/datasets/). */
+    datasetSha256: text('dataset_sha256'),
+    /** Bytes of the job's folder, measured when it finished and when its files were removed. */
+    diskBytes: bigint('disk_bytes', { mode: 'number' }),
+    /** When its dataset, checkpoints and plots were removed (retention or purge); the row and its registered model stay. */
+    filesRemovedAt: tstz('files_removed_at'),
   },
   (t) => [
     index('jobs_state_seq_idx').on(t.state, t.seq),
+    index('jobs_dataset_sha256_idx').on(t.datasetSha256),
     index('jobs_created_at_idx').on(t.createdAt.desc()),
     index('jobs_lease_idx').on(t.leaseExpiresAt).where(sql`state in ('claimed', 'running')`),
   ],
@@ -234,3 +242,26 @@ export const modelExports = pgTable(
   (t) => [primaryKey({ columns: [t.modelId, t.format] })],
 );
 export type ModelExportRow = typeof modelExports.$inferSelect;
+
+/**
+ * Uploaded datasets (POST /api/v1/datasets): a name for an archive in the shared store
+ * (workdir/datasets/<sha256>/), checked at upload for one task. One row per archive: the same
+ * bytes uploaded twice are the same dataset. A job names it with `"dataset": {"id": …}`.
+ */
+export const datasets = pgTable(
+  'datasets',
+  {
+    id: uuid('id').primaryKey(),
+    sha256: text('sha256').notNull().unique(),
+    name: text('name'),
+    format: text('format').notNull(),
+    task: text('task').notNull(),
+    info: jsonb('info').$type<Record<string, unknown>>().notNull(),
+    /** The uploaded ZIP's size, and what its extraction holds on disk. */
+    archiveBytes: bigint('archive_bytes', { mode: 'number' }).notNull(),
+    diskBytes: bigint('disk_bytes', { mode: 'number' }).notNull(),
+    createdAt: tstz('created_at').notNull().defaultNow(),
+  },
+  (t) => [index('datasets_created_at_idx').on(t.createdAt.desc())],
+);
+export type DatasetRow = typeof datasets.$inferSelect;

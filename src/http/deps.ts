@@ -5,6 +5,8 @@ import type { Engines } from '../engines/index.js';
 import type { JobEvents } from '../jobs/events.js';
 import type { JobFiles } from '../jobs/files.js';
 import type { JobService } from '../jobs/service.js';
+import type { Retention } from '../jobs/retention.js';
+import type { UploadedDatasets } from '../datasets/uploads.js';
 import type { Logger } from '../core/logger.js';
 import type { Metrics } from '../monitor/metrics.js';
 import type { ModelRegistry } from '../registry/service.js';
@@ -41,4 +43,8 @@ export interface AppDeps {
   activeJobs(): number;
   /** PUBLIC_URL when configured, else the origin the request came in on. */
   baseUrl(requestUrl: string): string;
+  /** Uploaded datasets (POST /api/v1/datasets). */
+  datasets: UploadedDatasets;
+  /** Removal of finished jobs' files: the periodic sweep and DELETE /jobs/{id}?purge=true. */
+  retention: Retention;
 }

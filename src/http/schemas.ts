@@ -48,6 +48,8 @@ export const JobSchema = z
       base_model_source: z.string().nullable().openapi({ description: 'Where the base model file came from (a URL, model:<id>, a placed file)' }),
       base_model_sha256: z.string().nullable(),
     }),
+    disk_bytes: z.number().nullable().openapi({ description: "Bytes of the job's folder, measured when it finished and when its files were removed" }),
+    files_removed_at: z.string().nullable().openapi({ description: 'When retention or DELETE ?purge=true removed its dataset, checkpoints and plots' }),
     links: LinksSchema,
     attempts: z
       .array(

@@ -12,6 +12,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
+import { DatasetStore, folderBytes } from '../datasets/store.js';
 import type { JobRow } from '../db/schema.js';
 import type { Engines } from '../engines/index.js';
 import { AnsiStripper, stripAnsi } from '../worker/ansi.js';
@@ -54,10 +55,15 @@ function matchGlob(root: string, pattern: string): string[] {
 }
 
 export class JobFiles {
+  /** The shared dataset store (workdir/datasets/): a job's folder refers to its archive there. */
+  readonly datasets: DatasetStore;
+
   constructor(
     readonly workdir: string,
     private readonly engines: Engines,
-  ) {}
+  ) {
+    this.datasets = new DatasetStore(path.join(workdir, 'datasets'));
+  }
 
   dir(jobId: string): string {
     return path.join(this.workdir, 'jobs', jobId);
@@ -142,24 +148,29 @@ export class JobFiles {
     }
   }
 
-  /** Bytes the job's folder holds on this disk. */
+  /** Bytes the job's folder holds on this disk (its dataset in the shared store not counted). */
   diskUsage(jobId: string): number {
-    let total = 0;
-    const walk = (dir: string) => {
-      let entries: fs.Dirent[];
-      try {
-        entries = fs.readdirSync(dir, { withFileTypes: true });
-      } catch {
-        return;
-      }
-      for (const e of entries) {
-        const p = path.join(dir, e.name);
-        if (e.isDirectory()) walk(p);
-        else if (e.isFile()) total += fs.statSync(p, { throwIfNoEntry: false })?.size ?? 0;
-      }
-    };
-    walk(this.dir(jobId));
-    return total;
+    return folderBytes(this.dir(jobId));
+  }
+
+  /**
+   * Removes a finished job's files: its dataset reference, checkpoints, plots and CSVs. The
+   * worker's log stays (small, and what tells later what happened); so does the job's row, and
+   * its registered model, which lives in workdir/models/. Answers the bytes left.
+   */
+  removeFiles(jobId: string): number {
+    const dir = this.dir(jobId);
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return 0;
+    }
+    for (const e of entries) {
+      if (e.name === LOG_FILE) continue;
+      fs.rmSync(path.join(dir, e.name), { recursive: true, force: true });
+    }
+    return this.diskUsage(jobId);
   }
 
   /**

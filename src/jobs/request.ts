@@ -18,22 +18,37 @@ import type { Engines } from '../engines/index.js';
 import type { AnyEngine, ModelConfigBase } from '../engines/types.js';
 import { CALLBACK_SECRET_PATTERN, VALID_CALLBACK_SECRET, newCallbackSecretProblem } from '../security/callback-secret.js';
 
-export const DatasetSchema = z
+const DatasetFormatSchema = z.enum(['yolo', 'coco', 'classify']).optional().openapi({
+  description: 'The archive layout; detected when left out. Each engine accepts its own formats (GET /api/v1/engines).',
+});
+
+export const DatasetUrlSchema = z
   .object({
     url: z.string().url().max(8000).refine((u) => /^https?:\/\//.test(u), 'must be an http(s) URL'),
-    format: z.enum(['yolo', 'coco', 'classify']).optional().openapi({
-      description: 'The archive layout; detected when left out. Each engine accepts its own formats (GET /api/v1/engines).',
-    }),
+    format: DatasetFormatSchema,
     sha256: z
       .string()
       .regex(/^[a-fA-F0-9]{64}$/, 'must be 64 hex characters')
       .transform((s) => s.toLowerCase())
-      .optional(),
+      .optional()
+      .openapi({ description: 'The ZIP\'s sha256: checked after download, and an archive already stored under it is used without downloading' }),
     /** Accepted for compatibility with upstream apps that send it; the layout is detected, not declared. */
     expected_structure: z.record(z.string(), z.boolean()).optional(),
   })
   .strict()
-  .openapi('Dataset');
+  .openapi('DatasetUrl');
+
+export const DatasetIdSchema = z
+  .object({
+    id: z.string().uuid().openapi({ description: 'An uploaded dataset (POST /api/v1/datasets)' }),
+    format: DatasetFormatSchema,
+  })
+  .strict()
+  .openapi('DatasetId');
+
+export const DatasetSchema = z.union([DatasetUrlSchema, DatasetIdSchema]).openapi('Dataset', {
+  description: 'Where the training data comes from: a ZIP at a URL, or a ZIP uploaded before by POST /api/v1/datasets',
+});
 
 export const ResourcesSchema = z
   .object({

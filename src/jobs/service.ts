@@ -16,6 +16,7 @@ import { JobReadCache, type CachedJob } from './read-cache.js';
 import { jobView } from './view.js';
 import type { TrainRequest } from './request.js';
 import { cancelJob, insertJob, restartJob } from './transitions.js';
+import { lockUploadedDataset } from '../datasets/uploads.js';
 
 /** Called inside the transaction of every job change: the callback outbox hangs here. */
 export type TransitionHook = (tx: Tx, job: JobRow, change: JobChange) => Promise<void>;
@@ -179,6 +180,12 @@ export class JobService {
     const result = await db.transaction(async (tx) => {
       const existing = await getJob(tx, id);
       if (existing) return { job: existing, created: false, position: 0 };
+      // Held until commit: a concurrent DELETE of the dataset waits, then sees this job.
+      if ('id' in req.dataset && !(await lockUploadedDataset(tx, req.dataset.id))) {
+        throw new HttpError(400, 'DATASET_NOT_FOUND', `no uploaded dataset ${req.dataset.id} (POST /api/v1/datasets uploads one)`, [
+          { path: ['dataset', 'id'], message: 'no such dataset' },
+        ]);
+      }
       // The queue index, not a COUNT: it follows every node's changes (start()), and a COUNT
       // in this transaction would not see concurrent submits either. With a long queue the
       // COUNT was most of a submit's cost (bench/api.ts, 10,000 queued: 13 ms on PGlite).

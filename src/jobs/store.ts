@@ -21,6 +21,7 @@ import {
   requeueJob,
   requeueOrphans,
   retryJobLater,
+  setDiskUsage,
   updateActiveJob,
   type JobPatch,
 } from './transitions.js';
@@ -48,6 +49,10 @@ export interface JobStore {
   sweep(): Promise<JobRow[]>;
   /** The resource sample of a job this node runs (no callback, no announcement: it rides on the next change). */
   setResources(id: string, resources: Record<string, unknown>): Promise<void>;
+  /** The dataset archive a running job uses (no callback, no announcement). */
+  setDatasetArchive(id: string, sha256: string): Promise<void>;
+  /** Bytes of a job's folder, whatever its state (no callback, no announcement). */
+  setDiskUsage(id: string, bytes: number): Promise<void>;
 }
 
 export function createJobStore(opts: {
@@ -102,6 +107,12 @@ export function createJobStore(opts: {
     sweep: async () => requeued(await requeueOrphans(db, null)),
     async setResources(id, resources) {
       await updateActiveJob(db, id, nodeId, { resources });
+    },
+    async setDatasetArchive(id, sha256) {
+      await updateActiveJob(db, id, nodeId, { datasetSha256: sha256 });
+    },
+    async setDiskUsage(id, bytes) {
+      await setDiskUsage(db, id, bytes);
     },
   };
 }

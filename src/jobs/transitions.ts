@@ -36,6 +36,8 @@ export type JobPatch = Partial<
     | 'error'
     | 'trainArgs'
     | 'baseModel'
+    | 'datasetSha256'
+    | 'diskBytes'
   >
 >;
 
@@ -52,6 +54,19 @@ function closeAttempt(outcome: AttemptOutcome, error: AttemptError): SQL {
       'ended_at', now(), 'outcome', ${outcome}::text, 'end_epoch', ${jobs.currentEpoch},
       'error', ${error ? JSON.stringify(error) : null}::jsonb))
     else ${log} end`;
+}
+
+/**
+ * What a job's files hold on disk, whatever its state (measured once it finished, and after
+ * its files were removed): no callback, no announcement.
+ */
+export async function setDiskUsage(db: DbOrTx, id: string, diskBytes: number, filesRemoved = false): Promise<JobRow | undefined> {
+  const [row] = await db
+    .update(jobs)
+    .set({ diskBytes, ...(filesRemoved ? { filesRemovedAt: sql`now()` } : {}) })
+    .where(eq(jobs.id, id))
+    .returning();
+  return row;
 }
 
 export async function insertJob(

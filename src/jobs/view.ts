@@ -80,6 +80,10 @@ export function jobView(row: JobRow, extra: { baseUrl: string; queuePosition?: n
       base_model_sha256: row.baseModel?.sha256 ?? null,
     },
     callback_url: row.callbackUrl,
+    /** Bytes of the job's folder (its dataset in the shared store not counted), measured when it finished and when its files were removed; null before. */
+    disk_bytes: row.diskBytes ?? null,
+    /** When retention or a purge removed its dataset, checkpoints and plots (its row, log and registered model stay). */
+    files_removed_at: iso(row.filesRemovedAt ?? null),
     links: jobLinks(extra.baseUrl, row.id),
     attempts: attemptsView(row.attemptLog),
     retry_at: row.state === 'queued' ? iso(row.retryAt) : null,

@@ -20,7 +20,7 @@ import type { Config } from '../core/config.js';
 import { JobError, toJobError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { Phase } from '../db/schema.js';
-import { prepareDataset } from '../datasets/index.js';
+import { prepareDataset, type DatasetSource } from '../datasets/index.js';
 import type { Engines } from '../engines/index.js';
 import type { JobChange, JobChangeEvent } from '../jobs/events.js';
 import type { JobFiles } from '../jobs/files.js';
@@ -30,6 +30,7 @@ import { retryDecision } from '../jobs/retry-policy.js';
 import type { JobPatch, JobStore } from '../jobs/store.js';
 import { createOutboundDispatcher } from '../net/outbound.js';
 import type { ModelRegistry } from '../registry/service.js';
+import type { UploadedDatasets } from '../datasets/uploads.js';
 import type { Executor, StopReason } from '../scheduler/scheduler.js';
 import type { WorkerEvent, WorkerSpec } from '../worker/protocol.js';
 import { resolvePython } from '../worker/python.js';
@@ -54,12 +55,13 @@ export interface PipelineContext {
   files: JobFiles;
   engines: Engines;
   registry: ModelRegistry;
+  uploads: UploadedDatasets;
 }
 
 type Metrics = Record<string, number | null>;
 
 export function createExecutor(ctx: PipelineContext): Executor {
-  const { config, store, files, engines, registry, logger } = ctx;
+  const { config, store, files, engines, registry, uploads, logger } = ctx;
   const dispatcher: Dispatcher = createOutboundDispatcher(config.outboundAllow);
   const ballast = new DiskBallast(
     path.join(config.workdir, 'disk-reserve'),
@@ -82,6 +84,8 @@ export function createExecutor(ctx: PipelineContext): Executor {
       if (!row) local.abort('lease_lost' satisfies StopReason);
       return row;
     };
+    /** Bytes of the job's folder, once its worker is done writing there. */
+    const diskBytes = () => files.diskUsage(claimed.id);
     const fail = async (err: JobError) => {
       const decision = retryDecision(err, attemptLog, config.retries);
       if (decision.retry) {
@@ -96,6 +100,7 @@ export function createExecutor(ctx: PipelineContext): Executor {
       const finish = () =>
         store.finish(claimed.id, 'failed', {
           error: { code: err.code, message: err.message, details: err.details ?? null, phase: errorPhase(err, phase), epoch: epoch || null },
+          diskBytes: diskBytes(),
         });
       try {
         await finish();
@@ -113,6 +118,9 @@ export function createExecutor(ctx: PipelineContext): Executor {
         return fail(new JobError('JOB_TIMEOUT', message, { max_hours: hours }));
       }
       const reason = stop.reason as StopReason;
+      if (reason === 'cancelled') {
+        await store.setDiskUsage(claimed.id, diskBytes()).catch((err) => log.warn({ err }, 'disk usage not recorded'));
+      }
       if (reason === 'shutdown') {
         await store.requeue(claimed.id);
         log.info('job re-queued for shutdown; it resumes from its last checkpoint');
@@ -163,9 +171,19 @@ export function createExecutor(ctx: PipelineContext): Executor {
       // Downloading 0→5
       if (!(await record({ phase, progress: 0 }, 'phase'))) return stopped();
       let lastProgressWrite = 0;
-      const dataset = await prepareDataset(request.dataset, dir, {
+      let source: DatasetSource;
+      if ('id' in request.dataset) {
+        const uploaded = await uploads.get(request.dataset.id);
+        if (!uploaded) throw new JobError('DATASET_INVALID', `no uploaded dataset ${request.dataset.id} (it was deleted); upload it again`, { id: request.dataset.id });
+        source = { stored: uploaded.sha256, format: request.dataset.format };
+      } else {
+        source = request.dataset;
+      }
+      const dataset = await prepareDataset(source, dir, {
         dispatcher,
         limits: config.dataset,
+        store: files.datasets,
+        onArchive: (sha256) => store.setDatasetArchive(running.id, sha256),
         formats: engine.datasetFormats(modelConfig.task),
         task: modelConfig.task,
         signal: stop,
@@ -341,6 +359,7 @@ export function createExecutor(ctx: PipelineContext): Executor {
         const completed = await store.finish(running.id, 'completed', {
           currentEpoch: e.epochs_completed,
           model: { best: e.best, last: e.last, size_bytes: size, format: engine.files.modelFormat, best_epoch: e.best_epoch },
+          diskBytes: diskBytes(),
           metricsCurrent: { ...finalMetrics, epoch: e.epochs_completed },
           ...(best ? { metricsBest: { ...best, epoch: e.best_epoch ?? best['epoch'] ?? null } } : {}),
         });

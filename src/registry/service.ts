@@ -180,7 +180,7 @@ export class ModelRegistry {
   /** What the model's source job trained on, when its files are still here (the export check predicts on it). */
   private async sourceData(model: ModelRow): Promise<string | null> {
     if (!model.sourceJobId) return null;
-    return (await readPrepared(this.opts.files.dir(model.sourceJobId)))?.data ?? null;
+    return (await readPrepared(this.opts.files.dir(model.sourceJobId), this.opts.files.datasets))?.data ?? null;
   }
 
   private async runExport(engine: AnyEngine, model: ModelRow, format: string): Promise<ModelExportRow> {

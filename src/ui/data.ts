@@ -175,7 +175,7 @@ export async function registeredModel(deps: AppDeps, jobId: string) {
 export async function jobPageData(deps: AppDeps, row: JobRow, opts: { links: boolean } = { links: false }) {
   const request = row.request as {
     model_config?: Record<string, unknown>;
-    dataset?: { url?: string; format?: string; sha256?: string };
+    dataset?: { url?: string; id?: string; format?: string; sha256?: string };
     resources?: Record<string, unknown>;
   };
   const [epochs, callbacks, start] = await Promise.all([

@@ -1,7 +1,7 @@
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import { HttpError } from '../../core/errors.js';
 import { jobEpochRows, listJobs } from '../../jobs/queries.js';
-import { jobSummary, jobView, statesFor } from '../../jobs/view.js';
+import { apiStatus, jobSummary, jobView, statesFor } from '../../jobs/view.js';
 import type { AppDeps } from '../../http/deps.js';
 import { JobIdParam, JobSchema, UUID_RE, errorResponses, jobIdPathParameter, limitQuery, offsetQuery } from '../../http/schemas.js';
 import { requestLog } from '../../http/context.js';
@@ -46,14 +46,30 @@ const listRoute = createRoute({
 const cancelRoute = createRoute({
   method: 'delete',
   path: '/api/v1/jobs/{id}',
-  summary: 'Cancel a job: the worker stops at the next batch, last.pt and partial metrics are kept',
+  summary: 'Cancel a job (the worker stops at the next batch, last.pt and partial metrics are kept); with ?purge=true, remove a finished job\'s files',
+  description:
+    "purge=true removes a finished job's dataset reference, checkpoints and plots now, as retention (RETENTION_DAYS) does later: its row, log and registered model stay. 409 while the job is queued or running.",
   security: [{ bearer: [] }],
-  request: { params: JobIdParam },
+  request: {
+    params: JobIdParam,
+    query: z.object({ purge: z.enum(['true', 'false']).default('false') }).strict(),
+  },
   responses: {
     200: {
-      description: 'Cancelled',
+      description: 'Cancelled, or (purge=true) its files removed',
       content: {
-        'application/json': { schema: z.object({ job_id: z.string(), status: z.literal('cancelled'), message: z.string() }) },
+        'application/json': {
+          schema: z.union([
+            z.object({ job_id: z.string(), status: z.literal('cancelled'), message: z.string() }),
+            z.object({
+              job_id: z.string(),
+              status: z.enum(['completed', 'failed', 'cancelled']),
+              purged: z.literal(true),
+              disk_bytes: z.number().nullable(),
+              files_removed_at: z.string().nullable(),
+            }),
+          ]),
+        },
       },
     },
     ...errorResponses(401, 404, 409),
@@ -159,6 +175,26 @@ export function registerJobs(app: OpenAPIHono, deps: AppDeps): void {
   app.openapi(cancelRoute, async (c) => {
     const { id } = c.req.valid('param');
     if (!UUID_RE.test(id)) throw notFound(id);
+    if (c.req.valid('query').purge === 'true') {
+      const purged = await deps.retention.purge(id);
+      if (purged === 'not_found') throw notFound(id);
+      if ('unfinished' in purged) {
+        throw new HttpError(409, 'JOB_NOT_FINISHED', `job ${id} is ${apiStatus(purged.unfinished.state)}: cancel it first, or wait until it finishes`, {
+          job: jobView(purged.unfinished, { baseUrl: deps.baseUrl(c.req.url) }),
+        });
+      }
+      requestLog(c).info({ job_id: id, disk_bytes: purged.diskBytes }, 'job files removed');
+      return c.json(
+        {
+          job_id: id,
+          status: apiStatus(purged.state) as 'completed' | 'failed' | 'cancelled',
+          purged: true as const,
+          disk_bytes: purged.diskBytes ?? null,
+          files_removed_at: purged.filesRemovedAt?.toISOString() ?? null,
+        },
+        200,
+      );
+    }
     const outcome = await deps.jobs.cancel(id);
     if (outcome === 'not_found') throw notFound(id);
     if ('finished' in outcome) {
