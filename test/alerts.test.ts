@@ -152,3 +152,83 @@ for (const backend of backends()) {
     });
   });
 }
+
+/** Starts each job, records one step, then records nothing until the test lets it finish. */
+function quietTraining(release: Promise<void>) {
+  return (ctx: PipelineContext): Executor =>
+    async function executeQuietly(claimed, { signal }) {
+      if (!(await ctx.store.start(claimed.id))) return;
+      if (!(await ctx.store.record(claimed.id, { phase: 'training', progress: 42 }, 'progress'))) return;
+      await Promise.race([release, new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }))]);
+      if (signal.aborted) return;
+      await ctx.store.finish(claimed.id, 'completed', { progress: 100 });
+    };
+}
+
+describe('alerts for running jobs', () => {
+  let receiver: Receiver;
+  let server: TestServer;
+  let finish!: () => void;
+  const release = new Promise<void>((resolve) => (finish = resolve));
+
+  before(async () => {
+    receiver = await startReceiver();
+    server = await startTestServer({
+      env: {
+        DEVICES: 'cpu',
+        MONITOR_INTERVAL_SECONDS: '1',
+        ALERT_WEBHOOK_URL: `${receiver.url}/alerts`,
+        ALERT_WEBHOOK_SECRET: ALERT_SECRET,
+        ALERT_DISK_PERCENT: '100',
+        ALERT_STALL_SECONDS: '1',
+        ALERT_JOB_HOURS: String(1 / 3600),
+      },
+      overrides: { makeExecutor: quietTraining(release) },
+    });
+  });
+  after(async () => {
+    finish();
+    await server?.stop();
+    await receiver?.close();
+  });
+
+  test('a job that records nothing and runs too long: stalled and too long once each, resolved when it ends; per-job gauges while it runs', async () => {
+    const call = api(server.url);
+    const res = await call('/api/v1/train', { method: 'POST', json: trainBody() });
+    assert.equal(res.status, 202, res.text);
+    const jobId: string = res.json.job_id;
+    await receiver.waitFor(
+      () => alertsOf(receiver, 'worker_stalled', 'alert.fired').length > 0 && alertsOf(receiver, 'job_duration', 'alert.fired').length > 0,
+      30_000,
+      'stall and duration alerts',
+    );
+    const stalled = verified(alertsOf(receiver, 'worker_stalled', 'alert.fired')[0]!);
+    assert.equal(stalled['job_id'], jobId);
+    assert.equal(stalled['severity'], 'critical');
+    assert.ok(Number(stalled['value']) >= 1);
+    assert.equal(verified(alertsOf(receiver, 'job_duration', 'alert.fired')[0]!)['job_id'], jobId);
+
+    const metrics = (await call('/metrics')).text;
+    assert.match(metrics, new RegExp(`training_job_progress\\{job_id="${jobId}",name="test-model",engine="ultralytics",task="detect"\\} 42\\b`));
+    assert.match(metrics, new RegExp(`training_job_started_timestamp_seconds\\{job_id="${jobId}"\\} \\d`));
+    assert.match(metrics, new RegExp(`training_job_last_progress_timestamp_seconds\\{job_id="${jobId}"\\} \\d`));
+    for (const name of ['host_cpu_count', 'host_memory_total_bytes', 'host_memory_used_bytes']) assert.match(metrics, new RegExp(`^${name} \\d`, 'm'));
+    assert.match(metrics, /^host_disk_used_bytes\{path="[^"]+"\} \d/m);
+
+    await samples(server, 3);
+    finish();
+    await receiver.waitFor(
+      () => alertsOf(receiver, 'worker_stalled', 'alert.resolved').length > 0 && alertsOf(receiver, 'job_duration', 'alert.resolved').length > 0,
+      30_000,
+      'resolved alerts',
+    );
+    await samples(server, 2);
+    for (const condition of ['worker_stalled', 'job_duration']) {
+      assert.equal(alertsOf(receiver, condition, 'alert.fired').length, 1, `${condition} fired once`);
+      assert.equal(alertsOf(receiver, condition, 'alert.resolved').length, 1, `${condition} resolved once`);
+    }
+    assert.equal((await call(`/api/v1/jobs/${jobId}`)).json.status, 'completed');
+    // The job ended: its series are gone.
+    assert.doesNotMatch((await call('/metrics')).text, new RegExp(`job_id="${jobId}"`));
+  });
+});
