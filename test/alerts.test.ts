@@ -16,6 +16,14 @@ import { startReceiver, type Receiver, type Received } from './helpers/receiver.
 import { api, startTestServer, trainBody, type TestServer } from './helpers/server.js';
 import { startSmtpSink, type SmtpSink } from './helpers/smtp-sink.js';
 import { waitFor } from './helpers/wait.js';
+import { checkAlertConfig } from '../src/alerts/index.js';
+import { AlertDelivery } from '../src/alerts/delivery.js';
+import { createEmailSender } from '../src/alerts/email.js';
+import { alertEvent } from '../src/alerts/event.js';
+import { postAlert } from '../src/alerts/webhook.js';
+import { ConfigError, loadConfig } from '../src/core/config.js';
+import { createLoggers } from '../src/core/logger.js';
+import { createOutboundDispatcher } from '../src/net/outbound.js';
 
 const ALERT_SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwQv0ncKBH3Vc=';
 const CALLBACK_SECRET = 'sk_live_abc123xyz789_0123456';
@@ -230,5 +238,70 @@ describe('alerts for running jobs', () => {
     assert.equal((await call(`/api/v1/jobs/${jobId}`)).json.status, 'completed');
     // The job ended: its series are gone.
     assert.doesNotMatch((await call('/metrics')).text, new RegExp(`job_id="${jobId}"`));
+  });
+});
+
+describe('alert delivery', () => {
+  const { logger } = createLoggers('silent');
+  const event = () =>
+    alertEvent(
+      {
+        type: 'alert.fired',
+        condition: { key: 'queue_length|queue', condition: 'queue_length', severity: 'warning', subject: 'queue', value: 3, threshold: 1, unit: 'jobs', summary: '3 jobs queued, more than 1' },
+        since: new Date(),
+        at: new Date(),
+      },
+      'node-a',
+    );
+
+  test('retried with the same id and body until the receiver takes it; a 4xx is not retried', async () => {
+    const receiver = await startReceiver((r, nth) => (r.path === '/flaky' && nth <= 2 ? { status: 503 } : r.path === '/refuses' ? { status: 400 } : { status: 200 }));
+    const dispatcher = createOutboundDispatcher(['127.0.0.1']);
+    const key = Buffer.from(ALERT_SECRET.slice('whsec_'.length), 'base64');
+    const channel = (path: string) => ({
+      name: path,
+      send: (e: ReturnType<typeof event>, signal: AbortSignal) =>
+        postAlert({ url: `${receiver.url}${path}`, key, dispatcher, userAgent: 'test', timeoutMs: 5000 }, e, signal),
+    });
+    try {
+      const delivery = new AlertDelivery({ channels: [channel('/flaky'), channel('/refuses')], logger, retryDelaysMs: [10, 10, 10] });
+      const e = event();
+      delivery.enqueue(e);
+      await delivery.idle();
+      const flaky = receiver.received.filter((r) => r.path === '/flaky');
+      assert.deepEqual(flaky.map((r) => r.status), [503, 503, 200]);
+      assert.ok(flaky.every((r) => r.headers['webhook-id'] === e.id && r.body === flaky[0]!.body));
+      for (const r of flaky) verified(r);
+      assert.equal(receiver.count('/refuses'), 1, 'a 400 is final');
+    } finally {
+      await dispatcher.destroy();
+      await receiver.close();
+    }
+  });
+
+  test('the SMTP connection goes through the SSRF guard: a loopback server not in OUTBOUND_ALLOW gets nothing', async () => {
+    const smtp = await startSmtpSink(LOGIN);
+    try {
+      const target = { smtpUrl: `smtp://${encodeURIComponent(LOGIN.user)}:${encodeURIComponent(LOGIN.pass)}@127.0.0.1:${smtp.port}`, to: [LOGIN.user], from: undefined, timeoutMs: 5000 };
+      const refused = createEmailSender({ ...target, outboundAllow: [] });
+      await assert.rejects(refused.send(event()), (err: Error & { permanent?: boolean }) => /SSRF_BLOCKED.*127\.0\.0\.1/.test(err.message) && err.permanent === true);
+      refused.close();
+      assert.equal(smtp.mails.length, 0);
+      const allowed = createEmailSender({ ...target, outboundAllow: ['127.0.0.1'] });
+      await allowed.send(event());
+      allowed.close();
+      assert.equal(smtp.mails.length, 1);
+      assert.match(smtp.mails[0]!.subject, /FIRING warning: queue_length on node-a/);
+    } finally {
+      await smtp.close();
+    }
+  });
+
+  test('a webhook the SSRF guard refuses, or a secret that cannot sign, stops the start with the key named', () => {
+    const check = (env: Record<string, string>) => () => checkAlertConfig(loadConfig({ WORKDIR: '/tmp', ...env }));
+    assert.throws(check({ ALERT_WEBHOOK_URL: 'http://127.0.0.1:9/alerts' }), (e: Error) => e instanceof ConfigError && /ALERT_WEBHOOK_URL: refused to connect to 127\.0\.0\.1/.test(e.message));
+    assert.throws(check({ ALERT_WEBHOOK_URL: 'https://alerts.example.com/x', ALERT_WEBHOOK_SECRET: 'whsec_' }), (e: Error) => e instanceof ConfigError && /ALERT_WEBHOOK_SECRET/.test(e.message));
+    assert.throws(() => loadConfig({ SMTP_URL: 'smtp://relay:25' }), (e: Error) => e instanceof ConfigError && /ALERT_EMAIL_TO: required/.test(e.message));
+    assert.doesNotThrow(check({ ALERT_WEBHOOK_URL: 'http://127.0.0.1:9/alerts', OUTBOUND_ALLOW: '127.0.0.1', ALERT_WEBHOOK_SECRET: ALERT_SECRET }));
   });
 });
