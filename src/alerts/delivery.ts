@@ -1,6 +1,6 @@
 /**
  * Sends alert events to every configured channel (webhook, email), in the order they happened,
- * one at a time, each retried a few times with backoff. Nothing here can end the process or
+ * one event at a time, each channel retried a few times with backoff. Nothing here can end the process or
  * hold up the monitor: failures are logged, the queue is bounded (the oldest waiting events are
  * dropped first, said in the log), and stop() abandons what is left.
  */
@@ -60,13 +60,12 @@ export class AlertDelivery {
 
   private async drain(): Promise<void> {
     for (let event = this.queue.shift(); event; event = this.queue.shift()) {
-      for (const channel of this.opts.channels) {
-        try {
-          await this.sendWithRetries(channel, event);
-        } catch (err) {
-          this.opts.logger.error({ err }, 'alert delivery failed unexpectedly');
-        }
-      }
+      // Channels side by side: a webhook that is down does not hold up the email.
+      await Promise.all(
+        this.opts.channels.map((channel) =>
+          this.sendWithRetries(channel, event).catch((err) => this.opts.logger.error({ err }, 'alert delivery failed unexpectedly')),
+        ),
+      );
     }
   }
 
