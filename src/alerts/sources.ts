@@ -1,8 +1,8 @@
 /**
  * What the alerts read from the database: the jobs this node runs, and callback endpoints
  * that have been failing. Both are cheap enough to read at every monitor sample: the first
- * is a handful of rows, the second reads pending events (a partial index) and the attempt rows
- * of the window only.
+ * is a handful of rows, the second reads pending events (a partial index) and, only for
+ * endpoints that have kept an event waiting that long, their attempts.
  */
 import { and, eq, sql } from 'drizzle-orm';
 import type { Database } from '../db/client.js';
@@ -31,15 +31,14 @@ export async function failingCallbackEndpoints(database: Database, hours: number
        where e.state = 'pending' and e.attempts > 0 and j.callback_url is not null
          and e.created_at <= ${since}::timestamptz
        group by j.callback_url
-    ), delivered as (
-      select distinct j.callback_url as url
-        from callback_attempts a
-        join callback_events e on e.id = a.event_id
-        join jobs j on j.id = e.job_id
-       where a.attempted_at > ${since}::timestamptz and a.status_code between 200 and 299
     )
+    -- Only the candidates' attempts are read (there are usually none): no scan of the whole log.
     select w.url, w.waiting_since from waiting w
-     where not exists (select 1 from delivered d where d.url = w.url)
+     where not exists (
+       select 1 from jobs j
+         join callback_events e on e.job_id = j.id
+         join callback_attempts a on a.event_id = e.id
+        where j.callback_url = w.url and a.attempted_at > ${since}::timestamptz and a.status_code between 200 and 299)
      order by w.url`);
   return rows.map((r) => ({ url: withoutCredentials(r.url), waitingSince: new Date(r.waiting_since) }));
 }
