@@ -220,7 +220,7 @@ describe('alerts for running jobs', () => {
     assert.match(metrics, new RegExp(`training_job_progress\\{job_id="${jobId}",name="test-model",engine="ultralytics",task="detect"\\} 42\\b`));
     assert.match(metrics, new RegExp(`training_job_started_timestamp_seconds\\{job_id="${jobId}"\\} \\d`));
     assert.match(metrics, new RegExp(`training_job_last_progress_timestamp_seconds\\{job_id="${jobId}"\\} \\d`));
-    for (const name of ['host_cpu_count', 'host_memory_total_bytes', 'host_memory_used_bytes']) assert.match(metrics, new RegExp(`^${name} \\d`, 'm'));
+    for (const name of ['host_cpu_cores', 'host_memory_total_bytes', 'host_memory_used_bytes']) assert.match(metrics, new RegExp(`^${name} \\d`, 'm'));
     assert.match(metrics, /^host_disk_used_bytes\{path="[^"]+"\} \d/m);
 
     await samples(server, 3);

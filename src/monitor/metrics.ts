@@ -152,7 +152,7 @@ function hostGauges(registry: Registry, sources: MetricSources) {
     });
   return {
     hostCpu: host('host_cpu_usage_percent', 'Busy share of all CPU cores between the last two samples, percent', (s) => s.cpuPercent),
-    hostCpuCount: host('host_cpu_count', 'CPU cores available', (s) => s.cpuCount),
+    hostCpuCount: host('host_cpu_cores', 'CPU cores available', (s) => s.cpuCount),
     hostMemoryTotal: host('host_memory_total_bytes', 'Host memory size, bytes', (s) => s.memory.totalBytes),
     hostMemoryUsed: host('host_memory_used_bytes', 'Host memory in use (total minus available), bytes', (s) => s.memory.usedBytes),
     hostDiskTotal: disk('host_disk_total_bytes', 'Size of the file system holding the workdir, bytes', (d) => d.totalBytes),
