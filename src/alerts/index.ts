@@ -14,7 +14,7 @@ import type { ResourceSample, SystemMonitor } from '../monitor/monitor.js';
 import { assertUrlAllowed, createOutboundDispatcher } from '../net/outbound.js';
 import { evaluate, type ConditionName, type Observation, type Thresholds } from './conditions.js';
 import { AlertDelivery, type AlertChannel } from './delivery.js';
-import { createEmailSender, type EmailSender } from './email.js';
+import { createEmailSender } from './email.js';
 import { alertEvent } from './event.js';
 import { failingCallbackEndpoints, runningJobs } from './sources.js';
 import { AlertTracker, type AlertTransition } from './tracker.js';
@@ -87,10 +87,8 @@ export function createAlerts(opts: AlertsOptions): Alerts {
     channels.push({ name: 'webhook', send: (event, signal) => postAlert(target, event, signal) });
     closers.push(() => dispatcher.destroy().catch(() => {}));
   }
-  let email: EmailSender | null = null;
   if (a.smtpUrl) {
-    email = createEmailSender({ smtpUrl: a.smtpUrl, to: a.emailTo, from: a.emailFrom, outboundAllow: config.outboundAllow, timeoutMs: SEND_TIMEOUT_MS });
-    const sender = email;
+    const sender = createEmailSender({ smtpUrl: a.smtpUrl, to: a.emailTo, from: a.emailFrom, outboundAllow: config.outboundAllow, timeoutMs: SEND_TIMEOUT_MS });
     channels.push({ name: 'email', send: (event) => sender.send(event) });
     closers.push(() => sender.close());
   }
