@@ -10,6 +10,7 @@
  * lifeline, which stops them too.
  */
 import { ConfigError, loadConfig } from './core/config.js';
+import { checkAlertConfig } from './alerts/index.js';
 import { startServer, type ServerHandle } from './server.js';
 
 /** Beyond the workers' SIGTERM→SIGKILL grace: time to record the re-queued jobs. */
@@ -19,6 +20,7 @@ async function main(): Promise<void> {
   let config;
   try {
     config = loadConfig();
+    checkAlertConfig(config);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`trainhook: ${err.message}\n`);

@@ -26,7 +26,9 @@ import { JobEvents } from './jobs/events.js';
 import { JobService, type TransitionHook } from './jobs/service.js';
 import { createLoggers, type Logger } from './core/logger.js';
 import { createMetrics } from './monitor/metrics.js';
-import { jobResourceSink, jobTotals, jobsByStatus } from './monitor/jobs.js';
+import { jobResourceSink, jobTotals, jobsByStatus, runningJobProgress } from './monitor/jobs.js';
+import { JobActivity } from './monitor/activity.js';
+import { checkAlertConfig, createAlerts } from './alerts/index.js';
 import { SystemMonitor } from './monitor/monitor.js';
 import { resolveDevices } from './scheduler/devices.js';
 import { Scheduler, type Executor } from './scheduler/scheduler.js';
@@ -63,6 +65,7 @@ export interface ServerOverrides {
 }
 
 export async function startServer(config: Config, overrides: ServerOverrides = {}): Promise<ServerHandle> {
+  checkAlertConfig(config);
   fs.mkdirSync(config.workdir, { recursive: true });
   const { logger, accessLogger } = createLoggers(config.logLevel, overrides.logDestination);
   const unlock = config.databaseUrl ? () => {} : lockWorkdir(config.workdir);
@@ -84,6 +87,8 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     const [row] = await database.db.select({ n: count() }).from(jobs).where(eq(jobs.state, 'queued'));
     return row?.n ?? 0;
   };
+  // When each job last changed: stalled-worker alerts and the per-job gauges read it.
+  const activity = new JobActivity(events);
   // The scheduler is built below; the gauge reads it lazily at scrape time.
   let activeJobs = () => 0;
   const monitor = new SystemMonitor({
@@ -98,7 +103,10 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     jobTotals: () => jobTotals(database),
     jobsByStatus: () => jobsByStatus(database),
     gpus: () => monitor.latest()?.gpus ?? [],
+    system: () => monitor.latest()?.system ?? null,
+    runningJobs: () => runningJobProgress(database, nodeId, activity),
   });
+  const alerts = createAlerts({ config, database, nodeId, monitor, activity, queueSize, logger });
   // Every finished run is observed here, whoever recorded it (the pipeline, or a test's driver).
   events.on(({ job, change }) => {
     if ((change === 'completed' || change === 'failed') && job.startedAt && job.finishedAt) {
@@ -127,6 +135,7 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     clientBufferBytes: config.stream.clientBufferBytes,
   });
   streams.start();
+  alerts.start();
   monitor.start();
   // The callback outbox: every job change writes its callback in the same transaction.
   const callbacks = createCallbacks({
@@ -251,6 +260,7 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
         await modelRegistry.close();
         await callbacks.stop();
         await monitor.stop();
+        await alerts.stop();
         await database.close();
         unlock();
       })()),

@@ -117,6 +117,24 @@ const EnvSchema = z.object({
   RETENTION_SWEEP_SECONDS: z.coerce.number().positive().max(7 * 24 * 3600).default(3600),
   /** Days callback delivery attempts are kept once their event is no longer pending (fractions allowed). */
   CALLBACK_HISTORY_DAYS: z.coerce.number().positive().max(36500).default(30),
+  /** Alerts: where fired/resolved events go (a Standard Webhooks receiver, or a Slack incoming webhook). */
+  ALERT_WEBHOOK_URL: z.string().url().refine((u) => /^https?:\/\//.test(u), 'must be an http(s) URL').optional(),
+  /** Signs alert events as callbacks are signed (`whsec_…` or a plain string of 24+ characters). */
+  ALERT_WEBHOOK_SECRET: z.string().optional(),
+  /** smtp://user:pass@host:port (STARTTLS when offered) or smtps://…: alerts also go by email. */
+  SMTP_URL: z.string().regex(/^smtps?:\/\/[^/]+/, 'must be an smtp:// or smtps:// URL').optional(),
+  ALERT_EMAIL_TO: list.optional(),
+  ALERT_EMAIL_FROM: z.string().min(3).optional(),
+  /** A job running longer than this many hours raises an alert. */
+  ALERT_JOB_HOURS: z.coerce.number().positive().default(24),
+  /** More queued jobs than this raises an alert. */
+  ALERT_QUEUE_LENGTH: int(0).default(50),
+  /** The workdir's file system used at or above this percentage raises an alert. */
+  ALERT_DISK_PERCENT: z.coerce.number().min(0).max(100).default(90),
+  /** A running job with no recorded change (phase, progress, epoch) for this long raises an alert. */
+  ALERT_STALL_SECONDS: int(1).default(900),
+  /** A callback endpoint with nothing delivered and an event waiting for this many hours raises an alert. */
+  ALERT_CALLBACK_FAILING_HOURS: z.coerce.number().positive().default(24),
 });
 
 export type Config = Readonly<{
@@ -175,6 +193,18 @@ export type Config = Readonly<{
     dbSlowMs: number;
   }>;
   retention: Readonly<{ days: number; sweepMs: number; callbackHistoryDays: number }>;
+  alerts: Readonly<{
+    webhookUrl: string | undefined;
+    webhookSecret: string | undefined;
+    smtpUrl: string | undefined;
+    emailTo: readonly string[];
+    emailFrom: string | undefined;
+    jobHours: number;
+    queueLength: number;
+    diskPercent: number;
+    stallSeconds: number;
+    callbackFailingHours: number;
+  }>;
 }>;
 
 export class ConfigError extends Error {
@@ -269,5 +299,34 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       sweepMs: Math.round(e.RETENTION_SWEEP_SECONDS * 1000),
       callbackHistoryDays: e.CALLBACK_HISTORY_DAYS,
     }),
+    alerts: Object.freeze({
+      webhookUrl: e.ALERT_WEBHOOK_URL,
+      webhookSecret: e.ALERT_WEBHOOK_SECRET,
+      smtpUrl: e.SMTP_URL,
+      emailTo: Object.freeze(alertEmailTo(e.SMTP_URL, e.ALERT_EMAIL_TO)),
+      emailFrom: e.ALERT_EMAIL_FROM,
+      jobHours: e.ALERT_JOB_HOURS,
+      queueLength: e.ALERT_QUEUE_LENGTH,
+      diskPercent: e.ALERT_DISK_PERCENT,
+      stallSeconds: e.ALERT_STALL_SECONDS,
+      callbackFailingHours: e.ALERT_CALLBACK_FAILING_HOURS,
+    }),
   });
+}
+
+/**
+ * Who gets alert emails: ALERT_EMAIL_TO, else the SMTP login when it is an address (a mailbox
+ * mailing itself). With SMTP_URL set and neither, there is nobody to send to: a config error.
+ */
+function alertEmailTo(smtpUrl: string | undefined, to: string[] | undefined): string[] {
+  if (!smtpUrl) return [];
+  if (to?.length) return to;
+  let user = '';
+  try {
+    user = decodeURIComponent(new URL(smtpUrl).username);
+  } catch {
+    throw new ConfigError('invalid configuration:\n  SMTP_URL: not a valid URL');
+  }
+  if (user.includes('@')) return [user];
+  throw new ConfigError('invalid configuration:\n  ALERT_EMAIL_TO: required when SMTP_URL is set and its user name is not an email address');
 }

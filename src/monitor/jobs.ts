@@ -9,6 +9,8 @@ import type { Database } from '../db/client.js';
 import { jobs } from '../db/schema.js';
 import type { JobFiles } from '../jobs/files.js';
 import type { JobStore } from '../jobs/store.js';
+import type { JobActivity } from './activity.js';
+import type { JobProgressSource } from './metrics.js';
 import type { JobResourceSink } from './monitor.js';
 
 /** `store` is read when a sample arrives: the monitor starts before the store is built. */
@@ -63,4 +65,13 @@ export async function jobsByStatus(database: Database): Promise<Record<string, n
       from jobs`);
   const n = (k: string) => Number(row?.[k] ?? 0);
   return { queued: n('queued'), training: n('training'), completed: n('completed'), failed: n('failed'), cancelled: n('cancelled') };
+}
+
+/** The jobs this node runs, for the per-job gauges. */
+export async function runningJobProgress(database: Database, nodeId: string, activity: JobActivity): Promise<JobProgressSource[]> {
+  const rows = await database.db
+    .select({ id: jobs.id, name: jobs.name, engine: jobs.engine, task: jobs.task, progress: jobs.progress, startedAt: jobs.startedAt })
+    .from(jobs)
+    .where(and(eq(jobs.nodeId, nodeId), inArray(jobs.state, ['claimed', 'running'])));
+  return rows.map((r) => ({ ...r, lastChangeMs: activity.lastChange(r.id) }));
 }

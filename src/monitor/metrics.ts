@@ -3,6 +3,7 @@
  * servers in one process without their counters colliding.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { SystemSample } from './system.js';
 
 export interface MetricSources {
   activeJobs(): number;
@@ -13,6 +14,22 @@ export interface MetricSources {
   jobsByStatus?(): Promise<Record<string, number>>;
   /** The latest GPU sample (monitor/monitor.ts); empty on a machine without GPUs. */
   gpus?(): GpuGaugeSource[];
+  /** The latest host sample (monitor/monitor.ts); null before the first one. */
+  system?(): SystemSample | null;
+  /** The jobs this node runs (monitor/jobs.ts runningJobProgress). */
+  runningJobs?(): Promise<JobProgressSource[]>;
+}
+
+export interface JobProgressSource {
+  id: string;
+  name: string;
+  engine: string;
+  task: string;
+  /** Percent, 0 to 100. */
+  progress: number;
+  startedAt: Date | null;
+  /** When the job last recorded a change, ms since the epoch (monitor/activity.ts). */
+  lastChangeMs: number;
 }
 
 export interface GpuGaugeSource {
@@ -116,6 +133,8 @@ export function createMetrics(sources: MetricSources) {
     gpuMemoryUsed: gpuGauge(registry, sources, 'gpu_memory_used_bytes', 'GPU memory in use, bytes, by device', (g) => g.memoryUsedBytes),
     gpuMemoryTotal: gpuGauge(registry, sources, 'gpu_memory_total_bytes', 'GPU memory size, bytes, by device', (g) => g.memoryTotalBytes),
     gpuTemperature: gpuGauge(registry, sources, 'gpu_temperature_celsius', 'GPU temperature, degrees Celsius, by device', (g) => g.temperatureC),
+    ...hostGauges(registry, sources),
+    ...jobGauges(registry, sources),
     queueSize: new Gauge({
       name: 'queue_size',
       help: 'Jobs waiting in the queue',
@@ -127,3 +146,84 @@ export function createMetrics(sources: MetricSources) {
   };
 }
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/** Host CPU, memory and disk (of the workdir's file system) from the monitor's latest sample. */
+function hostGauges(registry: Registry, sources: MetricSources) {
+  const host = (name: string, help: string, pick: (s: SystemSample) => number | null | undefined) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset();
+        const s = sources.system?.();
+        const v = s ? pick(s) : null;
+        if (v !== null && v !== undefined) this.set(v);
+      },
+    });
+  const disk = (name: string, help: string, pick: (d: NonNullable<SystemSample['disk']>) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['path'] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        const d = sources.system?.()?.disk;
+        if (d) this.set({ path: d.path }, pick(d));
+      },
+    });
+  return {
+    hostCpu: host('host_cpu_usage_percent', 'Busy share of all CPU cores between the last two samples, percent', (s) => s.cpuPercent),
+    hostCpuCount: host('host_cpu_cores', 'CPU cores available', (s) => s.cpuCount),
+    hostMemoryTotal: host('host_memory_total_bytes', 'Host memory size, bytes', (s) => s.memory.totalBytes),
+    hostMemoryUsed: host('host_memory_used_bytes', 'Host memory in use (total minus available), bytes', (s) => s.memory.usedBytes),
+    hostDiskTotal: disk('host_disk_total_bytes', 'Size of the file system holding the workdir, bytes', (d) => d.totalBytes),
+    hostDiskUsed: disk('host_disk_used_bytes', 'Used bytes of the file system holding the workdir', (d) => d.usedBytes),
+    hostDiskFree: disk('host_disk_free_bytes', 'Bytes of the workdir file system free for trainhook', (d) => d.freeBytes),
+  };
+}
+
+/**
+ * One series per job this node runs, rebuilt at each scrape: a job that ended (here or after
+ * being taken over elsewhere) has no series any more.
+ */
+function jobGauges(registry: Registry, sources: MetricSources) {
+  let pending: Promise<JobProgressSource[]> | null = null;
+  // The three gauges are collected in one scrape: one database read serves them all.
+  const read = () => {
+    pending ??= (sources.runningJobs?.() ?? Promise.resolve([])).finally(() => {
+      setImmediate(() => (pending = null));
+    });
+    return pending;
+  };
+  const job = (name: string, help: string, labels: readonly string[], value: (j: JobProgressSource) => number | null) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: labels,
+      registers: [registry],
+      async collect() {
+        const jobs = await read();
+        this.reset();
+        for (const j of jobs) {
+          const v = value(j);
+          if (v === null) continue;
+          const all: Record<string, string> = { job_id: j.id, name: j.name, engine: j.engine, task: j.task };
+          this.set(Object.fromEntries(labels.map((l) => [l, all[l]!])), v);
+        }
+      },
+    });
+  return {
+    jobProgress: job('training_job_progress', 'Progress of a running job, percent', ['job_id', 'name', 'engine', 'task'], (j) => j.progress),
+    jobStarted: job('training_job_started_timestamp_seconds', 'When a running job started, unix seconds', ['job_id'], (j) =>
+      j.startedAt ? j.startedAt.getTime() / 1000 : null,
+    ),
+    jobLastProgress: job(
+      'training_job_last_progress_timestamp_seconds',
+      'When a running job last recorded a change (phase, progress, epoch), unix seconds',
+      ['job_id'],
+      (j) => j.lastChangeMs / 1000,
+    ),
+  };
+}

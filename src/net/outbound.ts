@@ -70,6 +70,38 @@ const stripBrackets = (h: string) => (h.startsWith('[') && h.endsWith(']') ? h.s
  * (IPv4-mapped forms included) unless the host name, the IP or a CIDR holding it is in `allow`.
  */
 export function createOutboundDispatcher(allow: readonly string[], opts: OutboundOptions = {}): Dispatcher {
+  const guarded = connectionGuard(allow, opts);
+  const keepAlive = { keepAlive: true, timeout: opts.agent?.keepAliveTimeout ?? 4000 };
+  class GuardedHttpAgent extends http.Agent {
+    override createConnection(options: http.ClientRequestArgs, done?: (err: Error | null, stream: Duplex) => void) {
+      return guarded(options, done as never, (o) => net.connect(o as net.NetConnectOpts));
+    }
+  }
+  class GuardedHttpsAgent extends https.Agent {
+    override createConnection(options: https.RequestOptions, done?: (err: Error | null, stream: Duplex) => void) {
+      // https.Agent's own createConnection: tls.connect with the pool's TLS session cache.
+      return guarded(options, done as never, (o) => super.createConnection(o) as net.Socket);
+    }
+  }
+  return new NodeHttpDispatcher({
+    httpAgent: new GuardedHttpAgent(keepAlive),
+    httpsAgent: new GuardedHttpsAgent({ ...keepAlive, ...(opts.ca ? { ca: opts.ca } : {}) }),
+  });
+}
+
+/**
+ * A plain TCP connection through the same guard, for protocols other than HTTP (SMTP): it
+ * resolves once connected to an address the policy accepts.
+ */
+export function connectGuarded(allow: readonly string[], host: string, port: number, opts: OutboundOptions = {}): Promise<net.Socket> {
+  const guarded = connectionGuard(allow, opts);
+  return new Promise((resolve, reject) => {
+    guarded({ host, port }, (err, socket) => (err ? reject(err) : resolve(socket as net.Socket)), (o) => net.connect(o as net.NetConnectOpts));
+  });
+}
+
+/** The connect-time check both of the above use: DNS answers and the connected peer judged. */
+function connectionGuard(allow: readonly string[], opts: OutboundOptions) {
   const policy = new OutboundPolicy(allow);
   const resolve = opts.resolve ?? systemResolver;
   const connectTimeoutMs = opts.connectTimeoutMs ?? 10_000;
@@ -151,23 +183,7 @@ export function createOutboundDispatcher(allow: readonly string[], opts: Outboun
     });
     return undefined;
   };
-
-  const keepAlive = { keepAlive: true, timeout: opts.agent?.keepAliveTimeout ?? 4000 };
-  class GuardedHttpAgent extends http.Agent {
-    override createConnection(options: http.ClientRequestArgs, done?: (err: Error | null, stream: Duplex) => void) {
-      return guarded(options, done as never, (o) => net.connect(o as net.NetConnectOpts));
-    }
-  }
-  class GuardedHttpsAgent extends https.Agent {
-    override createConnection(options: https.RequestOptions, done?: (err: Error | null, stream: Duplex) => void) {
-      // https.Agent's own createConnection: tls.connect with the pool's TLS session cache.
-      return guarded(options, done as never, (o) => super.createConnection(o) as net.Socket);
-    }
-  }
-  return new NodeHttpDispatcher({
-    httpAgent: new GuardedHttpAgent(keepAlive),
-    httpsAgent: new GuardedHttpsAgent({ ...keepAlive, ...(opts.ca ? { ca: opts.ca } : {}) }),
-  });
+  return guarded;
 }
 
 /**
