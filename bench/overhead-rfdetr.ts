@@ -34,7 +34,7 @@ import { rfdetrEngine } from '../src/engines/rfdetr/index.js';
 import { serveFile, startFileServer } from '../test/helpers/file-server.js';
 import { TOKEN, api, startChildServer, type ChildServer } from '../test/helpers/server.js';
 import { writeSyntheticDataset, zipDirectory } from '../test/helpers/synthetic-dataset.js';
-import { WaitWatch, cpuOf, findWorkerPid, mean, median, sleep } from './lib/proc.js';
+import { WaitWatch, cleanUp, cpuOf, findWorkerPid, mean, median, sleep } from './lib/proc.js';
 
 const TARGET_RATIO = 1.03;
 const envInt = (name: string, def: number) => {
@@ -251,13 +251,7 @@ export async function main(): Promise<void> {
     }
     process.stdout.write(`${lines.join('\n')}\n`);
   } finally {
-    for (const c of cleanup.reverse()) {
-      try {
-        await c();
-      } catch {
-        /* best effort */
-      }
-    }
+    await cleanUp(cleanup);
     if (KEEP) say(`kept ${tmp}`);
     else fs.rmSync(tmp, { recursive: true, force: true });
   }

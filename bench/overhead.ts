@@ -82,7 +82,7 @@ import { toUltralyticsArgs } from '../src/engines/ultralytics/args.js';
 import { serveFile, startFileServer } from '../test/helpers/file-server.js';
 import { TOKEN, api, startChildServer, type ChildServer } from '../test/helpers/server.js';
 import { writeSyntheticDataset, zipDirectory } from '../test/helpers/synthetic-dataset.js';
-import { WaitWatch, cpuOf, findWorkerPid, mean, median, sleep, type CpuStat } from './lib/proc.js';
+import { WaitWatch, cleanUp, cpuOf, findWorkerPid, mean, median, sleep, type CpuStat } from './lib/proc.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const TARGET_RATIO = 1.03;
@@ -565,13 +565,7 @@ async function main(): Promise<void> {
 
     report(results, { args, cpus, python, tmp });
   } finally {
-    for (const c of cleanup.reverse()) {
-      try {
-        await c();
-      } catch {
-        /* best effort */
-      }
-    }
+    await cleanUp(cleanup);
     if (KEEP) say(`kept ${tmp}`);
     else fs.rmSync(tmp, { recursive: true, force: true });
   }

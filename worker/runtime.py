@@ -162,6 +162,20 @@ def install_stop_handlers(rt: Runtime, lifeline: bool) -> None:
     threading.Thread(target=watch, name="lifeline", daemon=True).start()
 
 
+def is_out_of_memory(e: BaseException) -> bool:
+    """Host or GPU memory ran out, however the library says it (every engine's worker asks)."""
+    if isinstance(e, MemoryError):
+        return True
+    msg = str(e).lower()
+    return (
+        type(e).__name__ == "OutOfMemoryError"
+        or "out of memory" in msg
+        or "can't allocate memory" in msg
+        or "cannot allocate memory" in msg
+        or ("dataloader worker" in msg and "killed" in msg)
+    )
+
+
 def disk_full(e: BaseException) -> tuple[str, str] | None:
     """A full disk or quota, whatever the engine: the host's state, reported with its own code."""
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):

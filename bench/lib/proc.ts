@@ -82,3 +82,14 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 export const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
+
+/** Runs a bench's clean-up steps, last registered first; one that fails does not stop the others. */
+export async function cleanUp(steps: (() => unknown)[]): Promise<void> {
+  for (const step of [...steps].reverse()) {
+    try {
+      await step();
+    } catch {
+      /* best effort */
+    }
+  }
+}

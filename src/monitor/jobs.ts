@@ -4,7 +4,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { and, eq, inArray, sql } from 'drizzle-orm';
+import { and, eq, inArray, sql, type SQL } from 'drizzle-orm';
 import type { Database } from '../db/client.js';
 import { jobs } from '../db/schema.js';
 import type { JobFiles } from '../jobs/files.js';
@@ -40,15 +40,7 @@ export function jobResourceSink(database: Database, nodeId: string, store: () =>
  * database and across restarts, so aggregate with max(), not sum().
  */
 export async function jobTotals(database: Database): Promise<Record<string, number>> {
-  const [row] = await database.rows<Record<string, unknown>>(sql`
-    select count(*)::int as queued,
-           count(*) filter (where started_at is not null)::int as training,
-           count(*) filter (where state = 'completed')::int as completed,
-           count(*) filter (where state = 'failed')::int as failed,
-           count(*) filter (where state = 'cancelled')::int as cancelled
-      from jobs`);
-  const n = (k: string) => Number(row?.[k] ?? 0);
-  return { queued: n('queued'), training: n('training'), completed: n('completed'), failed: n('failed'), cancelled: n('cancelled') };
+  return countJobs(database, sql`true`, sql`started_at is not null`);
 }
 
 /**
@@ -56,9 +48,14 @@ export async function jobTotals(database: Database): Promise<Record<string, numb
  * present, 0 when no job is in it. "training" covers claimed and running jobs.
  */
 export async function jobsByStatus(database: Database): Promise<Record<string, number>> {
+  return countJobs(database, sql`state = 'queued'`, sql`state in ('claimed', 'running')`);
+}
+
+/** Jobs counted by status in one query: what "queued" and "training" mean is the caller's. */
+async function countJobs(database: Database, queued: SQL, training: SQL): Promise<Record<string, number>> {
   const [row] = await database.rows<Record<string, unknown>>(sql`
-    select count(*) filter (where state = 'queued')::int as queued,
-           count(*) filter (where state in ('claimed', 'running'))::int as training,
+    select count(*) filter (where ${queued})::int as queued,
+           count(*) filter (where ${training})::int as training,
            count(*) filter (where state = 'completed')::int as completed,
            count(*) filter (where state = 'failed')::int as failed,
            count(*) filter (where state = 'cancelled')::int as cancelled

@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from runtime import is_out_of_memory  # noqa: F401  (one test for every engine; imported from here by this engine's modules)
+
 
 def go_offline(cache_dir: str | None) -> None:
     base = Path(cache_dir) if cache_dir else None
@@ -70,14 +72,3 @@ def resolve_device(device: str | None) -> str:
     return d
 
 
-def is_out_of_memory(e: BaseException) -> bool:
-    if isinstance(e, MemoryError):
-        return True
-    msg = str(e).lower()
-    return (
-        type(e).__name__ == "OutOfMemoryError"
-        or "out of memory" in msg
-        or "can't allocate memory" in msg
-        or "cannot allocate memory" in msg
-        or ("dataloader worker" in msg and "killed" in msg)
-    )

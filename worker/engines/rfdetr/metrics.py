@@ -19,8 +19,9 @@ never from the tables it prints.
 
 from __future__ import annotations
 
-import math
 from typing import Any
+
+from runtime import number  # noqa: F401  (events.py imports it from here)
 
 _VAL_NAMES = {
     "mAP_50_95": "mAP50-95",
@@ -36,14 +37,6 @@ _VAL_NAMES = {
 _LOSS_PARTS = {"ce": "cls", "bbox": "box"}
 
 
-def number(v: Any) -> float | None:
-    try:
-        if hasattr(v, "item"):
-            v = v.item()
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def _loss_name(rest: str) -> str:

@@ -27,7 +27,7 @@ import offline
 from metrics import portable_metrics
 from progress import Diverged, Progress
 from rundir import RunDir, log
-from runtime import JobFailure, Runtime, StopRequested
+from runtime import JobFailure, Runtime, StopRequested, is_out_of_memory
 
 # Arguments Ultralytics lets a resumed run change (engine/trainer.py check_resume).
 RESUME_OVERRIDABLE = (
@@ -68,18 +68,6 @@ def describe_device(device: Any, cuda_available: bool) -> str:
         return ",".join(f"cuda:{x}" for x in d.split(","))
     return d
 
-
-def is_out_of_memory(e: BaseException) -> bool:
-    if isinstance(e, MemoryError):
-        return True
-    msg = str(e).lower()
-    return (
-        type(e).__name__ == "OutOfMemoryError"
-        or "out of memory" in msg
-        or "can't allocate memory" in msg
-        or "cannot allocate memory" in msg
-        or ("dataloader worker" in msg and "killed" in msg)
-    )
 
 
 def classify(e: BaseException) -> tuple[str, str]:
