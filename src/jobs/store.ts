@@ -11,6 +11,7 @@
 import type { Database } from '../db/client.js';
 import type { JobRow } from '../db/schema.js';
 import type { JobChange, JobChangeEvent, JobEvents } from './events.js';
+import { jobEpochRows } from './queries.js';
 import type { TransitionHook } from './service.js';
 import {
   claimNextJob,
@@ -45,6 +46,8 @@ export interface JobStore {
   sweep(): Promise<JobRow[]>;
   /** The resource sample of a job this node runs (no callback, no announcement: it rides on the next change). */
   setResources(id: string, resources: Record<string, unknown>): Promise<void>;
+  /** The epochs recorded for a job so far, in order. */
+  recordedEpochs(id: string): Promise<number[]>;
 }
 
 export function createJobStore(opts: {
@@ -91,6 +94,9 @@ export function createJobStore(opts: {
     sweep: async () => requeued(await requeueOrphans(db, null)),
     async setResources(id, resources) {
       await updateActiveJob(db, id, nodeId, { resources });
+    },
+    async recordedEpochs(id) {
+      return (await jobEpochRows(db, id)).map((r) => r.epoch);
     },
   };
 }
