@@ -222,9 +222,12 @@ async function drill(backend: Backend, zip: Buffer, python: string): Promise<str
       let hit: KillPhase | 'fallback' | null = null;
       while (Date.now() - waitStart < PHASE_WAIT_MS) {
         if (await momentIs(want)) {
-          // Somewhere inside the phase, not always at its first sight.
-          if (want === 'training') await sleep(rand() * 3000);
-          if (want === 'download') await sleep(rand() * 600);
+          // Somewhere inside the phase, not always at its first sight; still in it when killed.
+          const within = want === 'training' ? rand() * 3000 : want === 'download' ? rand() * 600 : 0;
+          if (within > 0) {
+            await sleep(within);
+            if (!(await momentIs(want))) continue;
+          }
           hit = want;
           break;
         }
