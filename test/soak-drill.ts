@@ -37,6 +37,15 @@ const DRILL_LIMIT_MS = 12 * 60_000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The server running now: an interrupted drill takes it down (its workers follow by their lifeline). */
+let live: ChildServer | undefined;
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    live?.child.kill('SIGKILL');
+    process.exit(130);
+  });
+}
+
 /** A dataset host that sends each ZIP in slices, so a download lasts long enough to be interrupted. */
 async function startDatasetHost(zip: Buffer) {
   const inFlight = new Map<string, number>();
@@ -60,7 +69,7 @@ async function startDatasetHost(zip: Buffer) {
       }
       res.write(zip.subarray(i, i + step));
       i += step;
-      setTimeout(next, 75);
+      setTimeout(next, 100);
     };
     next();
   });
@@ -163,7 +172,7 @@ async function drill(backend: Backend, zip: Buffer, python: string): Promise<str
     CALLBACK_RETRY_SCHEDULE: '0,1,2,5,10,30',
     CANCEL_GRACE_SECONDS: '5',
   };
-  let server: ChildServer = await startChildServer(env);
+  let server: ChildServer = (live = await startChildServer(env));
   const kills: Record<KillPhase | 'fallback', number> = { download: 0, extraction: 0, training: 0, finalizing: 0, callback: 0, fallback: 0 };
   let restarts = 0;
   let orphanMaxMs = 0;
@@ -216,17 +225,24 @@ async function drill(backend: Backend, zip: Buffer, python: string): Promise<str
 
     for (let k = 0; k < KILLS; k++) {
       const want = PHASES[k % PHASES.length]!;
-      // Let the restarted server get going before the next kill (0.3–1.5 s), then wait for the moment.
-      await sleep(300 + rand() * 1200);
+      // Let the restarted server get going before the next kill (0.3–1.5 s), then wait for the
+      // moment. The first job is downloading already: its kill does not wait.
+      if (k > 0) await sleep(300 + rand() * 1200);
       const waitStart = Date.now();
       let hit: KillPhase | 'fallback' | null = null;
+      let missed = false;
       while (Date.now() - waitStart < PHASE_WAIT_MS) {
         if (await momentIs(want)) {
           // Somewhere inside the phase, not always at its first sight; still in it when killed.
-          const within = want === 'training' ? rand() * 3000 : want === 'download' ? rand() * 600 : 0;
+          // A phase left during the wait is killed at its next sight, with no wait: on a fast
+          // machine a job's training lasts seconds, and the drill must not run out of jobs.
+          const within = missed ? 0 : want === 'training' ? rand() * 400 : want === 'download' ? rand() * 600 : 0;
           if (within > 0) {
             await sleep(within);
-            if (!(await momentIs(want))) continue;
+            if (!(await momentIs(want))) {
+              missed = true;
+              continue;
+            }
           }
           hit = want;
           break;
@@ -267,7 +283,7 @@ async function drill(backend: Backend, zip: Buffer, python: string): Promise<str
           })(),
         );
       }
-      server = await startChildServer(env);
+      server = live = await startChildServer(env);
       restarts++;
       call = api(server.url);
     }
