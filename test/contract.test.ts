@@ -40,7 +40,7 @@ describe('the OpenAPI document matches the server (schemathesis, every check)', 
   let receiver: Receiver;
   let server: TestServer;
   let python: string;
-  let ids: { job: string; queued: string; model: string; event: string; artifact: URL; modelFile: URL };
+  let ids: { job: string; queued: string; dataset: string; model: string; event: string; artifact: URL; modelFile: URL };
 
   before(async () => {
     const st = await findOrInstallSchemathesis((l) => console.log(l));
@@ -92,7 +92,17 @@ describe('the OpenAPI document matches the server (schemathesis, every check)', 
       env: { WORKDIR: workdir, RUN_JOBS: 'false', TRAIN_RATE_LIMIT_PER_MINUTE: '100000', MAX_QUEUE_LENGTH: '100000' },
     });
     const call2 = api(server.url);
-    const queued = (await call2('/api/v1/train', { method: 'POST', json: trainBody() })).json.job_id as string;
+    // An uploaded dataset that the queued job trains on: its DELETE answers 409 (in use) every time.
+    const uploaded = await fetch(`${server.url}/api/v1/datasets`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/zip' },
+      body: fs.readFileSync(path.join(files, 'detect.zip')),
+    });
+    const dataset = ((await uploaded.json()) as { dataset_id: string }).dataset_id;
+    assert.ok(uploaded.status === 201 || uploaded.status === 200, `upload: ${uploaded.status}`);
+    const queuedJob = await call2('/api/v1/train', { method: 'POST', json: trainBody({ dataset: { id: dataset } }) });
+    assert.equal(queuedJob.status, 202, queuedJob.text);
+    const queued = queuedJob.json.job_id as string;
     const events = (await call2(`/api/v1/jobs/${job}/callbacks?state=delivered`)).json.events;
     assert.ok(events.length > 0, 'a delivered callback event');
     const artifact = (await call2(`/api/v1/jobs/${job}/artifacts/results.csv`)).json;
@@ -100,6 +110,7 @@ describe('the OpenAPI document matches the server (schemathesis, every check)', 
     ids = {
       job,
       queued,
+      dataset,
       model: model.model_id,
       event: events[0].event_id,
       artifact: new URL(artifact.url),
@@ -133,6 +144,7 @@ describe('the OpenAPI document matches the server (schemathesis, every check)', 
           '/api/v1/jobs/{id}/callbacks',
           '/api/v1/jobs/{id}/model',
           '/api/v1/jobs/{id}/artifacts',
+          '/api/v1/jobs/{id}/retry',
         ],
         parameters: { 'path.id': ids.job },
       },
@@ -147,6 +159,13 @@ describe('the OpenAPI document matches the server (schemathesis, every check)', 
         // /api/v1/config/default lists them); the document shows them as plain objects, so
         // schema-valid ones may be refused with 400 CONFIG_INVALID or VALIDATION_ERROR.
         extra: `checks = { positive_data_acceptance = { expected-statuses = ${toml([...ACCEPTED, '400'])} } }`,
+      },
+      { paths: ['/api/v1/datasets/{id}'], parameters: { 'path.id': ids.dataset } },
+      {
+        paths: ['/api/v1/datasets'],
+        parameters: {},
+        // Bytes that are no ZIP, or a ZIP that is no dataset, are refused with 422 and their code.
+        extra: `checks = { positive_data_acceptance = { expected-statuses = ${toml([...ACCEPTED, '422'])} } }\ngeneration = { max-examples = 5 }`,
       },
       { paths: ['/api/v1/models/{id}'], parameters: { 'path.id': ids.model } },
       // Each forced export runs the exporter: a few cases are enough.

@@ -264,6 +264,16 @@ describe('the Ultralytics worker through runWorker', { timeout: 20 * 60_000 }, (
     assert.equal(again.outcome.kind, 'done', JSON.stringify(again.outcome).slice(0, 2000));
     assert.deepEqual(epochsOf(again.events), []);
     if (again.outcome.kind === 'done') assert.equal(again.outcome.event.epochs_completed, 2);
+
+    // A checkpoint ahead of the service's record (the server died between the save and the
+    // record): the epochs the service lacks are sent again, from the run's results.csv.
+    const replay = await train({ ...spec, resume: true, recorded_epochs: [2] });
+    assert.equal(replay.outcome.kind, 'done', JSON.stringify(replay.outcome).slice(0, 2000));
+    const replayed = ofType(replay.events, 'epoch');
+    assert.deepEqual(replayed.map((e) => e.epoch), [1]);
+    assert.equal(replayed[0]?.epochs, 2);
+    assert.equal(typeof replayed[0]?.metrics['box_loss'], 'number');
+    assert.equal(typeof replayed[0]?.metrics['mAP50'], 'number');
   });
 
   it('stops when its stdin closes (the server died)', async () => {

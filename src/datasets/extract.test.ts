@@ -99,6 +99,22 @@ describe('extractZip', () => {
     await expectRefused((await extractRaw([{ name: 'a.bin', data: 'x', method: 14 }])).result, 'DATASET_INVALID', 'a.bin', 'UNSUPPORTED_COMPRESSION');
   });
 
+  it('extracts large entries (streamed) and small ones (read whole) byte for byte', async () => {
+    const big = randomBytes(3 * 1024 * 1024);
+    const small = randomBytes(20_000);
+    const { out, result } = await extractRaw([
+      { name: 'ds/big.bin', data: big, method: 8 },
+      { name: 'ds/small.bin', data: small, method: 8 },
+      { name: 'ds/stored.bin', data: small, method: 0 },
+    ]);
+    const r = await result;
+    assert.equal(r.files, 3);
+    assert.equal(r.bytes, big.length + 2 * small.length);
+    assert.deepEqual(await readFile(path.join(out, 'ds/big.bin')), big);
+    assert.deepEqual(await readFile(path.join(out, 'ds/small.bin')), small);
+    assert.deepEqual(await readFile(path.join(out, 'ds/stored.bin')), small);
+  });
+
   it('refuses a zip bomb by compression ratio', async () => {
     const zeros = Buffer.alloc(32 * 1024 * 1024);
     await expectRefused((await extractRaw([{ name: 'bomb.bin', data: zeros }])).result, 'DATASET_INVALID', 'bomb.bin', 'COMPRESSION_RATIO');

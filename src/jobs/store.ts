@@ -11,6 +11,7 @@
 import type { Database } from '../db/client.js';
 import type { JobRow } from '../db/schema.js';
 import type { JobChange, JobChangeEvent, JobEvents } from './events.js';
+import { jobEpochRows } from './queries.js';
 import type { TransitionHook } from './service.js';
 import {
   claimNextJob,
@@ -53,6 +54,8 @@ export interface JobStore {
   setDatasetArchive(id: string, sha256: string): Promise<void>;
   /** Bytes of a job's folder, whatever its state (no callback, no announcement). */
   setDiskUsage(id: string, bytes: number): Promise<void>;
+  /** The epochs recorded for a job so far, in order. */
+  recordedEpochs(id: string): Promise<number[]>;
 }
 
 export function createJobStore(opts: {
@@ -113,6 +116,9 @@ export function createJobStore(opts: {
     },
     async setDiskUsage(id, bytes) {
       await setDiskUsage(db, id, bytes);
+    },
+    async recordedEpochs(id) {
+      return (await jobEpochRows(db, id)).map((r) => r.epoch);
     },
   };
 }

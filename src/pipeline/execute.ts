@@ -257,6 +257,7 @@ export function createExecutor(ctx: PipelineContext): Executor {
         data_format: dataset.format,
         run_dir: dir,
         resume: running.attempts > 1,
+        ...(running.attempts > 1 ? { recorded_epochs: await store.recordedEpochs(running.id) } : {}),
         cache_dir: cacheDir,
         device,
         args: trainArgs,

@@ -29,6 +29,12 @@ export const WorkerSpecSchema = z.object({
   run_dir: z.string(),
   /** A later attempt: continue from the run dir's last checkpoint when it has one. */
   resume: z.boolean(),
+  /**
+   * The epochs the service has recorded. A crash between a checkpoint's save and the record of
+   * its epoch leaves the checkpoint ahead of the record: a resumed worker sends the epochs it
+   * skips and the service lacks again, from the run's own results.
+   */
+  recorded_epochs: z.array(z.number().int().positive()).optional(),
   /** The engine's settings and caches: under the workdir, never the home folder. */
   cache_dir: z.string(),
   /** cpu, cuda:0, … (the scheduler's slot). */

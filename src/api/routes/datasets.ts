@@ -137,7 +137,13 @@ export function registerDatasets(app: OpenAPIHono, deps: AppDeps): void {
     security: [{ bearer: [] }],
     request: {
       query: UploadQuery,
-      body: { required: true, content: { 'application/zip': { schema: z.string().openapi({ format: 'binary' }) } } },
+      body: {
+        required: true,
+        content: {
+          'application/zip': { schema: z.string().openapi({ format: 'binary' }) },
+          'application/octet-stream': { schema: z.string().openapi({ format: 'binary' }) },
+        },
+      },
     },
     responses: {
       201: { description: 'Stored and checked', content: { 'application/json': { schema: DatasetSchema } } },

@@ -72,7 +72,7 @@ const cancelRoute = createRoute({
         },
       },
     },
-    ...errorResponses(401, 404, 409),
+    ...errorResponses(400, 401, 404, 409),
   },
 });
 

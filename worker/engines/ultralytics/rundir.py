@@ -120,6 +120,27 @@ class RunDir:
             return 0
         return len([ln for ln in lines[1:] if ln.strip()])
 
+    def csv_rows(self) -> list[dict[str, float]]:
+        """results.csv as one dict per epoch row (Ultralytics' column names; unparsable cells dropped)."""
+        try:
+            lines = (self.path / "results.csv").read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return []
+        if not lines:
+            return []
+        header = [h.strip() for h in lines[0].split(",")]
+        rows = []
+        for ln in lines[1:]:
+            row: dict[str, float] = {}
+            for key, cell in zip(header, ln.split(",")):
+                try:
+                    row[key] = float(cell)
+                except ValueError:
+                    continue
+            if "epoch" in row:
+                rows.append(row)
+        return rows
+
     def truncate_csv(self, epochs: int) -> None:
         """Rows written after the checkpoint we resume from would be written again: drop them."""
         csv = self.path / "results.csv"

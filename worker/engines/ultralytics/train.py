@@ -156,6 +156,8 @@ class Worker:
             log(f"resuming {self.run_dir.last} after epoch {done_epochs}")
         self.em.emit("started", pid=os.getpid(), device=device, versions=versions,
                      resumed_from_epoch=None if decision == "fresh" else done_epochs)
+        if decision != "fresh":
+            self.replay_unrecorded_epochs(done_epochs, p.best_epoch)
         if decision == "finished":
             self.finish_from_files()
             return
@@ -188,6 +190,26 @@ class Worker:
                     self.run_dir.truncate_csv(p.saved_epoch)
                 p.stage = "init"
         self.finish(model)
+
+    def replay_unrecorded_epochs(self, done_epochs: int, best_epoch: int | None) -> None:
+        """Epochs the checkpoint holds but the service never recorded (it died between the save
+        and the record), sent again from results.csv, which Ultralytics writes before the save."""
+        recorded = self.spec.get("recorded_epochs")
+        if not isinstance(recorded, list):
+            return
+        have = {int(e) for e in recorded if isinstance(e, (int, float))}
+        epochs = int(self.spec["args"].get("epochs") or done_epochs)
+        previous_time = 0.0
+        for row in sorted(self.run_dir.csv_rows(), key=lambda r: r["epoch"]):
+            epoch = int(row["epoch"])
+            elapsed = row.get("time", previous_time)
+            seconds, previous_time = max(0.0, elapsed - previous_time), elapsed
+            if epoch > done_epochs or epoch in have:
+                continue
+            raw = {k: v for k, v in row.items() if k not in ("epoch", "time")}
+            log(f"epoch {epoch} is in the checkpoint but was never recorded: sending it again")
+            self.em.emit("epoch", epoch=epoch, epochs=epochs, metrics=portable_metrics(raw), epoch_seconds=seconds,
+                         fitness=None, best_fitness=None, best_epoch=best_epoch)
 
     def train_once(self, args: dict[str, Any], resume: bool) -> Any:
         from ultralytics import YOLO
