@@ -139,6 +139,8 @@ for (const backend of backends()) {
         OUTBOUND_ALLOW: '127.0.0.1',
         DEVICES: 'cpu',
         DOWNLOAD_RETRIES: '1',
+        // One attempt per job: what is counted here is the HTTP client's retries, not the job's.
+        JOB_MAX_ATTEMPTS: '1',
         CALLBACK_RETRY_SCHEDULE: '0,0.2,0.2,0.2',
         // How an operator trusts a private CA; nothing test-only in the server.
         NODE_EXTRA_CA_CERTS: path.join(TLS_DIR, 'cert.pem'),

@@ -13,6 +13,7 @@ import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import { HttpError, JobError } from '../../core/errors.js';
 import type { DatasetRow } from '../../db/schema.js';
 import { DATASET_FORMATS } from '../../datasets/formats.js';
+import type { Engines } from '../../engines/index.js';
 import { TooLargeError } from '../../datasets/store.js';
 import type { AppDeps } from '../../http/deps.js';
 import { requestLog } from '../../http/context.js';
@@ -54,14 +55,19 @@ function datasetView(row: DatasetRow) {
   };
 }
 
-const UploadQuery = z
-  .object({
-    task: z.string().min(1).max(50).default('detect').openapi({ description: 'The task to check the dataset for (default detect)' }),
-    framework: z.string().min(1).max(50).optional().openapi({ description: 'The engine whose formats to check it in (default: the first engine)' }),
-    format: z.enum(DATASET_FORMATS).optional().openapi({ description: 'The archive layout; detected when left out' }),
-    name: z.string().min(1).max(200).optional().openapi({ description: 'A name to list it by' }),
-  })
-  .strict();
+/** The upload's query: engines and tasks are this server's (which task goes with which engine is checked in the handler). */
+function uploadQuery(engines: Engines) {
+  const names = engines.names() as [string, ...string[]];
+  const tasks = [...new Set(engines.list().flatMap((e) => [...e.tasks]))] as [string, ...string[]];
+  return z
+    .object({
+      task: z.enum(tasks).default('detect').openapi({ description: "The task to check the dataset for (default detect); one of the engine's tasks" }),
+      framework: z.enum(names).optional().openapi({ description: 'The engine whose formats to check it in (default: the first engine)' }),
+      format: z.enum(DATASET_FORMATS).optional().openapi({ description: 'The archive layout; detected when left out' }),
+      name: z.string().min(1).max(200).optional().openapi({ description: 'A name to list it by' }),
+    })
+    .strict();
+}
 
 const IdParam = z.object({
   id: z.string().openapi({ param: { name: 'id', in: 'path' }, example: '550e8400-e29b-41d4-a716-446655440000' }),
@@ -126,6 +132,7 @@ function notFound(id: string): HttpError {
 
 export function registerDatasets(app: OpenAPIHono, deps: AppDeps): void {
   const maxBytes = deps.config.dataset.maxDownloadBytes;
+  const UploadQuery = uploadQuery(deps.engines);
 
   // Documented here, handled below with a plain handler: the body is a raw stream, never
   // parsed or buffered, under its own size limit.
