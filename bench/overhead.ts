@@ -160,7 +160,18 @@ type RunResult = {
   apiEpochSeconds?: number[];
   jobId?: string;
   runDir: string;
+  /** Every file the run left in its run folder, relative to it: plots, weights, csv, logs. */
+  files: string[];
 };
+
+/** Files under dir, relative to it, sorted: what a run produced (its dataset input left out). */
+function filesUnder(dir: string): string[] {
+  return (fs.readdirSync(dir, { recursive: true, withFileTypes: true }) as fs.Dirent[])
+    .filter((e) => e.isFile())
+    .map((e) => path.relative(dir, path.join(e.parentPath, e.name)))
+    .filter((f) => !f.split(path.sep)[0]!.startsWith('dataset'))
+    .sort();
+}
 
 function readCsv(file: string): Csv {
   const lines = fs.readFileSync(file, 'utf8').trim().split('\n');
@@ -354,6 +365,7 @@ async function runTrainhook(ctx: Ctx, index: number): Promise<RunResult> {
     finalMap5095: typeof job.metrics?.current?.['mAP50-95'] === 'number' ? job.metrics.current['mAP50-95'] : null,
     jobId: id,
     runDir: dir,
+    files: filesUnder(dir),
   };
 }
 
@@ -442,6 +454,7 @@ async function runBare(ctx: Ctx, index: number): Promise<RunResult> {
     finalFromLog: finalRowFromLog(logText),
     finalMap5095: finalMap,
     runDir,
+    files: filesUnder(runDir),
   };
 }
 
@@ -653,6 +666,15 @@ function report(results: RunResult[], meta: { args: Record<string, unknown>; cpu
     const allA = A.every((r) => csvDiff(a0.csv, r.csv).identical);
     const allB = B.every((r) => csvDiff(b0.csv, r.csv).identical);
     p(`  run to run: trainhook runs ${allA ? 'identical' : 'differ'} to each other, bare runs ${allB ? 'identical' : 'differ'} to each other`);
+    // The same work on both sides: the same plots, weights and final validation, so the wall
+    // ratio does not compare a run that skipped them with one that did not.
+    const onlyA = a0.files.filter((x) => !b0.files.includes(x));
+    const onlyB = b0.files.filter((x) => !a0.files.includes(x));
+    const both = a0.files.filter((x) => b0.files.includes(x));
+    p(`outputs             both sides: ${both.join(' ')}`);
+    p(`  only trainhook    ${onlyA.join(' ') || '(none)'}`);
+    p(`  only bare         ${onlyB.join(' ') || '(none)'}`);
+    p(`  final validation of best.pt: trainhook ${a0.finalFromLog ? 'ran' : 'not seen'}, bare ${b0.finalFromLog ? 'ran' : 'not seen'}`);
     summary['median_wall_trainhook_s'] = wa;
     summary['median_wall_bare_s'] = wb;
     summary['ratio'] = ratio;
@@ -671,6 +693,8 @@ function report(results: RunResult[], meta: { args: Record<string, unknown>; cpu
     summary['final_map5095_bare'] = fb;
     summary['csv_max_abs_diff'] = diff.max;
     summary['csv_identical'] = diff.identical;
+    summary['outputs_only_trainhook'] = onlyA;
+    summary['outputs_only_bare'] = onlyB;
     if (STRICT && ratio > TARGET_RATIO) process.exitCode = 1;
   }
   process.stdout.write(`${out.join('\n')}\n`);
