@@ -31,7 +31,7 @@ const SECRET = 'soak-drill-callback-secret-0123456789';
 const PHASES = ['download', 'extraction', 'training', 'finalizing', 'callback'] as const;
 type KillPhase = (typeof PHASES)[number];
 /** How long one kill waits for its phase before it takes whatever moment comes. */
-const PHASE_WAIT_MS = 60_000;
+const PHASE_WAIT_MS = 20_000;
 /** The whole drill's limit per backend: a server that never finishes fails instead of hanging CI. */
 const DRILL_LIMIT_MS = 12 * 60_000;
 
@@ -47,7 +47,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 }
 
 /** A dataset host that sends each ZIP in slices, so a download lasts long enough to be interrupted. */
-async function startDatasetHost(zip: Buffer) {
+async function startDatasetHost(zips: ReadonlyMap<string, Buffer>) {
   const inFlight = new Map<string, number>();
   const served = new Map<string, number>();
   const sockets = new Set<import('node:net').Socket>();
@@ -56,6 +56,11 @@ async function startDatasetHost(zip: Buffer) {
     inFlight.set(name, (inFlight.get(name) ?? 0) + 1);
     const done = () => inFlight.set(name, (inFlight.get(name) ?? 1) - 1);
     res.on('close', done);
+    const zip = zips.get(name);
+    if (!zip) {
+      res.writeHead(404).end();
+      return;
+    }
     res.writeHead(200, { 'content-type': 'application/zip', 'content-length': zip.length });
     const slices = 20;
     const step = Math.ceil(zip.length / slices);
@@ -151,11 +156,11 @@ function workersUnder(workdir: string): number[] {
 
 type Job = { id: string; name: string; status: string; phase: string; current_epoch: number | null };
 
-async function drill(backend: Backend, zip: Buffer, python: string): Promise<string[]> {
+async function drill(backend: Backend, zips: ReadonlyMap<string, Buffer>, python: string): Promise<string[]> {
   const started = Date.now();
   const rand = prng(SEED);
   const failures: string[] = [];
-  const host = await startDatasetHost(zip);
+  const host = await startDatasetHost(zips);
   const receiver = await startSlowReceiver(rand);
   const db = await backendEnv(backend);
   const workdir = tempDir('trainhook-soak-');
@@ -196,6 +201,13 @@ async function drill(backend: Backend, zip: Buffer, python: string): Promise<str
     }
     const names = new Map(ids.map((id, i) => [id, `/job${i}.zip`]));
     const jobDir = (id: string) => path.join(workdir, 'jobs', id);
+    const extracting = () => {
+      try {
+        return fs.readdirSync(path.join(workdir, 'datasets', '.tmp')).some((f) => f.endsWith('.d'));
+      } catch {
+        return false;
+      }
+    };
     const running = async (): Promise<Job | undefined> => {
       const r = await call('/api/v1/jobs?status=training&limit=5').catch(() => null);
       const j = r?.json?.jobs?.[0];
@@ -208,10 +220,11 @@ async function drill(backend: Backend, zip: Buffer, python: string): Promise<str
       if (!job) return false;
       if (want === 'download') return job.phase === 'downloading' && host.downloading(names.get(job.id)!);
       if (want === 'extraction') {
+        // The shared dataset store extracts into datasets/.tmp/<uuid>.d and renames it into place.
         return (
           job.phase === 'downloading' &&
           !host.downloading(names.get(job.id)!) &&
-          fs.existsSync(path.join(jobDir(job.id), 'dataset')) &&
+          extracting() &&
           !fs.existsSync(path.join(jobDir(job.id), 'dataset-info.json'))
         );
       }
@@ -380,15 +393,21 @@ async function main() {
   const extra = path.join(src, 'ds', 'extra');
   fs.mkdirSync(extra);
   for (let i = 0; i < 1500; i++) fs.writeFileSync(path.join(extra, `note-${i}.txt`), `filler ${i}\n`.repeat(40));
-  await zipDirectory(path.join(src, 'ds'), path.join(src, 'ds.zip'));
-  const zip = fs.readFileSync(path.join(src, 'ds.zip'));
+  // One archive per job, each with a file of its own: the dataset store keys archives by their
+  // sha256, and the same bytes for every job would be downloaded and extracted by the first alone.
+  const zips = new Map<string, Buffer>();
+  for (let i = 0; i < JOBS; i++) {
+    fs.writeFileSync(path.join(src, 'ds', 'job.txt'), `job ${i}\n`);
+    await zipDirectory(path.join(src, 'ds'), path.join(src, `job${i}.zip`));
+    zips.set(`/job${i}.zip`, fs.readFileSync(path.join(src, `job${i}.zip`)));
+  }
   fs.rmSync(src, { recursive: true, force: true });
 
   const only = process.env['SOAK_BACKENDS']?.split(',');
   const failures: string[] = [];
   for (const backend of backends()) {
     if (only && !only.includes(backend)) continue;
-    failures.push(...(await drill(backend, zip, python)));
+    failures.push(...(await drill(backend, zips, python)));
   }
   if (failures.length) {
     console.log(`soak drill: FAIL\n- ${failures.join('\n- ')}`);
