@@ -197,6 +197,29 @@ describe('transformers (causal-lm, LoRA) through the API', { timeout: 15 * 60_00
     assert.equal(model.task, 'causal-lm');
   });
 
+  test('cancel stops the worker at a step and keeps last.pt; retry resumes from it and completes', async () => {
+    const r = await submit({ name: 'cancel-resume', epochs: 60, ...FAST, learning_rate: 0.002 }, 'memorise.zip');
+    assert.equal(r.status, 202, r.text);
+    const id = r.json.job_id;
+    await waitFor('epoch 3', async () => (await call(`/api/v1/jobs/${id}`)).json.current_epoch >= 3, 120_000);
+    assert.equal((await call(`/api/v1/jobs/${id}`, { method: 'DELETE' })).status, 200);
+    const retried = await waitFor('the retry to be accepted', async () => {
+      const again = await call(`/api/v1/jobs/${id}/retry`, { method: 'POST' });
+      return !(again.status === 409 && again.json.error.code === 'JOB_STOPPING') && again;
+    }, 60_000);
+    assert.equal(retried.status, 202, retried.text);
+    const job = await finished(id);
+    assert.equal(job.status, 'completed', JSON.stringify(job.error));
+    assert.deepEqual(job.attempts.map((a: { outcome: string }) => a.outcome), ['cancelled', 'completed']);
+    const log = (await call(`/api/v1/jobs/${id}/logs/download`)).text;
+    const resumed = /resuming from \S+last\.pt: epoch (\d+), step (\d+)/.exec(log);
+    assert.ok(resumed, 'the second attempt resumed from last.pt');
+    assert.ok(Number(resumed[1]) >= 3 && Number(resumed[2]) > 0, resumed[0]);
+    // Every epoch once: the resumed worker continued, it did not start over or resend recorded ones.
+    const epochs = (await call(`/api/v1/jobs/${id}/metrics`)).json.epochs;
+    assert.deepEqual(epochs.map((e: any) => e.epoch), Array.from({ length: 60 }, (_, i) => i + 1));
+  });
+
   test('a single data.jsonl of chat messages is split by the server and trains', async () => {
     const r = await submit({ name: 'chat', epochs: 2, ...FAST }, 'chat.zip');
     assert.equal(r.status, 202, r.text);
