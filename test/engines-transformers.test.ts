@@ -195,6 +195,23 @@ describe('transformers (causal-lm, LoRA) through the API', { timeout: 15 * 60_00
     }, 30_000);
     assert.equal(model.framework, 'transformers');
     assert.equal(model.task, 'causal-lm');
+
+    const page = await call(`/jobs/${id}`);
+    assert.equal(page.status, 200);
+    assert.match(page.text, /Train and validation loss by epoch/, 'the status page charts the losses');
+  });
+
+  test('method full trains every weight and delivers model.zip with its tokenizer', async () => {
+    const { target_modules: _t, ...full } = FAST;
+    const r = await submit({ name: 'full', epochs: 2, ...full, method: 'full', learning_rate: 0.001 }, 'memorise.zip');
+    assert.equal(r.status, 202, r.text);
+    const job = await finished(r.json.job_id);
+    assert.equal(job.status, 'completed', JSON.stringify(job.error));
+    const link = await call(`/api/v1/jobs/${r.json.job_id}/model`);
+    assert.equal(link.status, 200, link.text);
+    const zip = Buffer.from(await (await fetch(link.json.url)).arrayBuffer());
+    for (const name of ['model.safetensors', 'config.json', 'tokenizer.json']) assert.ok(zip.includes(name), `${name} in model.zip`);
+    assert.ok(!zip.includes('adapter_config.json'));
   });
 
   test('cancel stops the worker at a step and keeps last.pt; retry resumes from it and completes', async () => {
