@@ -237,8 +237,23 @@ describe('transformers (causal-lm, LoRA) through the API', { timeout: 15 * 60_00
     assert.deepEqual(epochs.map((e: any) => e.epoch), Array.from({ length: 60 }, (_, i) => i + 1));
   });
 
-  test('a single data.jsonl of chat messages is split by the server and trains', async () => {
-    const r = await submit({ name: 'chat', epochs: 2, ...FAST }, 'chat.zip');
+  test('a single data.jsonl of chat messages, uploaded, is split by the server and trains by id', async () => {
+    const zip = fs.readFileSync(path.join(files, 'chat.zip'));
+    const up = await call('/api/v1/datasets?name=chat&framework=transformers&task=causal-lm', {
+      method: 'POST',
+      body: new Uint8Array(zip),
+      headers: { 'content-type': 'application/zip' },
+    });
+    assert.equal(up.status, 201, up.text);
+    assert.equal(up.json.format, 'jsonl');
+    assert.deepEqual(up.json.info.samples_per_split, { train: 18, val: 2 });
+    const r = await call('/api/v1/train', {
+      method: 'POST',
+      json: trainBody({
+        model_config: { framework: 'transformers', task: 'causal-lm', base_model: 'tiny-llama', name: 'chat', epochs: 2, ...FAST },
+        dataset: { id: up.json.dataset_id, format: 'jsonl' },
+      }),
+    });
     assert.equal(r.status, 202, r.text);
     const job = await finished(r.json.job_id);
     assert.equal(job.status, 'completed', JSON.stringify(job.error));
