@@ -143,6 +143,26 @@ describe('transformers (causal-lm, LoRA) through the API', { timeout: 15 * 60_00
     assert.equal((await call('/api/v1/jobs')).json.jobs.length, 0, 'nothing was queued');
   });
 
+  test('its presets: the schema\'s defaults, a base model folder to name, the User mode\'s keys', async () => {
+    const user = await call('/api/v1/config/default?framework=transformers&task=causal-lm&mode=user');
+    assert.equal(user.status, 200, user.text);
+    assert.deepEqual(user.json.editable, ['base_model', 'method', 'epochs', 'learning_rate', 'batch_size', 'max_length']);
+    const dev = await call('/api/v1/config/default?framework=transformers&task=causal-lm&mode=developer');
+    assert.equal(dev.status, 200, dev.text);
+    assert.equal(dev.json.config.method, 'lora');
+    assert.equal(dev.json.config.lora_r, 8);
+    assert.equal(dev.json.config.mixed_precision, 'no');
+  });
+
+  test('a base model folder that is not on the server fails the job, saying where to place it', async () => {
+    const r = await submit({ name: 'missing', base_model: 'not-here', epochs: 1 }, 'memorise.zip');
+    assert.equal(r.status, 202, r.text);
+    const job = await finished(r.json.job_id);
+    assert.equal(job.status, 'failed');
+    assert.equal(job.error.code, 'MODEL_DOWNLOAD_FAILED', JSON.stringify(job.error));
+    assert.ok(job.error.message.includes(path.join(files, 'hf-models', 'not-here')), job.error.message);
+  });
+
   test('LoRA on a memorisable set: loss falls, metrics stored, callbacks verify, the adapter downloads', async () => {
     const started = Date.now();
     const r = await submit({ name: 'lora-memorise', epochs: 12, ...FAST }, 'memorise.zip', 'lora');
