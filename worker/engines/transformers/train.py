@@ -199,6 +199,8 @@ def run(spec: dict[str, Any], rt: Any) -> None:
     if spec.get("resume") and last.is_file():
         state = torch.load(last, map_location="cpu", weights_only=False)
         rt.log(f"resuming from {last}: epoch {state['epoch']}, step {state['global_step']}")
+        # A stop before the loop starts leaves last.pt as it is: say so.
+        rt.stopped_state = {"epochs_completed": state["epochs_completed"], "last": str(last)}
         if state.get("finished"):
             # A finished run found again (the service restarted before it read `done`).
             rt.emit("started", pid=os.getpid(), device=device, versions=versions(), resumed_from_epoch=state["epochs_completed"])
