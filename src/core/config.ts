@@ -58,6 +58,8 @@ const EnvSchema = z.object({
     .url()
     .refine((u) => /^https?:\/\//.test(u), 'must be an http(s) URL prefix')
     .optional(),
+  /** Local model folders (save_pretrained directories) that base_model may name; default WORKDIR/hf-models. */
+  HF_MODELS_DIR: z.string().min(1).optional(),
   DATASET_MAX_DOWNLOAD_BYTES: int(1024).default(20 * 1024 ** 3),
   DATASET_MAX_UNCOMPRESSED_BYTES: int(1024).default(50 * 1024 ** 3),
   DATASET_MAX_ENTRIES: int(1).default(500_000),
@@ -163,6 +165,8 @@ export type Config = Readonly<{
   /** <ENGINE>_PYTHON settings (ULTRALYTICS_PYTHON, RFDETR_PYTHON…), by engine name in lower case. */
   enginePython: Readonly<Record<string, string>>;
   baseModelMirror: string | undefined;
+  /** Where base_model folders of the engines that take one are placed by hand (HF_MODELS_DIR). */
+  hfModelsDir: string;
   dataset: Readonly<{
     maxDownloadBytes: number;
     maxUncompressedBytes: number;
@@ -253,6 +257,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       ),
     ),
     baseModelMirror: e.BASE_MODEL_MIRROR,
+    hfModelsDir: path.resolve(e.HF_MODELS_DIR ?? path.join(e.WORKDIR, 'hf-models')),
     dataset: Object.freeze({
       maxDownloadBytes: e.DATASET_MAX_DOWNLOAD_BYTES,
       maxUncompressedBytes: e.DATASET_MAX_UNCOMPRESSED_BYTES,

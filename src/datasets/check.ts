@@ -20,8 +20,8 @@ import { eachInSlices, ImageScan, Problems, throttledProgress } from './scan.js'
 
 export { MAX_REPORTED_PROBLEMS, type Problem } from './scan.js';
 
-/** Every task trainhook checks a dataset for: the YOLO label tasks, and classify. */
-export type DatasetTask = LabelTask | 'classify';
+/** Every task trainhook checks a dataset for: the YOLO label tasks, classify, and text generation (jsonl.ts). */
+export type DatasetTask = LabelTask | 'classify' | 'causal-lm';
 
 /**
  * Counts of one split. classify: every image is one instance of its folder's class, so
@@ -55,6 +55,10 @@ export type DatasetInfo = {
   train_val_duplicates: number;
   train_val_duplicate_examples: { train: string; val: string }[];
   duplicate_label_rows: number;
+  /** Text datasets (jsonl.ts): samples per split, and how a single data.jsonl is split. The image counts are 0. */
+  samples_per_split?: { train: number; val: number };
+  total_samples?: number;
+  split?: { source: string; seed: number; val_fraction: number } | null;
   warnings: string[];
 };
 

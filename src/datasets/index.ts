@@ -10,6 +10,8 @@
  *             worker gets the folder holding train/ and val/;
  *   coco      an annotation JSON per split folder (coco.ts); the worker gets the folder holding
  *             train/ and valid/.
+ *   jsonl     text samples (jsonl.ts): every line checked; the worker gets the folder holding
+ *             train.jsonl and val.jsonl, or data.jsonl.
  *
  * The job's folder refers to the store: dataset-info.json names the archive's sha256 and the
  * data path relative to the job folder. It is written last and atomically: it is the marker that
@@ -27,6 +29,7 @@ import { checkCocoDataset, looksLikeCoco, readCocoLayout } from './coco.js';
 import { downloadToFile, type Validators } from './download.js';
 import { zipDeclaredSize } from './extract.js';
 import type { DatasetFormat } from './formats.js';
+import { checkJsonlDataset, readJsonlLayout } from './jsonl.js';
 import type { LabelTask } from './labels.js';
 import { readLayout, renderDataYaml, type DatasetLayout } from './layout.js';
 import type { DatasetStore } from './store.js';
@@ -198,6 +201,10 @@ export async function checkStored(
     if (format === 'coco') {
       const layout = await readCocoLayout(root);
       const info = await checkCocoDataset(layout, { ...checkOpts, task: opts.task });
+      result = { format, info, warnings: info.warnings, data: path.relative(root, layout.root) };
+    } else if (format === 'jsonl') {
+      const layout = await readJsonlLayout(root);
+      const info = await checkJsonlDataset(layout, { task: opts.task, displayRoot: root, signal: opts.signal });
       result = { format, info, warnings: info.warnings, data: path.relative(root, layout.root) };
     } else if (format === 'classify') {
       const layout = await readClassifyLayout(root);

@@ -4,9 +4,10 @@
  */
 import type { AnyEngine } from './types.js';
 import { rfdetrEngine } from './rfdetr/index.js';
+import { transformersEngine } from './transformers/index.js';
 import { ultralyticsEngine } from './ultralytics/index.js';
 
-export const BUILTIN_ENGINES: readonly AnyEngine[] = [ultralyticsEngine, rfdetrEngine];
+export const BUILTIN_ENGINES: readonly AnyEngine[] = [ultralyticsEngine, rfdetrEngine, transformersEngine];
 
 export class Engines {
   private readonly byName = new Map<string, AnyEngine>();

@@ -53,6 +53,12 @@ export type BaseModelSource =
   | { kind: 'file'; file: string; url?: string | undefined; sha256?: string | undefined; mirrorName?: string | undefined }
   /** A model in trainhook's registry. */
   | { kind: 'registered'; id: string }
+  /**
+   * A model folder (a `save_pretrained` directory) placed by hand under the server's local models
+   * folder (HF_MODELS_DIR, default workdir/hf-models/), by its name: never downloaded. The name
+   * is one path segment; the worker gets the folder's absolute path.
+   */
+  | { kind: 'directory'; name: string }
   /** Something the engine builds itself (an architecture file, a name); passed to the worker as is. */
   | { kind: 'builtin'; value: string }
   /** No base model: random initialisation. */
@@ -153,8 +159,11 @@ export interface Engine<MC extends ModelConfigBase = ModelConfigBase> {
   baseModel(config: MC): BaseModelSource;
   /** Dataset formats a task trains on, in order of preference. */
   datasetFormats(task: string): DatasetFormat[];
-  /** A problem that makes a request impossible on this node (e.g. a GPU-only method), or null. */
-  refuse?(config: MC, ctx: { gpuAvailable: boolean }): string | null;
+  /**
+   * A problem that makes a request impossible on this node (e.g. a GPU-only method), or null.
+   * A string is answered as 400 VALIDATION_ERROR; `{code, message}` as 400 with that code.
+   */
+  refuse?(config: MC, ctx: { gpuAvailable: boolean }): string | { code: string; message: string } | null;
   /** The worker's arguments for a job: stored with the job as what it trained with. */
   trainArgs(config: MC, ctx: TrainArgsContext): Record<string, unknown>;
   /**

@@ -13,12 +13,13 @@
  * reads it back through the engine's schema, so code past the API never casts a blob.
  */
 import { z } from '@hono/zod-openapi';
+import { DATASET_FORMATS } from '../datasets/formats.js';
 import type { JobRow } from '../db/schema.js';
 import type { Engines } from '../engines/index.js';
 import type { AnyEngine, ModelConfigBase } from '../engines/types.js';
 import { CALLBACK_SECRET_PATTERN, VALID_CALLBACK_SECRET, newCallbackSecretProblem } from '../security/callback-secret.js';
 
-const DatasetFormatSchema = z.enum(['yolo', 'coco', 'classify']).optional().openapi({
+const DatasetFormatSchema = z.enum(DATASET_FORMATS).optional().openapi({
   description: 'The archive layout; detected when left out. Each engine accepts its own formats (GET /api/v1/engines).',
 });
 

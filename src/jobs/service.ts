@@ -172,7 +172,8 @@ export class JobService {
     const engine = this.opts.engines.require(req.model_config.framework);
     const refusal = engine.refuse?.(req.model_config, { gpuAvailable: this.opts.gpuAvailable });
     if (refusal) {
-      throw new HttpError(400, 'VALIDATION_ERROR', refusal, [{ path: ['model_config'], message: refusal }]);
+      const { code, message } = typeof refusal === 'string' ? { code: 'VALIDATION_ERROR', message: refusal } : refusal;
+      throw new HttpError(400, code, message, [{ path: ['model_config'], message }]);
     }
     const id = req.job_id ?? crypto.randomUUID();
     const { callback_secret: callbackSecret, ...stored } = req;

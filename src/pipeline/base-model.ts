@@ -34,6 +34,8 @@ export interface BaseModelOptions {
   timeoutMs: number;
   retries: number;
   mirror?: string | undefined;
+  /** The folder of local model directories (HF_MODELS_DIR): a 'directory' source is a folder in it. */
+  modelDirs?: string | undefined;
   signal?: AbortSignal;
   /** The weights file of a registered model of this engine, or a message why it cannot be used. */
   registered(id: string): Promise<string | { problem: string }>;
@@ -96,6 +98,22 @@ export async function resolveBaseModel(source: BaseModelSource, opts: BaseModelO
   switch (source.kind) {
     case 'none':
       return { model: null, source: null, sha256: null };
+    case 'directory': {
+      const root = path.resolve(opts.modelDirs ?? path.join(opts.workdir, 'hf-models'));
+      const dir = path.join(root, source.name);
+      // One path segment: the request names a folder of this server's, never a path of its disk.
+      if (!/^[\w][\w.-]*$/.test(source.name) || source.name.includes('..') || path.dirname(dir) !== root) {
+        throw new JobError('MODEL_DOWNLOAD_FAILED', `base model ${JSON.stringify(source.name)} is not a folder name`, { base_model: source.name });
+      }
+      if (!fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory()) {
+        throw new JobError(
+          'MODEL_DOWNLOAD_FAILED',
+          `base model ${source.name} is not on this server: place its save_pretrained folder (config.json, weights, tokenizer) at ${dir}`,
+          { base_model: source.name, expected_path: dir },
+        );
+      }
+      return { model: dir, source: dir, sha256: null };
+    }
     case 'builtin': {
       // A file of that name placed by hand wins over the engine's own (a customised architecture).
       const local = path.join(baseModelsDir(opts.workdir), source.value);

@@ -231,6 +231,7 @@ export function createExecutor(ctx: PipelineContext): Executor {
         timeoutMs: config.dataset.downloadTimeoutMs,
         retries: config.dataset.downloadRetries,
         mirror: config.baseModelMirror,
+        modelDirs: config.hfModelsDir,
         signal: stop,
         registered: (id) => registry.weightsFor(id, engine.name, modelConfig.task),
       });

@@ -1,0 +1,92 @@
+/**
+ * Hugging Face transformers (+ peft) as a trainhook engine: causal language models fine-tuned
+ * with a LoRA adapter or in full, trained by worker/engines/transformers/ in its own venv with a
+ * plain PyTorch loop. The trained model is a ZIP of a save_pretrained folder: adapter.zip (the
+ * LoRA adapter: adapter_model.safetensors + adapter_config.json) or model.zip (method full).
+ */
+import fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { schemaPresets } from '../presets.js';
+import type { Engine, MetricsSpec } from '../types.js';
+import { TRANSFORMERS_TASKS, TransformersModelConfigSchema, type TransformersModelConfig } from './request.js';
+
+const WORKER = fileURLToPath(new URL('../../../worker/engines/transformers/', import.meta.url));
+
+/** The pinned transformers version, read from the engine's requirements (one place to change it). */
+function pinnedVersion(): string {
+  const text = fs.readFileSync(`${WORKER}requirements.txt`, 'utf8');
+  return /^transformers==(\S+)$/m.exec(text)?.[1] ?? 'unknown';
+}
+
+/** The worker's metric names (worker/engines/transformers/train.py). */
+const METRICS: MetricsSpec = {
+  fields: [
+    { key: 'train_loss', label: 'Train loss', goal: 'min', kind: 'loss' },
+    { key: 'val_loss', label: 'Validation loss', goal: 'min', kind: 'val_loss' },
+    { key: 'val_token_accuracy', label: 'Validation token accuracy', goal: 'max', kind: 'quality' },
+    { key: 'learning_rate', label: 'Learning rate', goal: 'min', kind: 'lr' },
+  ],
+  // The checkpoint kept as best is the one of the lowest validation loss.
+  best: { key: 'val_loss', goal: 'min' },
+  headline: ['val_loss', 'val_token_accuracy'],
+  losses: ['train_loss'],
+  callback: {
+    current: ['train_loss', 'val_loss', 'val_token_accuracy', 'learning_rate'],
+    best: ['val_loss', 'val_token_accuracy'],
+    final: ['val_loss', 'val_token_accuracy', 'train_loss'],
+  },
+  charts: [
+    { id: 'loss', title: 'Train and validation loss by epoch', keys: ['train_loss', 'val_loss'] },
+    { id: 'accuracy', title: 'Validation token accuracy by epoch', keys: ['val_token_accuracy'] },
+  ],
+};
+
+/** The worker's spec.args: the model_config's training fields, as they are. */
+function trainArgs(mc: TransformersModelConfig): Record<string, unknown> {
+  const { framework: _f, name: _n, task: _t, base_model: _b, ...args } = mc;
+  return args;
+}
+
+export const transformersEngine: Engine<TransformersModelConfig> = {
+  name: 'transformers',
+  label: 'Hugging Face transformers (LoRA)',
+  license: 'Apache-2.0',
+  version: pinnedVersion(),
+  tasks: TRANSFORMERS_TASKS,
+  modelConfig: TransformersModelConfigSchema,
+  presets: schemaPresets({
+    framework: 'transformers',
+    schema: TransformersModelConfigSchema,
+    tasks: [...TRANSFORMERS_TASKS],
+    baseFile: () => `${WORKER}base-config.yaml`,
+    userKeys: ['base_model', 'method', 'epochs', 'learning_rate', 'batch_size', 'max_length'],
+    notes: {
+      base_model: 'a folder name under HF_MODELS_DIR (default <WORKDIR>/hf-models/)',
+      method: 'qlora needs CUDA (refused on a CPU-only server)',
+    },
+  }),
+  models: () => [],
+  baseModel: (mc) => ({ kind: 'directory', name: mc.base_model }),
+  datasetFormats: () => ['jsonl'],
+  refuse(mc, { gpuAvailable }) {
+    if (mc.method === 'qlora') {
+      return gpuAvailable
+        ? { code: 'QLORA_UNAVAILABLE', message: 'method qlora needs bitsandbytes, which this server does not install yet: use method lora' }
+        : { code: 'QLORA_NEEDS_CUDA', message: 'method qlora needs a CUDA GPU (bitsandbytes 4-bit) and this server has none: use method lora' };
+    }
+    if (mc.mixed_precision === 'fp16' && !gpuAvailable) {
+      return { code: 'FP16_NEEDS_CUDA', message: 'mixed_precision fp16 needs a CUDA GPU and this server has none: use bf16 or no' };
+    }
+    return null;
+  },
+  trainArgs: (mc) => trainArgs(mc),
+  metrics: () => METRICS,
+  imageSize: () => null,
+  python: { requirements: `${WORKER}requirements.txt`, train: `${WORKER}train.py` },
+  files: {
+    checkpoints: ['last.pt', 'adapter.zip', 'model.zip', 'checkpoint-*.zip'],
+    callbackArtifacts: { adapter: ['adapter.zip'], metrics_csv: ['metrics.csv'], training_config: ['training_config.json'] },
+    modelFormat: 'huggingface-zip',
+  },
+  exportFormats: () => [],
+};

@@ -1,0 +1,62 @@
+/**
+ * The transformers part of POST /api/v1/train: a causal language model (text → text)
+ * fine-tuned with Hugging Face transformers, with a LoRA adapter (peft) or in full:
+ *
+ *   {"framework": "transformers", "name": "…", "task": "causal-lm", "base_model": "tiny-llama",
+ *    "method": "lora", "lora_r": 8, "epochs": 3, "learning_rate": 2e-4, "max_length": 512, …}
+ *
+ * base_model names a folder the operator placed under the server's HF_MODELS_DIR (default
+ * WORKDIR/hf-models/): a `save_pretrained` directory with config.json, the weights and the
+ * tokenizer. It is one folder name, never a path or a Hub id: a request cannot name a file of
+ * the server's disk, and the worker never downloads.
+ */
+import { z } from '@hono/zod-openapi';
+
+export const TRANSFORMERS_TASKS = ['causal-lm'] as const;
+export const METHODS = ['lora', 'qlora', 'full'] as const;
+export const MIXED_PRECISION = ['no', 'fp16', 'bf16'] as const;
+
+/** One path segment: letters, digits, _ . - (not starting with a dot, no ..). */
+const FOLDER_NAME = /^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$/;
+
+export const BASE_MODEL_HINT =
+  "must be the name of a model folder on this server: place the model's save_pretrained folder (config.json, weights, tokenizer) " +
+  'under HF_MODELS_DIR (default <WORKDIR>/hf-models/) and give its folder name; Hub ids, absolute paths and paths with .. are refused';
+
+export const TransformersModelConfigSchema = z
+  .object({
+    framework: z.literal('transformers'),
+    name: z.string().min(1).max(200),
+    task: z.enum(TRANSFORMERS_TASKS).default('causal-lm'),
+    base_model: z
+      .string()
+      .min(1)
+      .max(100)
+      .regex(FOLDER_NAME, BASE_MODEL_HINT)
+      .openapi({ description: 'The name of a model folder under the server\'s HF_MODELS_DIR (default <WORKDIR>/hf-models/)' }),
+    method: z.enum(METHODS).default('lora').openapi({ description: 'lora: a LoRA adapter (peft); full: every weight; qlora needs CUDA and is refused on this server' }),
+    lora_r: z.number().int().min(1).max(1024).default(8),
+    lora_alpha: z.number().positive().max(4096).default(16),
+    lora_dropout: z.number().min(0).max(0.9).default(0.05),
+    target_modules: z
+      .array(z.string().regex(/^[A-Za-z_][\w.]{0,99}$/, 'a module name such as q_proj'))
+      .min(1)
+      .max(64)
+      .optional()
+      .openapi({ description: "Modules LoRA adapts (default: peft's choice for the model type, q_proj and v_proj for LLaMA)" }),
+    learning_rate: z.number().positive().max(1).default(2e-4),
+    weight_decay: z.number().min(0).max(1).default(0),
+    batch_size: z.number().int().min(1).max(1024).default(4),
+    grad_accum_steps: z.number().int().min(1).max(1024).default(1),
+    epochs: z.number().int().min(1).max(1000).default(3),
+    warmup_ratio: z.number().min(0).max(0.5).default(0.03),
+    mixed_precision: z.enum(MIXED_PRECISION).default('no').openapi({ description: 'fp16 needs CUDA; bf16 runs on CPU too' }),
+    gradient_checkpointing: z.boolean().default(false),
+    max_length: z.number().int().min(8).max(32_768).default(512).openapi({ description: 'Tokens per sample; longer samples are cut (the worker warns)' }),
+    seed: z.number().int().min(0).max(2 ** 31 - 1).default(0),
+    save_total_limit: z.number().int().min(1).max(100).default(2).openapi({ description: 'Per-epoch checkpoints kept (the best and the last are kept besides)' }),
+  })
+  .strict()
+  .openapi('TransformersModelConfig');
+
+export type TransformersModelConfig = z.infer<typeof TransformersModelConfigSchema>;

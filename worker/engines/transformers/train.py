@@ -1,0 +1,488 @@
+"""transformers engine: causal-LM fine-tuning (LoRA with peft, or full), `run(spec, rt)` for the
+shared worker runtime.
+
+A plain PyTorch loop, not HF Trainer: the runtime's contract (a stop check at every optimizer step,
+one `epoch` event per epoch with trainhook's metric names, resume from trainhook's own checkpoint,
+resent epochs the service missed) is a few lines here and would be callbacks, a TrainerState
+mapping and Trainer's checkpoint-folder layout there; the loop is also what a bare
+transformers/peft script does, so trainhook's overhead over one stays small.
+
+Everything lands in spec.run_dir:
+- last.pt: the training state after the last optimizer step saved (at each epoch's end, and when
+  a stop arrives mid-epoch): the trainable weights (the LoRA adapter, or every weight with method
+  full), the optimizer, the scheduler, the step, the epoch and its position in it, the running
+  sums, the best so far and every epoch's metrics. Resume continues from it.
+- adapter.zip (method lora) / model.zip (method full): the save_pretrained folder of the epoch with
+  the lowest val_loss (adapter_model.safetensors + adapter_config.json; or the model and its
+  tokenizer): what `done.best` names and the registry keeps.
+- checkpoint-<epoch>.zip: the same for each epoch, the newest save_total_limit kept.
+- metrics.csv, training_config.json.
+
+Samples (datasets/jsonl.ts checked every line): {"prompt", "completion"} → BOS + prompt +
+completion + EOS, the loss on completion + EOS only; {"messages": [...]} → each message as
+"<|role|>\\n" + content + "\\n", the loss on the assistant's contents (+ EOS). Samples longer than
+max_length are cut (a warning says how many). val_token_accuracy: the share of those same target
+tokens that the model's argmax predicts, on the validation split.
+
+The worker never reaches the network: the Hugging Face offline switches are set before
+transformers is imported, and the base model is a local folder (spec.model).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import shutil
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from runtime import JobFailure, StopRequested, is_out_of_memory
+
+# Set at import, before anything imports huggingface_hub or transformers (they read them once).
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
+    "DO_NOT_TRACK": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+os.environ.update(OFFLINE_ENV)
+
+# A single data.jsonl's split: the service's rule (src/datasets/jsonl.ts SPLIT, valCount).
+SPLIT_SEED = 0
+SPLIT_VAL_FRACTION = 0.1
+VAL_FILES = ("val.jsonl", "valid.jsonl", "validation.jsonl")
+IGNORE = -100
+
+DEFAULTS: dict[str, Any] = {
+    "method": "lora", "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": None,
+    "learning_rate": 2e-4, "weight_decay": 0.0, "batch_size": 4, "grad_accum_steps": 1, "epochs": 3,
+    "warmup_ratio": 0.03, "mixed_precision": "no", "gradient_checkpointing": False, "max_length": 512,
+    "seed": 0, "save_total_limit": 2,
+}
+RUN_OUTPUTS = ("last.pt", "adapter.zip", "model.zip", "metrics.csv", "training_config.json")
+METRIC_KEYS = ("train_loss", "val_loss", "val_token_accuracy", "learning_rate")
+
+
+def classify(exc: BaseException) -> tuple[str, str] | None:
+    if is_out_of_memory(exc):
+        return "INSUFFICIENT_MEMORY", f"out of memory: {exc}"
+    return None
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def val_count(n: int) -> int:
+    """JavaScript's Math.round (half up), as the service counts it: not Python's round (half even)."""
+    return min(n - 1, max(1, int(math.floor(n * SPLIT_VAL_FRACTION + 0.5))))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load_splits(data_dir: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    root = Path(data_dir)
+    train = root / "train.jsonl"
+    if train.is_file():
+        for name in VAL_FILES:
+            if (root / name).is_file():
+                return read_jsonl(train), read_jsonl(root / name)
+    data = root / "data.jsonl"
+    if not data.is_file():
+        raise JobFailure("DATASET_INVALID", f"no train.jsonl + val.jsonl or data.jsonl in {root}")
+    samples = read_jsonl(data)
+    order = list(range(len(samples)))
+    random.Random(SPLIT_SEED).shuffle(order)
+    val = set(order[: val_count(len(samples))])
+    return [s for i, s in enumerate(samples) if i not in val], [s for i, s in enumerate(samples) if i in val]
+
+
+def encode(sample: dict[str, Any], tok: Any, max_length: int) -> tuple[list[int], list[int], bool]:
+    """Token ids and labels (IGNORE where no loss falls), cut to max_length; and whether it was cut."""
+    def ids(text: str) -> list[int]:
+        return list(tok(text, add_special_tokens=False)["input_ids"])
+
+    bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
+    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    if "messages" in sample and "prompt" not in sample:
+        input_ids, labels = list(bos), [IGNORE] * len(bos)
+        for m in sample["messages"]:
+            head, body = ids(f"<|{m['role']}|>\n"), ids(m["content"] + "\n")
+            input_ids += head + body
+            labels += [IGNORE] * len(head) + (body if m["role"] == "assistant" else [IGNORE] * len(body))
+        input_ids += eos
+        labels += eos
+    else:
+        prompt, completion = ids(sample["prompt"]), ids(sample["completion"]) + eos
+        input_ids = bos + prompt + completion
+        labels = [IGNORE] * (len(bos) + len(prompt)) + completion
+    cut = len(input_ids) > max_length
+    return input_ids[:max_length], labels[:max_length], cut
+
+
+def collate(items: list[tuple[list[int], list[int]]], pad_id: int, device: str) -> dict[str, Any]:
+    import torch
+
+    width = max(len(i) for i, _ in items)
+    input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for r, (ids, lab) in enumerate(items):
+        input_ids[r, : len(ids)] = torch.tensor(ids)
+        labels[r, : len(lab)] = torch.tensor(lab)
+        mask[r, : len(ids)] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+
+def token_loss(logits: Any, labels: Any) -> tuple[Any, Any, Any]:
+    """Summed next-token cross-entropy over target tokens, their count, and how many argmax gets right."""
+    import torch
+
+    logits, labels = logits[:, :-1, :].float(), labels[:, 1:]
+    keep = labels != IGNORE
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
+                                             ignore_index=IGNORE, reduction="sum")
+    correct = ((logits.argmax(-1) == labels) & keep).sum()
+    return loss, keep.sum(), correct
+
+
+# --- run ----------------------------------------------------------------------------------------
+
+
+def versions() -> dict[str, str]:
+    import peft
+    import torch
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
+
+
+def run(spec: dict[str, Any], rt: Any) -> None:
+    run_dir = Path(spec["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if spec.get("cache_dir"):
+        os.environ["HF_HOME"] = str(Path(spec["cache_dir"]) / "hf-home")
+    rt.emit("phase", phase="preparing")
+    args = {**DEFAULTS, **(spec.get("args") or {})}
+    unknown = sorted(set(args) - set(DEFAULTS))
+    if unknown:
+        rt.emit("warning", message=f"the transformers engine ignores unknown arguments: {', '.join(unknown)}")
+    method = args["method"]
+    if method not in ("lora", "full"):
+        raise JobFailure("UNKNOWN_ERROR", f"method {method} is not available in this worker (lora, full)")
+    model_dir = spec.get("model")
+    if not isinstance(model_dir, str) or not os.path.isabs(model_dir) or not (Path(model_dir) / "config.json").is_file():
+        raise JobFailure("MODEL_DOWNLOAD_FAILED",
+                         f"base model folder {model_dir!r} has no config.json: place a save_pretrained folder there",
+                         {"path": model_dir})
+
+    import torch
+
+    device = spec.get("device") or "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise JobFailure("UNKNOWN_ERROR", f"device {device} asked, but torch sees no CUDA device")
+    precision = args["mixed_precision"]
+    if precision == "fp16" and not device.startswith("cuda"):
+        raise JobFailure("UNKNOWN_ERROR", "mixed_precision fp16 needs a CUDA device")
+
+    last = run_dir / "last.pt"
+    state: dict[str, Any] | None = None
+    if spec.get("resume") and last.is_file():
+        state = torch.load(last, map_location="cpu", weights_only=False)
+        rt.log(f"resuming from {last}: epoch {state['epoch']}, step {state['global_step']}")
+        # A stop before the loop starts leaves last.pt as it is: say so.
+        rt.stopped_state = {"epochs_completed": state["epochs_completed"], "last": str(last)}
+        if state.get("finished"):
+            # A finished run found again (the service restarted before it read `done`).
+            rt.emit("started", pid=os.getpid(), device=device, versions=versions(), resumed_from_epoch=state["epochs_completed"])
+            resend_epochs(rt, state, spec)
+            finish(rt, run_dir, state)
+            return
+    else:
+        if spec.get("resume"):
+            rt.log("resume asked, but the run dir holds no last.pt: starting over")
+        for name in RUN_OUTPUTS:
+            (run_dir / name).unlink(missing_ok=True)
+        for old in run_dir.glob("checkpoint-*.zip"):
+            old.unlink()
+        shutil.rmtree(run_dir / "best", ignore_errors=True)
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer, get_linear_schedule_with_warmup
+
+    seed = int(args["seed"])
+    torch.manual_seed(seed)
+    random.seed(seed)
+    try:
+        tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - a folder without a usable tokenizer
+        raise JobFailure("MODEL_DOWNLOAD_FAILED", f"the base model folder has no tokenizer that loads: {type(e).__name__}: {e}",
+                         {"path": model_dir}) from e
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    if tok.eos_token_id is None:
+        raise JobFailure("MODEL_DOWNLOAD_FAILED", "the base model's tokenizer has no EOS token", {"path": model_dir})
+    try:
+        train_samples, val_samples = load_splits(spec["data"])
+    except (OSError, ValueError) as e:
+        raise JobFailure("DATASET_INVALID", f"cannot read the dataset: {e}") from e
+    max_length = int(args["max_length"])
+    cut = 0
+    train_data: list[tuple[list[int], list[int]]] = []
+    val_data: list[tuple[list[int], list[int]]] = []
+    for samples, out in ((train_samples, train_data), (val_samples, val_data)):
+        for s in samples:
+            ids, labels, was_cut = encode(s, tok, max_length)
+            cut += was_cut
+            out.append((ids, labels))
+    if cut:
+        rt.emit("warning", message=f"{cut} samples are longer than max_length={max_length} tokens and were cut")
+    if not any(any(x != IGNORE for x in lab[1:]) for _, lab in train_data):
+        raise JobFailure("DATASET_INVALID", f"no training sample keeps a target token within max_length={max_length}")
+    rt.check_stop()
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32)
+    except Exception as e:  # noqa: BLE001
+        raise JobFailure("MODEL_DOWNLOAD_FAILED", f"the base model does not load as a causal LM: {type(e).__name__}: {e}",
+                         {"path": model_dir}) from e
+    model.config.use_cache = False
+    if args["gradient_checkpointing"]:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if method == "lora":
+            model.enable_input_require_grads()
+    if method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        try:
+            model = get_peft_model(model, LoraConfig(
+                r=int(args["lora_r"]), lora_alpha=float(args["lora_alpha"]), lora_dropout=float(args["lora_dropout"]),
+                target_modules=args["target_modules"], task_type="CAUSAL_LM"))
+        except ValueError as e:
+            raise JobFailure("UNKNOWN_ERROR", f"LoRA cannot wrap this model: {e}",
+                             {"argument": "target_modules"}) from e
+    model.to(device)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    trainable = sum(p.numel() for p in params)
+    total = sum(p.numel() for p in model.parameters())
+    rt.log(f"{method}: {trainable:,} trainable parameters of {total:,} ({100 * trainable / max(1, total):.2f} %)")
+
+    epochs, batch_size, accum = int(args["epochs"]), int(args["batch_size"]), int(args["grad_accum_steps"])
+    batches_per_epoch = math.ceil(len(train_data) / batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / accum)
+    total_steps = steps_per_epoch * epochs
+    optimizer = torch.optim.AdamW(params, lr=float(args["learning_rate"]), weight_decay=float(args["weight_decay"]))
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(total_steps * float(args["warmup_ratio"])), total_steps)
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    if state is None:
+        state = {"epoch": 1, "group": 0, "global_step": 0, "loss_sum": 0.0, "tokens": 0, "best_val_loss": None,
+                 "best_epoch": None, "best_metrics": None, "history": [], "epochs_completed": 0, "method": method}
+    else:
+        missing = set(names) - set(state["trainable"])
+        if missing:
+            raise JobFailure("UNKNOWN_ERROR", f"last.pt does not match this model ({len(missing)} trainable weights missing)")
+        own = dict(model.named_parameters())
+        with torch.no_grad():
+            for n in names:
+                own[n].copy_(state["trainable"][n])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        if state.get("rng") is not None:
+            torch.set_rng_state(state["rng"])
+    rt.stopped_state = {"epochs_completed": state["epochs_completed"], "last": str(last) if last.is_file() else None}
+    resumed = state["epochs_completed"] if last.is_file() and spec.get("resume") else None
+    rt.emit("started", pid=os.getpid(), device=device, versions=versions(), resumed_from_epoch=resumed)
+    if resumed is not None:
+        resend_epochs(rt, state, spec)
+    write_config(run_dir, spec, args, len(train_data), len(val_data), trainable, total)
+
+    def save_last() -> None:
+        state["trainable"] = {n: p.detach().to("cpu").clone() for n, p in model.named_parameters() if p.requires_grad}
+        state["optimizer"] = optimizer.state_dict()
+        state["scheduler"] = scheduler.state_dict()
+        state["scaler"] = scaler.state_dict() if scaler is not None else None
+        state["rng"] = torch.get_rng_state()
+        tmp = last.with_name(".last.pt.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, last)
+        for key in ("trainable", "optimizer", "scheduler"):
+            state.pop(key, None)  # what's on disk; the live objects hold it
+
+    rt.emit("phase", phase="training")
+    rt.interruptible = False
+    every = max(1.0, float(spec.get("progress_every_pct") or 5))
+    while state["epoch"] <= epochs:
+        epoch = state["epoch"]
+        rt.current_epoch = epoch
+        started = time.time()
+        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(len(train_data), generator=gen).tolist()
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        groups = [batches[i:i + accum] for i in range(0, len(batches), accum)]
+        shown = -every
+        while state["group"] < len(groups):
+            g = state["group"]
+            try:
+                rt.check_stop()
+            except StopRequested:
+                save_last()
+                rt.stopped_state = {"epochs_completed": state["epochs_completed"], "last": str(last)}
+                raise
+            micro = [collate([train_data[i] for i in b], tok.pad_token_id, device) for b in groups[g]]
+            counts = [int((m["labels"][:, 1:] != IGNORE).sum()) for m in micro]
+            group_tokens = max(1, sum(counts))
+            for m, n in zip(micro, counts):
+                with autocast(device_type, autocast_dtype):
+                    logits = model(input_ids=m["input_ids"], attention_mask=m["attention_mask"]).logits
+                loss_sum, _n, _c = token_loss(logits, m["labels"])
+                loss = loss_sum / group_tokens
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+                state["loss_sum"] += float(loss_sum.detach())
+                state["tokens"] += n
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["group"] = g + 1
+            state["global_step"] += 1
+            pct = 100 * (g + 1) / len(groups)
+            if pct - shown >= every or g + 1 == len(groups):
+                shown = pct
+                rt.emit("batch", epoch=epoch, epochs=epochs, batch=g + 1, batches=len(groups))
+
+        val_loss, accuracy = validate(model, val_data, tok.pad_token_id, device, batch_size, device_type, autocast_dtype)
+        train_loss = state["loss_sum"] / max(1, state["tokens"])
+        metrics = {"train_loss": train_loss, "val_loss": val_loss, "val_token_accuracy": accuracy,
+                   "learning_rate": scheduler.get_last_lr()[0]}
+        improved = state["best_val_loss"] is None or val_loss < state["best_val_loss"]
+        save_model(model, tok, method, run_dir / f"checkpoint-{epoch}.zip", run_dir)
+        if improved:
+            state["best_val_loss"], state["best_epoch"], state["best_metrics"] = val_loss, epoch, metrics
+            shutil.copyfile(run_dir / f"checkpoint-{epoch}.zip", run_dir / ".best.zip.tmp")
+            os.replace(run_dir / ".best.zip.tmp", run_dir / best_name(method))
+        prune_checkpoints(run_dir, int(args["save_total_limit"]))
+        seconds = time.time() - started
+        payload = {"epoch": epoch, "epochs": epochs, "metrics": metrics, "epoch_seconds": seconds,
+                   "fitness": -val_loss, "best_fitness": -state["best_val_loss"], "best_epoch": state["best_epoch"]}
+        state["history"].append(payload)
+        append_csv(run_dir / "metrics.csv", epoch, metrics, seconds)
+        state.update(epoch=epoch + 1, group=0, loss_sum=0.0, tokens=0, epochs_completed=epoch)
+        save_last()
+        rt.stopped_state = {"epochs_completed": epoch, "last": str(last)}
+        if improved:
+            rt.emit("checkpoint", kind="best", path=str(run_dir / best_name(method)), epoch=epoch)
+        rt.emit("checkpoint", kind="last", path=str(last), epoch=epoch)
+        rt.emit("epoch", **payload)
+
+    rt.emit("phase", phase="finalizing")
+    state["finished"] = True
+    save_last()
+    finish(rt, run_dir, state)
+
+
+def validate(model: Any, data: list[tuple[list[int], list[int]]], pad_id: int, device: str, batch_size: int,
+             device_type: str, autocast_dtype: Any) -> tuple[float, float]:
+    import torch
+
+    model.eval()
+    loss_sum, tokens, correct = 0.0, 0, 0
+    with torch.no_grad():
+        for i in range(0, len(data), batch_size):
+            m = collate(data[i:i + batch_size], pad_id, device)
+            with autocast(device_type, autocast_dtype):
+                logits = model(input_ids=m["input_ids"], attention_mask=m["attention_mask"]).logits
+            s, n, c = token_loss(logits, m["labels"])
+            loss_sum, tokens, correct = loss_sum + float(s), tokens + int(n), correct + int(c)
+    model.train()
+    return loss_sum / max(1, tokens), correct / max(1, tokens)
+
+
+def autocast(device_type: str, dtype: Any) -> Any:
+    import contextlib
+
+    import torch
+
+    return torch.autocast(device_type=device_type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def best_name(method: str) -> str:
+    return "model.zip" if method == "full" else "adapter.zip"
+
+
+def save_model(model: Any, tok: Any, method: str, dest: Path, run_dir: Path) -> None:
+    """A ZIP of save_pretrained: the adapter (lora), or the model with its tokenizer (full)."""
+    folder = run_dir / ".save"
+    shutil.rmtree(folder, ignore_errors=True)
+    # lora: the adapter alone (an adapted lm_head or embedding keeps its frozen base weights in the base model).
+    model.save_pretrained(folder, safe_serialization=True, **({} if method == "full" else {"save_embedding_layers": False}))
+    if method == "full":
+        tok.save_pretrained(folder)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                z.write(f, f.relative_to(folder).as_posix())
+    os.replace(tmp, dest)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    found = sorted(run_dir.glob("checkpoint-*.zip"), key=lambda p: int(p.stem.split("-")[1]))
+    for old in found[:-keep] if keep > 0 else found:
+        old.unlink(missing_ok=True)
+
+
+def append_csv(path: Path, epoch: int, metrics: dict[str, float], seconds: float) -> None:
+    new = not path.is_file()
+    with path.open("a", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(["epoch", *METRIC_KEYS, "epoch_seconds"])
+        w.writerow([epoch, *(metrics[k] for k in METRIC_KEYS), round(seconds, 3)])
+
+
+def write_config(run_dir: Path, spec: dict[str, Any], args: dict[str, Any], n_train: int, n_val: int,
+                 trainable: int, total: int) -> None:
+    config = {"base_model": spec.get("model"), "task": spec.get("task"), "args": args, "device": spec.get("device"),
+              "samples": {"train": n_train, "val": n_val}, "parameters": {"trainable": trainable, "total": total},
+              "versions": versions()}
+    (run_dir / "training_config.json").write_text(json.dumps(config, indent=2, default=str), encoding="utf-8")
+
+
+def resend_epochs(rt: Any, state: dict[str, Any], spec: dict[str, Any]) -> None:
+    """Epochs the checkpoint holds and the service has not recorded (a crash between the two)."""
+    recorded = set(spec.get("recorded_epochs") or [])
+    for payload in state.get("history", []):
+        if payload["epoch"] not in recorded:
+            rt.emit("epoch", **payload)
+
+
+def finish(rt: Any, run_dir: Path, state: dict[str, Any]) -> None:
+    best = run_dir / best_name(state.get("method", "lora"))
+    if not best.is_file():
+        raise JobFailure("UNKNOWN_ERROR", f"training ended without {best.name} in {run_dir}")
+    items = [{"name": n, "path": str(run_dir / n), "size": (run_dir / n).stat().st_size}
+             for n in ("metrics.csv", "training_config.json") if (run_dir / n).is_file()]
+    rt.emit("artifacts", items=items)
+    best_metrics = state.get("best_metrics") or {}
+    rt.emit("done", best=str(best), last=str(run_dir / "last.pt"), epochs_completed=int(state["epochs_completed"]),
+            final_metrics={k: best_metrics.get(k) for k in ("val_loss", "val_token_accuracy")},
+            best_epoch=state.get("best_epoch"))
