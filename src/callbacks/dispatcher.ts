@@ -133,6 +133,7 @@ export class CallbackDispatcher {
           nodeId: this.opts.nodeId,
           limit,
           lockSeconds: this.opts.config.callbacks.timeoutMs / 1000 + LOCK_MARGIN_SECONDS,
+          progressMinIntervalMs: this.opts.config.callbacks.progressMinIntervalMs,
         });
         for (const event of claimed) this.launch(event);
         // A full batch: there may be more due right now.

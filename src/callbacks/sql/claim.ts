@@ -27,7 +27,7 @@ export interface ClaimedCallback {
 
 export async function claimCallbacks(
   db: DbOrTx,
-  opts: { nodeId: string; limit: number; lockSeconds: number },
+  opts: { nodeId: string; limit: number; lockSeconds: number; progressMinIntervalMs: number },
 ): Promise<ClaimedCallback[]> {
   const claimed = await rows<{
     id: string;
@@ -53,6 +53,13 @@ export async function claimCallbacks(
         and (c.locked_until is null or c.locked_until < now())
         and not exists (select 1 from callback_events o
           where o.job_id = c.job_id and o.state = 'pending' and o.seq < c.seq)
+        -- The progress rate limit, checked again here: a progress event written while the one
+        -- before it was being claimed (on PostgreSQL, in a snapshot from before that claim)
+        -- could not see its start, and would go right after it.
+        and (c.type <> 'training_progress' or not exists (select 1 from callback_events s
+          where s.job_id = c.job_id and s.type = 'training_progress' and s.seq < c.seq
+            and s.state in ('delivered', 'dead')
+            and s.next_attempt_at > now() - make_interval(secs => ${opts.progressMinIntervalMs / 1000}::float8)))
       order by c.next_attempt_at, c.seq
       limit ${opts.limit}
       for update of c skip locked
