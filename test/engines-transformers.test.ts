@@ -18,11 +18,12 @@
  *   a model trained in full exports merged and int8, not adapter.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { PNG } from 'pngjs';
 import { Webhook } from 'standardwebhooks';
@@ -34,6 +35,7 @@ import { api, startTestServer, tempDir, trainBody, type TestServer } from './hel
 import { zipDirectory } from './helpers/synthetic-dataset.js';
 import { waitFor } from './helpers/wait.js';
 
+const execFileAsync = promisify(execFile);
 const SECRET = `whsec_${Buffer.alloc(32, 7).toString('base64')}`;
 const verifier = new Webhook(SECRET);
 const MAKE_MODEL = fileURLToPath(new URL('./engines/transformers/make_tiny_llama.py', import.meta.url));
@@ -250,17 +252,16 @@ describe('transformers (causal-lm, LoRA) through the API', { timeout: 15 * 60_00
     }, 30_000);
   });
 
-  /** Runs the deployment package's inference.py with the venv's python, offline, in its unzipped folder. */
-  const runPackage = (dir: string, args: string[]) => {
+  /**
+   * Runs the deployment package's inference.py with the venv's python, offline, in its unzipped
+   * folder (asynchronously: the server runs in this process and must keep answering).
+   */
+  const runPackage = async (dir: string, args: string[]) => {
     const env = { ...process.env, HF_HUB_OFFLINE: '1', TRANSFORMERS_OFFLINE: '1', OMP_NUM_THREADS: '1' };
-    const out = spawnSync(python, ['inference.py', ...args, '--json'], { cwd: dir, encoding: 'utf8', env, timeout: 120_000 });
-    assert.equal(out.status, 0, out.stderr);
+    const out = await execFileAsync(python, ['inference.py', ...args, '--json'], { cwd: dir, encoding: 'utf8', env, timeout: 120_000 });
     return JSON.parse(out.stdout.trim().split('\n').at(-1)!) as { text: string; tokens: number; token_ids: number[] };
   };
-  const unzip = (zip: string, dir: string) => {
-    const out = spawnSync(python, ['-m', 'zipfile', '-e', zip, dir], { encoding: 'utf8' });
-    assert.equal(out.status, 0, out.stderr);
-  };
+  const unzip = (zip: string, dir: string) => execFileAsync(python, ['-m', 'zipfile', '-e', zip, dir], { encoding: 'utf8' });
   const CAT = SAMPLES[0]!;
 
   test('the LoRA model exports adapter, merged and int8: model card, a package whose inference.py generates, merged logits = adapter on base', async () => {
@@ -288,7 +289,7 @@ describe('transformers (causal-lm, LoRA) through the API', { timeout: 15 * 60_00
       assert.equal(res.status, 200);
       const dir = path.join(files, `export-${format}`);
       fs.writeFileSync(`${dir}.zip`, Buffer.from(await res.arrayBuffer()));
-      unzip(`${dir}.zip`, dir);
+      await unzip(`${dir}.zip`, dir);
       for (const f of ['README.md', 'inference.py', 'requirements.txt']) assert.ok(fs.existsSync(path.join(dir, f)), `${f} in the ${format} ZIP`);
       const weights = { adapter: ['adapter_model.safetensors', 'adapter_config.json'], merged: ['model.safetensors', 'config.json'], int8: ['model_int8.pt', 'config.json'] }[format]!;
       for (const f of [...weights, 'tokenizer.json']) assert.ok(fs.existsSync(path.join(dir, 'model', f)), `model/${f} in the ${format} ZIP`);
@@ -308,7 +309,7 @@ describe('transformers (causal-lm, LoRA) through the API', { timeout: 15 * 60_00
       assert.match(card, /## License[\s\S]*base model `tiny-llama`/);
       if (format === 'int8') assert.match(card, /quantize_dynamic[\s\S]*load_state_dict/, 'the card says how to load the int8 model');
 
-      const out = runPackage(dir, [CAT.prompt, '--max-new-tokens', '12', ...(format === 'adapter' ? ['--base', path.join(files, 'hf-models', 'tiny-llama')] : [])]);
+      const out = await runPackage(dir, [CAT.prompt, '--max-new-tokens', '12', ...(format === 'adapter' ? ['--base', path.join(files, 'hf-models', 'tiny-llama')] : [])]);
       assert.ok(out.tokens > 0 && out.text.length > 0, `${format}: ${JSON.stringify(out)}`);
       texts[format] = out.text;
     }
@@ -318,26 +319,44 @@ describe('transformers (causal-lm, LoRA) through the API', { timeout: 15 * 60_00
   });
 
   test('POST /models/{id}/generate: text in a worker, deterministic with a seed, a memorised completion by greedy decoding', async () => {
-    const url = `/api/v1/models/${loraModel.model_id}/generate`;
+    // The LoRA test's 12 epochs make the loss fall, not memorise (val_token_accuracy ≈ 0.3): this
+    // job trains until it has (150 epochs at 5e-3 reach val_token_accuracy 1.0 and val_loss ≈ 1e-3).
     let started = Date.now();
+    const r = await submit({ name: 'memorised', ...FAST, epochs: 150, learning_rate: 0.005 }, 'memorise.zip');
+    assert.equal(r.status, 202, r.text);
+    const job = await finished(r.json.job_id);
+    assert.equal(job.status, 'completed', JSON.stringify(job.error));
+    const memorised = await waitFor('registered memorised model', async () => {
+      const found = (await call(`/api/v1/models?job_id=${r.json.job_id}`)).json.models;
+      return found.length > 0 && found[0];
+    }, 30_000);
+    const accuracy = memorised.metrics.val_token_accuracy;
+    console.log(`transformers memorising job: ${Date.now() - started} ms, val_loss ${memorised.metrics.val_loss}, val_token_accuracy ${accuracy}`);
+    assert.equal(accuracy, 1, 'the model predicts every target token of the set (greedy, teacher-forced)');
+
+    const url = `/api/v1/models/${memorised.model_id}/generate`;
+    started = Date.now();
     const greedy = await call(url, { method: 'POST', json: { prompt: CAT.prompt, max_new_tokens: 16 } });
     assert.equal(greedy.status, 200, greedy.text);
     console.log(`transformers generate: first request ${Date.now() - started} ms (loads the model): ${JSON.stringify(greedy.json.text)}`);
-    assert.equal(greedy.json.model_id, loraModel.model_id);
+    assert.equal(greedy.json.model_id, memorised.model_id);
     assert.equal(greedy.json.tokens, greedy.json.token_ids.length);
     assert.ok(greedy.json.tokens >= 1 && greedy.json.tokens <= 16);
-    // The model memorised the set (val_token_accuracy is its greedy accuracy on these very targets):
-    // each prompt's greedy continuation is its completion, then EOS.
-    const accuracy = loraModel.metrics.val_token_accuracy;
-    console.log(`transformers: final val_token_accuracy ${accuracy}`);
+    // val_token_accuracy 1 is teacher-forced; greedy decoding feeds back its own tokens: each
+    // prompt's greedy continuation is its completion, then EOS.
     assert.equal(greedy.json.text, CAT.completion);
     assert.equal(greedy.json.finish_reason, 'eos');
     for (const s of SAMPLES.slice(1, 4)) {
       const r = await call(url, { method: 'POST', json: { prompt: s.prompt, max_new_tokens: 16 } });
       assert.equal(r.json.text, s.completion, s.prompt);
     }
-    // The deployment package generates the same text as the API (same code, same weights).
-    assert.equal(runPackage(path.join(files, 'export-merged'), [CAT.prompt, '--max-new-tokens', '16']).text, greedy.json.text);
+    // The deployment package of this model generates the same text as the API (same code, same weights).
+    const merged = await call(`/api/v1/models/${memorised.model_id}/export`, { method: 'POST', json: { format: 'merged' } });
+    assert.equal(merged.status, 201, merged.text);
+    const dir = path.join(files, 'export-memorised-merged');
+    fs.writeFileSync(`${dir}.zip`, Buffer.from(await (await fetch(merged.json.download.url)).arrayBuffer()));
+    await unzip(`${dir}.zip`, dir);
+    assert.equal((await runPackage(dir, [CAT.prompt, '--max-new-tokens', '16'])).text, CAT.completion);
 
     started = Date.now();
     const sample = { prompt: 'What colour is the ', max_new_tokens: 12, do_sample: true, temperature: 1.5, seed: 7 };
@@ -387,9 +406,9 @@ describe('transformers (causal-lm, LoRA) through the API', { timeout: 15 * 60_00
     assert.equal(merged.json.check.compared_to, 'the fully trained model');
     const dir = path.join(files, 'export-full-merged');
     fs.writeFileSync(`${dir}.zip`, Buffer.from(await (await fetch(merged.json.download.url)).arrayBuffer()));
-    unzip(`${dir}.zip`, dir);
+    await unzip(`${dir}.zip`, dir);
     assert.match(fs.readFileSync(path.join(dir, 'README.md'), 'utf8'), /trained with method `full`/);
-    const out = runPackage(dir, [CAT.prompt, '--max-new-tokens', '8']);
+    const out = await runPackage(dir, [CAT.prompt, '--max-new-tokens', '8']);
     assert.ok(out.tokens > 0, JSON.stringify(out));
   });
 

@@ -97,7 +97,9 @@ def fmt(v: Any) -> str:
 def model_card(card: dict[str, Any], fmt_name: str, check: dict[str, Any], method: str) -> str:
     ds = card.get("dataset") or {}
     samples = ds.get("samples")
-    samples_text = ", ".join(f"{k}: {v}" for k, v in samples.items()) if isinstance(samples, dict) else fmt(samples)
+    # train, val first (the stored JSON may hold them in any order), then any other split.
+    ordered = sorted(samples.items(), key=lambda kv: ({"train": 0, "val": 1}.get(kv[0], 2), kv[0])) if isinstance(samples, dict) else []
+    samples_text = ", ".join(f"{k}: {v}" for k, v in ordered) if isinstance(samples, dict) else fmt(samples)
     metrics = card.get("metrics") or {}
     how = {
         "adapter": "a LoRA adapter (peft): `model/` holds adapter_model.safetensors and adapter_config.json, plus the base model's "
