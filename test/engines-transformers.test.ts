@@ -389,7 +389,7 @@ describe('transformers (causal-lm, LoRA) through the API', { timeout: 15 * 60_00
     const form = new FormData();
     form.append('images', new Blob([new Uint8Array(PNG.sync.write(png))]), 'grey.png');
     const predict = await call(`/api/v1/models/${loraModel.model_id}/predict`, { method: 'POST', body: form });
-    assert.equal(predict.status, 400, predict.text);
+    assert.equal(predict.status, 409, predict.text);
     assert.equal(predict.json.error.code, 'PREDICT_UNSUPPORTED');
     assert.match(predict.json.error.message, /generate/);
   });
@@ -397,7 +397,7 @@ describe('transformers (causal-lm, LoRA) through the API', { timeout: 15 * 60_00
   test('a model trained in full exports merged (and int8), not adapter', async () => {
     assert.ok(fullModel, 'the full test registered a model');
     const adapter = await call(`/api/v1/models/${fullModel.model_id}/export`, { method: 'POST', json: { format: 'adapter' } });
-    assert.equal(adapter.status, 400, adapter.text);
+    assert.equal(adapter.status, 409, adapter.text);
     assert.equal(adapter.json.error.code, 'EXPORT_UNSUPPORTED');
     assert.match(adapter.json.error.message, /merged, int8/);
     const merged = await call(`/api/v1/models/${fullModel.model_id}/export`, { method: 'POST', json: { format: 'merged' } });

@@ -431,7 +431,7 @@ print('RESULT ' + json.dumps(out))
     assert.equal(noAuth.status, 401);
     // Text generation is for the engines whose models generate (transformers): an image model refuses it.
     const generate = await call(`/api/v1/models/${model.model_id}/generate`, { method: 'POST', json: { prompt: 'hello' } });
-    assert.equal(generate.status, 400, generate.text);
+    assert.equal(generate.status, 409, generate.text);
     assert.equal(generate.json.error.code, 'GENERATE_UNSUPPORTED');
   });
 

@@ -173,7 +173,7 @@ const exportRoute = (formats: [string, ...string[]]) =>
   path: '/api/v1/models/{id}/export',
   summary: 'Export a model (ONNX, TorchScript… as its engine offers) offline in a worker process, checked by predicting one image',
   description:
-    "Answers when the export is done (typically seconds). The exported file is loaded and run on one image (the first validation image of the source dataset) next to the original: every original detection with confidence ≥ 0.001 (top 20) must have an exported detection of the same class with box IoU ≥ 0.9 and confidence within 0.05, else 500 EXPORT_CHECK_FAILED. An existing export is returned (200) unless force is true. A format the model's engine does not export to is 400 EXPORT_UNSUPPORTED.",
+    "Answers when the export is done (typically seconds). The exported file is loaded and run on one image (the first validation image of the source dataset) next to the original: every original detection with confidence ≥ 0.001 (top 20) must have an exported detection of the same class with box IoU ≥ 0.9 and confidence within 0.05, else 500 EXPORT_CHECK_FAILED. An existing export is returned (200) unless force is true. The format list is every engine's; a format this model's engine does not export to (or, for a transformers model trained in full, adapter) is 409 EXPORT_UNSUPPORTED.",
   security: [{ bearer: [] }],
   middleware: [requireBody] as const,
   request: {
@@ -226,7 +226,7 @@ const generateRoute = createRoute({
   path: '/api/v1/models/{id}/generate',
   summary: 'Generate text with a text model (transformers engine) in a worker process, offline',
   description:
-    "Runs in the model's engine's prediction worker (the process POST …/predict uses for image models), which keeps the model loaded. A model whose engine does not generate text is 400 GENERATE_UNSUPPORTED (use …/predict); an adapter whose base model folder is missing from HF_MODELS_DIR is 500 MODEL_DOWNLOAD_FAILED.",
+    "Runs in the model's engine's prediction worker (the process POST …/predict uses for image models), which keeps the model loaded. A model whose engine does not generate text is 409 GENERATE_UNSUPPORTED (use …/predict); an adapter whose base model folder is missing from HF_MODELS_DIR is 500 MODEL_DOWNLOAD_FAILED.",
   security: [{ bearer: [] }],
   middleware: [requireBody] as const,
   request: {
@@ -245,9 +245,11 @@ function toolHttpError(err: unknown): unknown {
     INVALID_IMAGE: 422,
     MODEL_NOT_FOUND: 404,
     TIMEOUT: 504,
-    EXPORT_UNSUPPORTED: 400,
-    PREDICT_UNSUPPORTED: 400,
-    GENERATE_UNSUPPORTED: 400,
+    // A well-formed request this model cannot serve (the format or operation belongs to other
+    // engines' models: the documented enum is the union of every engine's): 409.
+    EXPORT_UNSUPPORTED: 409,
+    PREDICT_UNSUPPORTED: 409,
+    GENERATE_UNSUPPORTED: 409,
     ENGINE_UNAVAILABLE: 409,
   };
   return new HttpError(status[err.code] ?? 500, err.code, err.message, err.details);
