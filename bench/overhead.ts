@@ -1,6 +1,7 @@
 /**
- * Training overhead bench: `npx tsx bench/overhead.ts [--engine ultralytics|rfdetr]`. Not a test.
- * This file is the Ultralytics comparison; `--engine rfdetr` runs bench/overhead-rfdetr.ts.
+ * Training overhead bench: `npx tsx bench/overhead.ts [--engine ultralytics|rfdetr|transformers]`. Not a test.
+ * This file is the Ultralytics comparison; `--engine rfdetr` runs bench/overhead-rfdetr.ts,
+ * `--engine transformers` bench/overhead-transformers.ts.
  *
  * The same generated dataset, seed and Ultralytics arguments, trained twice on the CPU:
  *
@@ -718,8 +719,15 @@ function report(results: RunResult[], meta: { args: Record<string, unknown>; cpu
 // `--engine rfdetr`: the same comparison for the RF-DETR engine (bench/overhead-rfdetr.ts).
 const engineArg = process.argv.indexOf('--engine');
 const engine = engineArg > 0 ? process.argv[engineArg + 1] : 'ultralytics';
-if (engine !== 'ultralytics' && engine !== 'rfdetr') throw new Error(`--engine must be ultralytics or rfdetr, got ${engine}`);
-(engine === 'rfdetr' ? import('./overhead-rfdetr.js').then((m) => m.main()) : main()).catch((err) => {
+if (engine !== 'ultralytics' && engine !== 'rfdetr' && engine !== 'transformers') {
+  throw new Error(`--engine must be ultralytics, rfdetr or transformers, got ${engine}`);
+}
+(engine === 'rfdetr'
+  ? import('./overhead-rfdetr.js').then((m) => m.main())
+  : engine === 'transformers'
+    ? import('./overhead-transformers.js').then((m) => m.main())
+    : main()
+).catch((err) => {
   process.stderr.write(`[overhead] failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exitCode = 1;
 });

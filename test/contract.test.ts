@@ -178,6 +178,8 @@ describe('the OpenAPI document matches the server (schemathesis, every check)', 
         // are not one are refused with 422 INVALID_IMAGE, which is right.
         extra: `checks = { positive_data_acceptance = { expected-statuses = ${toml([...ACCEPTED, '422'])} } }\ngeneration = { max-examples = 5 }`,
       },
+      // The real model is an image model: every schema-valid body is 409 GENERATE_UNSUPPORTED.
+      { paths: ['/api/v1/models/{id}/generate'], parameters: { 'path.id': ids.model }, extra: 'generation = { max-examples = 5 }' },
       { paths: ['/downloads/{id}/{name}'], parameters: signed(ids.artifact) },
       { paths: ['/downloads/models/{id}/{name}'], parameters: signed(ids.modelFile) },
     ];

@@ -10,14 +10,22 @@
  *   link and is registered;
  * - a single data.jsonl of chat messages is split by the server and trains;
  * - a bad line fails the job with DATASET_INVALID naming file and line;
- * - qlora and fp16 on this CPU-only server, Hub ids and paths as base_model are refused at submit.
+ * - qlora and fp16 on this CPU-only server, Hub ids and paths as base_model are refused at submit;
+ * - the registered LoRA model exports to adapter, merged and int8 ZIPs (model card, inference.py,
+ *   requirements.txt), whose inference.py generates offline with the venv's python; the merged
+ *   model's logits match the adapter on its base (the export's check); POST …/generate answers
+ *   text, is deterministic with a seed, and greedy decoding gives back a memorised completion;
+ *   a model trained in full exports merged and int8, not adapter.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
+import { PNG } from 'pngjs';
 import { Webhook } from 'standardwebhooks';
 import { setupPython } from '../scripts/setup-python.mjs';
 import { transformersEngine } from '../src/engines/transformers/index.js';
@@ -27,6 +35,7 @@ import { api, startTestServer, tempDir, trainBody, type TestServer } from './hel
 import { zipDirectory } from './helpers/synthetic-dataset.js';
 import { waitFor } from './helpers/wait.js';
 
+const execFileAsync = promisify(execFile);
 const SECRET = `whsec_${Buffer.alloc(32, 7).toString('base64')}`;
 const verifier = new Webhook(SECRET);
 const MAKE_MODEL = fileURLToPath(new URL('./engines/transformers/make_tiny_llama.py', import.meta.url));
@@ -57,6 +66,10 @@ describe('transformers (causal-lm, LoRA) through the API', { timeout: 15 * 60_00
   let receiver: Receiver;
   let server: TestServer;
   let call: ReturnType<typeof api>;
+  let python: string;
+  /** The registered models of the LoRA job and of the full job (set by their tests). */
+  let loraModel: any;
+  let fullModel: any;
 
   const submit = (modelConfig: Record<string, unknown>, zip: string, hook?: string) =>
     call('/api/v1/train', {
@@ -76,7 +89,7 @@ describe('transformers (causal-lm, LoRA) through the API', { timeout: 15 * 60_00
   before(async () => {
     // Two torch threads on a busy 2-core machine spin against each other (the worker inherits this).
     process.env['OMP_NUM_THREADS'] = '1';
-    const python = await setupPython({ requirementsFile: transformersEngine.python.requirements });
+    python = await setupPython({ requirementsFile: transformersEngine.python.requirements });
     files = tempDir('trainhook-transformers-');
     const models = path.join(files, 'hf-models');
     fs.mkdirSync(models, { recursive: true });
@@ -215,6 +228,7 @@ describe('transformers (causal-lm, LoRA) through the API', { timeout: 15 * 60_00
     }, 30_000);
     assert.equal(model.framework, 'transformers');
     assert.equal(model.task, 'causal-lm');
+    loraModel = model;
 
     const page = await call(`/jobs/${id}`);
     assert.equal(page.status, 200);
@@ -232,6 +246,170 @@ describe('transformers (causal-lm, LoRA) through the API', { timeout: 15 * 60_00
     const zip = Buffer.from(await (await fetch(link.json.url)).arrayBuffer());
     for (const name of ['model.safetensors', 'config.json', 'tokenizer.json']) assert.ok(zip.includes(name), `${name} in model.zip`);
     assert.ok(!zip.includes('adapter_config.json'));
+    fullModel = await waitFor('registered full model', async () => {
+      const found = (await call(`/api/v1/models?job_id=${r.json.job_id}`)).json.models;
+      return found.length > 0 && found[0];
+    }, 30_000);
+  });
+
+  /**
+   * Runs the deployment package's inference.py with the venv's python, offline, in its unzipped
+   * folder (asynchronously: the server runs in this process and must keep answering).
+   */
+  const runPackage = async (dir: string, args: string[]) => {
+    const env = { ...process.env, HF_HUB_OFFLINE: '1', TRANSFORMERS_OFFLINE: '1', OMP_NUM_THREADS: '1' };
+    const out = await execFileAsync(python, ['inference.py', ...args, '--json'], { cwd: dir, encoding: 'utf8', env, timeout: 120_000 });
+    return JSON.parse(out.stdout.trim().split('\n').at(-1)!) as { text: string; tokens: number; token_ids: number[] };
+  };
+  const unzip = (zip: string, dir: string) => execFileAsync(python, ['-m', 'zipfile', '-e', zip, dir], { encoding: 'utf8' });
+  const CAT = SAMPLES[0]!;
+
+  test('the LoRA model exports adapter, merged and int8: model card, a package whose inference.py generates, merged logits = adapter on base', async () => {
+    assert.ok(loraModel, 'the LoRA test registered a model');
+    const archiveSha = crypto.createHash('sha256').update(fs.readFileSync(path.join(files, 'memorise.zip'))).digest('hex');
+    const texts: Record<string, string> = {};
+    for (const format of ['adapter', 'merged', 'int8']) {
+      const started = Date.now();
+      const r = await call(`/api/v1/models/${loraModel.model_id}/export`, { method: 'POST', json: { format } });
+      assert.equal(r.status, 201, r.text);
+      assert.equal(r.json.format, format);
+      assert.equal(r.json.check.passed, true, JSON.stringify(r.json.check));
+      assert.equal(r.json.check.prompt, SAMPLES[0]!.prompt, 'the check ran on the first validation prompt');
+      console.log(`transformers export ${format}: ${r.json.size_bytes} bytes in ${Date.now() - started} ms, max |Δlogit| vs adapter on base ${r.json.check.max_abs_logit_diff}, argmax agreement ${r.json.check.argmax_agreement}`);
+      if (format === 'merged') {
+        assert.equal(r.json.check.compared_to, 'adapter on its base model');
+        assert.ok(r.json.check.max_abs_logit_diff <= 1e-3, `merged logits within 1e-3 of the adapter on its base: ${r.json.check.max_abs_logit_diff}`);
+      }
+      // Asked again: the same export, not a new one.
+      const again = await call(`/api/v1/models/${loraModel.model_id}/export`, { method: 'POST', json: { format } });
+      assert.equal(again.status, 200, again.text);
+      assert.equal(again.json.sha256, r.json.sha256);
+
+      const res = await fetch(r.json.download.url);
+      assert.equal(res.status, 200);
+      const dir = path.join(files, `export-${format}`);
+      fs.writeFileSync(`${dir}.zip`, Buffer.from(await res.arrayBuffer()));
+      await unzip(`${dir}.zip`, dir);
+      for (const f of ['README.md', 'inference.py', 'requirements.txt']) assert.ok(fs.existsSync(path.join(dir, f)), `${f} in the ${format} ZIP`);
+      const weights = { adapter: ['adapter_model.safetensors', 'adapter_config.json'], merged: ['model.safetensors', 'config.json'], int8: ['model_int8.pt', 'config.json'] }[format]!;
+      for (const f of [...weights, 'tokenizer.json']) assert.ok(fs.existsSync(path.join(dir, 'model', f)), `model/${f} in the ${format} ZIP`);
+      if (format !== 'adapter') assert.ok(!fs.existsSync(path.join(dir, 'model', 'adapter_config.json')), 'no adapter left in a merged model');
+      assert.match(fs.readFileSync(path.join(dir, 'requirements.txt'), 'utf8'), /^transformers==5\.24\.0$/m);
+
+      const card = fs.readFileSync(path.join(dir, 'README.md'), 'utf8');
+      assert.match(card, /Base model: `tiny-llama`/);
+      assert.match(card, /- Name: memorise\.zip/);
+      assert.ok(card.includes(`- sha256: ${archiveSha}`), 'the dataset archive sha256');
+      assert.match(card, /- Samples: train: 32, val: 8/);
+      assert.match(card, /"lora_r": 16/);
+      assert.match(card, /"learning_rate": 0\.02/);
+      const cardLoss = Number(/^\| val_loss \| (\S+) \|$/m.exec(card)?.[1]);
+      const finalLoss = loraModel.metrics.val_loss;
+      assert.ok(Math.abs(cardLoss - finalLoss) <= 1e-5 * Math.abs(finalLoss), `the card's final val_loss ${cardLoss} is the model's ${finalLoss}`);
+      assert.match(card, /## License[\s\S]*base model `tiny-llama`/);
+      if (format === 'int8') assert.match(card, /quantize_dynamic[\s\S]*load_state_dict/, 'the card says how to load the int8 model');
+
+      const out = await runPackage(dir, [CAT.prompt, '--max-new-tokens', '12', ...(format === 'adapter' ? ['--base', path.join(files, 'hf-models', 'tiny-llama')] : [])]);
+      assert.ok(out.tokens > 0 && out.text.length > 0, `${format}: ${JSON.stringify(out)}`);
+      texts[format] = out.text;
+    }
+    console.log(`transformers packages generate: ${JSON.stringify(texts)}`);
+    // Greedy decoding on logits within 1e-3 of each other: the merged model says what the adapter says.
+    assert.equal(texts['merged'], texts['adapter']);
+  });
+
+  test('POST /models/{id}/generate: text in a worker, deterministic with a seed, a memorised completion by greedy decoding', async () => {
+    // The LoRA test's 12 epochs make the loss fall, not memorise (val_token_accuracy ≈ 0.3): this
+    // job trains until it has (150 epochs at 5e-3 reach val_token_accuracy 1.0 and val_loss ≈ 1e-3).
+    let started = Date.now();
+    const r = await submit({ name: 'memorised', ...FAST, epochs: 150, learning_rate: 0.005 }, 'memorise.zip');
+    assert.equal(r.status, 202, r.text);
+    const job = await finished(r.json.job_id);
+    assert.equal(job.status, 'completed', JSON.stringify(job.error));
+    const memorised = await waitFor('registered memorised model', async () => {
+      const found = (await call(`/api/v1/models?job_id=${r.json.job_id}`)).json.models;
+      return found.length > 0 && found[0];
+    }, 30_000);
+    const accuracy = memorised.metrics.val_token_accuracy;
+    console.log(`transformers memorising job: ${Date.now() - started} ms, val_loss ${memorised.metrics.val_loss}, val_token_accuracy ${accuracy}`);
+    assert.equal(accuracy, 1, 'the model predicts every target token of the set (greedy, teacher-forced)');
+
+    const url = `/api/v1/models/${memorised.model_id}/generate`;
+    started = Date.now();
+    const greedy = await call(url, { method: 'POST', json: { prompt: CAT.prompt, max_new_tokens: 16 } });
+    assert.equal(greedy.status, 200, greedy.text);
+    console.log(`transformers generate: first request ${Date.now() - started} ms (loads the model): ${JSON.stringify(greedy.json.text)}`);
+    assert.equal(greedy.json.model_id, memorised.model_id);
+    assert.equal(greedy.json.tokens, greedy.json.token_ids.length);
+    assert.ok(greedy.json.tokens >= 1 && greedy.json.tokens <= 16);
+    // val_token_accuracy 1 is teacher-forced; greedy decoding feeds back its own tokens: each
+    // prompt's greedy continuation is its completion, then EOS.
+    assert.equal(greedy.json.text, CAT.completion);
+    assert.equal(greedy.json.finish_reason, 'eos');
+    for (const s of SAMPLES.slice(1, 4)) {
+      const r = await call(url, { method: 'POST', json: { prompt: s.prompt, max_new_tokens: 16 } });
+      assert.equal(r.json.text, s.completion, s.prompt);
+    }
+    // The deployment package of this model generates the same text as the API (same code, same weights).
+    const merged = await call(`/api/v1/models/${memorised.model_id}/export`, { method: 'POST', json: { format: 'merged' } });
+    assert.equal(merged.status, 201, merged.text);
+    const dir = path.join(files, 'export-memorised-merged');
+    fs.writeFileSync(`${dir}.zip`, Buffer.from(await (await fetch(merged.json.download.url)).arrayBuffer()));
+    await unzip(`${dir}.zip`, dir);
+    assert.equal((await runPackage(dir, [CAT.prompt, '--max-new-tokens', '16'])).text, CAT.completion);
+
+    started = Date.now();
+    const sample = { prompt: 'What colour is the ', max_new_tokens: 12, do_sample: true, temperature: 1.5, seed: 7 };
+    const a = await call(url, { method: 'POST', json: sample });
+    const b = await call(url, { method: 'POST', json: sample });
+    assert.equal(a.status, 200, a.text);
+    assert.deepEqual(b.json.token_ids, a.json.token_ids, 'the same seed samples the same tokens');
+    assert.equal(b.json.text, a.json.text);
+    assert.equal(a.json.seed, 7);
+    console.log(`transformers generate: two sampled requests ${Date.now() - started} ms: ${JSON.stringify(a.json.text)}`);
+
+    for (const [body, code] of [
+      [{}, 'VALIDATION_ERROR'],
+      [{ prompt: '' }, 'VALIDATION_ERROR'],
+      [{ prompt: 'x', max_new_tokens: 513 }, 'VALIDATION_ERROR'],
+      [{ prompt: 'x', max_new_tokens: 0 }, 'VALIDATION_ERROR'],
+      [{ prompt: 'x', temperature: 0 }, 'VALIDATION_ERROR'],
+      [{ prompt: 'x', top_k: 3 }, 'VALIDATION_ERROR'],
+    ] as const) {
+      const r = await call(url, { method: 'POST', json: body });
+      assert.equal(r.status, 400, `${JSON.stringify(body)}: ${r.text}`);
+      assert.equal(r.json.error.code, code, r.text);
+    }
+    const unknown = await call(`/api/v1/models/${crypto.randomUUID()}/generate`, { method: 'POST', json: { prompt: 'x' } });
+    assert.equal(unknown.status, 404, unknown.text);
+    assert.equal(unknown.json.error.code, 'MODEL_NOT_FOUND');
+    // The image prediction route refuses a text model, naming the route to use.
+    const png = new PNG({ width: 8, height: 8 });
+    png.data.fill(200);
+    const form = new FormData();
+    form.append('images', new Blob([new Uint8Array(PNG.sync.write(png))]), 'grey.png');
+    const predict = await call(`/api/v1/models/${loraModel.model_id}/predict`, { method: 'POST', body: form });
+    assert.equal(predict.status, 409, predict.text);
+    assert.equal(predict.json.error.code, 'PREDICT_UNSUPPORTED');
+    assert.match(predict.json.error.message, /generate/);
+  });
+
+  test('a model trained in full exports merged (and int8), not adapter', async () => {
+    assert.ok(fullModel, 'the full test registered a model');
+    const adapter = await call(`/api/v1/models/${fullModel.model_id}/export`, { method: 'POST', json: { format: 'adapter' } });
+    assert.equal(adapter.status, 409, adapter.text);
+    assert.equal(adapter.json.error.code, 'EXPORT_UNSUPPORTED');
+    assert.match(adapter.json.error.message, /merged, int8/);
+    const merged = await call(`/api/v1/models/${fullModel.model_id}/export`, { method: 'POST', json: { format: 'merged' } });
+    assert.equal(merged.status, 201, merged.text);
+    assert.equal(merged.json.check.passed, true, JSON.stringify(merged.json.check));
+    assert.equal(merged.json.check.compared_to, 'the fully trained model');
+    const dir = path.join(files, 'export-full-merged');
+    fs.writeFileSync(`${dir}.zip`, Buffer.from(await (await fetch(merged.json.download.url)).arrayBuffer()));
+    await unzip(`${dir}.zip`, dir);
+    assert.match(fs.readFileSync(path.join(dir, 'README.md'), 'utf8'), /trained with method `full`/);
+    const out = await runPackage(dir, [CAT.prompt, '--max-new-tokens', '8']);
+    assert.ok(out.tokens > 0, JSON.stringify(out));
   });
 
   test('cancel stops the worker at a step and keeps last.pt; retry resumes from it and completes', async () => {

@@ -429,6 +429,10 @@ print('RESULT ' + json.dumps(out))
     assert.equal(unknown.status, 404);
     const noAuth = await api(server.url, '')(url, { method: 'POST', body: upload([{ name: 'x.png', data: fs.readFileSync(valImages[0]!) }]) });
     assert.equal(noAuth.status, 401);
+    // Text generation is for the engines whose models generate (transformers): an image model refuses it.
+    const generate = await call(`/api/v1/models/${model.model_id}/generate`, { method: 'POST', json: { prompt: 'hello' } });
+    assert.equal(generate.status, 409, generate.text);
+    assert.equal(generate.json.error.code, 'GENERATE_UNSUPPORTED');
   });
 
   test('a job fine-tunes from the registry (base_model "model:<id>"), and the model stays while it trains', async () => {

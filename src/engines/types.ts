@@ -191,8 +191,17 @@ export interface Engine<MC extends ModelConfigBase = ModelConfigBase> {
     /** The model's file format, as the completion callback names it. */
     modelFormat: string;
   };
-  /** Export formats of a task's models. */
-  exportFormats(task: string): string[];
+  /**
+   * Export formats of a task's models; `trainArgs` (what a registered model trained with, when
+   * known) narrows them (a transformers model trained in full has no adapter to export).
+   */
+  exportFormats(task: string, trainArgs?: Record<string, unknown> | null): string[];
+  /**
+   * Whether a task's models generate text (POST /api/v1/models/{id}/generate, served by the
+   * `predict` module's long-lived worker with `{op: "generate", …}` requests) instead of
+   * predicting on images (POST …/predict is then refused).
+   */
+  generates?(task: string): boolean;
 }
 
 /** An engine of unknown model_config type: what engine-agnostic code holds. */

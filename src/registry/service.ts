@@ -2,8 +2,8 @@
  * The model registry as the API and the pipeline use it: register, list, read, delete, export
  * and predict, for every engine. Python work runs in child processes of the model's engine:
  * exports one process each (worker/tool.ts), at most EXPORT_CONCURRENCY at a time on this node;
- * predictions in one long-lived worker per engine (worker/serve.ts) that keeps models loaded,
- * one request at a time.
+ * predictions (and text generation, for the engines whose models generate) in one long-lived
+ * worker per engine (worker/serve.ts) that keeps models loaded, one request at a time.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -16,6 +16,7 @@ import type { JobRow, ModelExportRow, ModelRow } from '../db/schema.js';
 import type { Engines } from '../engines/index.js';
 import type { AnyEngine } from '../engines/types.js';
 import type { JobFiles } from '../jobs/files.js';
+import { getJob } from '../jobs/queries.js';
 import { resolvePython } from '../worker/python.js';
 import { PythonServer } from '../worker/serve.js';
 import { runPythonTool, ToolError } from '../worker/tool.js';
@@ -49,6 +50,26 @@ export interface UploadedImage {
   name: string;
   data: Uint8Array;
 }
+
+export interface GenerateOptions {
+  prompt: string;
+  maxNewTokens: number;
+  temperature: number;
+  doSample: boolean;
+  seed: number | null;
+}
+
+export interface Generation {
+  text: string;
+  tokens: number;
+  token_ids: number[];
+  prompt_tokens: number;
+  finish_reason: string;
+  seconds: number;
+}
+
+/** A folder name of HF_MODELS_DIR (one path segment), as pipeline/base-model.ts accepts it. */
+const FOLDER_NAME = /^[\w][\w.-]*$/;
 
 export interface PredictOptions {
   conf: number;
@@ -136,9 +157,47 @@ export class ModelRegistry {
     return exportsOf(this.opts.database.db, ids);
   }
 
-  /** The export formats of a model's engine and task. */
+  /** The export formats of a model's engine and task (and of how it trained). */
   exportFormats(model: ModelRow): string[] {
-    return this.opts.engines.get(model.framework)?.exportFormats(model.task) ?? [];
+    return this.opts.engines.get(model.framework)?.exportFormats(model.task, model.trainArgs) ?? [];
+  }
+
+  /**
+   * The base model folder a registered model derives from, when its base model names a folder of
+   * HF_MODELS_DIR that is on this server (an adapter needs it to load); else null.
+   */
+  private baseFolder(model: ModelRow): string | null {
+    const name = model.baseModel;
+    if (!name || !FOLDER_NAME.test(name) || name.includes('..')) return null;
+    const root = path.resolve(this.opts.config.hfModelsDir);
+    const dir = path.join(root, name);
+    return path.dirname(dir) === root && fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory() ? dir : null;
+  }
+
+  /** What a model card says about a model: its base, data, training arguments and final metrics. */
+  private async card(engine: AnyEngine, model: ModelRow): Promise<Record<string, unknown>> {
+    const job = model.sourceJobId ? await getJob(this.opts.database.db, model.sourceJobId) : undefined;
+    const dataset = (job?.request as { dataset?: { url?: string; id?: string } } | undefined)?.dataset;
+    const info = job?.datasetInfo as { samples_per_split?: unknown; format?: unknown } | null | undefined;
+    return {
+      name: model.name,
+      model_id: model.id,
+      source_job_id: model.sourceJobId,
+      base_model: model.baseModel,
+      task: model.task,
+      engine: engine.name,
+      engine_version: engine.version,
+      license: engine.license,
+      dataset: {
+        name: dataset?.url ? path.posix.basename(new URL(dataset.url).pathname) || dataset.url : dataset?.id ? `uploaded dataset ${dataset.id}` : null,
+        source: dataset?.url ?? dataset?.id ?? null,
+        sha256: job?.datasetSha256 ?? null,
+        format: info?.format ?? null,
+        samples: info?.samples_per_split ?? null,
+      },
+      train_args: model.trainArgs ?? {},
+      metrics: model.metrics ?? {},
+    };
   }
 
   /** 'in_use' when an unfinished job trains from it; its files go with the row. */
@@ -158,8 +217,9 @@ export class ModelRegistry {
    */
   async export(model: ModelRow, format: string, force = false): Promise<{ row: ModelExportRow; created: boolean }> {
     const engine = this.engineOf(model);
-    if (!engine.python.export || !engine.exportFormats(model.task).includes(format)) {
-      throw new ToolError('EXPORT_UNSUPPORTED', `${engine.label} ${model.task} models export to ${engine.exportFormats(model.task).join(', ') || 'no format'}, not ${format}`);
+    const formats = engine.exportFormats(model.task, model.trainArgs);
+    if (!engine.python.export || !formats.includes(format)) {
+      throw new ToolError('EXPORT_UNSUPPORTED', `${engine.label} ${model.task} models${model.trainArgs?.['method'] === 'full' ? ' trained in full' : ''} export to ${formats.join(', ') || 'no format'}, not ${format}`);
     }
     const key = `${model.id}:${format}`;
     const running = this.exporting.get(key);
@@ -201,6 +261,8 @@ export class ModelRegistry {
         cache_dir: this.cacheDir(engine),
         data: await this.sourceData(model),
         check_image: null,
+        base_model: this.baseFolder(model),
+        card: await this.card(engine, model),
       },
       workDir: dir,
       logFile: path.join(dir, 'export.log'),
@@ -240,9 +302,36 @@ export class ModelRegistry {
     return server;
   }
 
+  /** Generates text with a text model, in its engine's prediction worker (one request at a time). */
+  async generate(model: ModelRow, opts: GenerateOptions): Promise<Generation> {
+    const engine = this.engineOf(model);
+    if (!engine.generates?.(model.task)) {
+      throw new ToolError('GENERATE_UNSUPPORTED', `${engine.label} ${model.task} models do not generate text: use POST /api/v1/models/${model.id}/predict`);
+    }
+    const weights = openableModelFile(this.workdir, model.id, model.fileName);
+    if (!weights) throw new ToolError('MODEL_NOT_FOUND', `the weights of model ${model.id} are missing on this server`);
+    return this.predictor(engine).request<Generation>(
+      {
+        op: 'generate',
+        model: weights.path,
+        base_model: this.baseFolder(model),
+        prompt: opts.prompt,
+        max_new_tokens: opts.maxNewTokens,
+        temperature: opts.temperature,
+        do_sample: opts.doSample,
+        seed: opts.seed,
+        cache_dir: this.cacheDir(engine),
+      },
+      PREDICT_TIMEOUT_MS,
+    );
+  }
+
   /** Predicts in a child process; the uploads live in a temporary folder for its duration. */
   async predict(model: ModelRow, images: UploadedImage[], opts: PredictOptions): Promise<PredictionRun> {
     const engine = this.engineOf(model);
+    if (engine.generates?.(model.task)) {
+      throw new ToolError('PREDICT_UNSUPPORTED', `${engine.label} ${model.task} models generate text: use POST /api/v1/models/${model.id}/generate`);
+    }
     const weights = openableModelFile(this.workdir, model.id, model.fileName);
     if (!weights) throw new ToolError('MODEL_NOT_FOUND', `the weights of model ${model.id} are missing on this server`);
     const tmp = path.join(this.workdir, 'tmp', `predict-${crypto.randomUUID()}`);

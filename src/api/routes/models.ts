@@ -6,6 +6,7 @@
  *   DELETE /api/v1/models/{id}            removes the model and its files (409 while a job trains from it)
  *   POST   /api/v1/models/{id}/export     {format: onnx | torchscript | …} → the checked export and its link
  *   POST   /api/v1/models/{id}/predict    multipart images → detections as json, csv or coco
+ *   POST   /api/v1/models/{id}/generate   {prompt, max_new_tokens?, temperature?, do_sample?, seed?} → text (text models)
  *   GET    /downloads/models/{id}/{name}  a registry file through a signed link (no token)
  *
  * Prediction uploads have their own body limit (PREDICT_MAX_BYTES): app.ts leaves this route
@@ -172,7 +173,7 @@ const exportRoute = (formats: [string, ...string[]]) =>
   path: '/api/v1/models/{id}/export',
   summary: 'Export a model (ONNX, TorchScript… as its engine offers) offline in a worker process, checked by predicting one image',
   description:
-    "Answers when the export is done (typically seconds). The exported file is loaded and run on one image (the first validation image of the source dataset) next to the original: every original detection with confidence ≥ 0.001 (top 20) must have an exported detection of the same class with box IoU ≥ 0.9 and confidence within 0.05, else 500 EXPORT_CHECK_FAILED. An existing export is returned (200) unless force is true. A format the model's engine does not export to is 400 EXPORT_UNSUPPORTED.",
+    "Answers when the export is done (typically seconds). The exported file is loaded and run on one image (the first validation image of the source dataset) next to the original: every original detection with confidence ≥ 0.001 (top 20) must have an exported detection of the same class with box IoU ≥ 0.9 and confidence within 0.05, else 500 EXPORT_CHECK_FAILED. An existing export is returned (200) unless force is true. The format list is every engine's; a format this model's engine does not export to (or, for a transformers model trained in full, adapter) is 409 EXPORT_UNSUPPORTED.",
   security: [{ bearer: [] }],
   middleware: [requireBody] as const,
   request: {
@@ -193,14 +194,62 @@ const exportRoute = (formats: [string, ...string[]]) =>
   },
 });
 
+const GenerateBody = z
+  .object({
+    prompt: z.string().min(1).max(20_000).openapi({ description: 'The text to continue (encoded as the model trained: BOS, then the prompt)' }),
+    max_new_tokens: z.number().int().min(1).max(512).default(32),
+    temperature: z.number().positive().max(10).default(1).openapi({ description: 'Used when do_sample is true' }),
+    do_sample: z.boolean().default(false).openapi({ description: 'false: greedy decoding (deterministic)' }),
+    seed: z.number().int().min(0).max(2 ** 31 - 1).optional().openapi({ description: 'Seeds the sampling: the same seed and body give the same text' }),
+  })
+  .strict()
+  .openapi('GenerateRequest');
+
+const GenerationSchema = z
+  .object({
+    model_id: z.string(),
+    text: z.string().openapi({ description: 'The generated continuation alone (special tokens left out)' }),
+    tokens: z.number().openapi({ description: 'Tokens generated' }),
+    token_ids: z.array(z.number()),
+    prompt_tokens: z.number(),
+    finish_reason: z.string().openapi({ description: 'eos: the model ended it; length: max_new_tokens reached' }),
+    seconds: z.number(),
+    max_new_tokens: z.number(),
+    do_sample: z.boolean(),
+    temperature: z.number(),
+    seed: z.number().nullable(),
+  })
+  .openapi('Generation');
+
+const generateRoute = createRoute({
+  method: 'post',
+  path: '/api/v1/models/{id}/generate',
+  summary: 'Generate text with a text model (transformers engine) in a worker process, offline',
+  description:
+    "Runs in the model's engine's prediction worker (the process POST …/predict uses for image models), which keeps the model loaded. A model whose engine does not generate text is 409 GENERATE_UNSUPPORTED (use …/predict); an adapter whose base model folder is missing from HF_MODELS_DIR is 500 MODEL_DOWNLOAD_FAILED.",
+  security: [{ bearer: [] }],
+  middleware: [requireBody] as const,
+  request: {
+    params: ModelIdParam,
+    body: { required: true, content: { 'application/json': { schema: GenerateBody } } },
+  },
+  responses: {
+    200: { description: 'The generated text', content: { 'application/json': { schema: GenerationSchema } } },
+    ...errorResponses(400, 401, 404, 409, 413, 415, 500, 504),
+  },
+});
+
 function toolHttpError(err: unknown): unknown {
   if (!(err instanceof ToolError)) return err;
   const status: Record<string, number> = {
     INVALID_IMAGE: 422,
     MODEL_NOT_FOUND: 404,
     TIMEOUT: 504,
-    EXPORT_UNSUPPORTED: 400,
-    PREDICT_UNSUPPORTED: 400,
+    // A well-formed request this model cannot serve (the format or operation belongs to other
+    // engines' models: the documented enum is the union of every engine's): 409.
+    EXPORT_UNSUPPORTED: 409,
+    PREDICT_UNSUPPORTED: 409,
+    GENERATE_UNSUPPORTED: 409,
     ENGINE_UNAVAILABLE: 409,
   };
   return new HttpError(status[err.code] ?? 500, err.code, err.message, err.details);
@@ -252,6 +301,40 @@ export function registerModels(app: OpenAPIHono, deps: AppDeps): void {
       const { row: exported, created } = await registry.export(row, format, force);
       requestLog(c).info({ model_id: row.id, format, created }, 'model exported');
       return c.json(exportView(exported, signer(c)), created ? 201 : 200);
+    } catch (err) {
+      throw toolHttpError(err);
+    }
+  });
+
+  app.openapi(generateRoute, async (c) => {
+    const row = await load(c.req.valid('param').id);
+    const body = c.req.valid('json');
+    const seed = body.seed ?? null;
+    try {
+      const out = await registry.generate(row, {
+        prompt: body.prompt,
+        maxNewTokens: body.max_new_tokens,
+        temperature: body.temperature,
+        doSample: body.do_sample,
+        seed,
+      });
+      requestLog(c).info({ model_id: row.id, tokens: out.tokens }, 'generation');
+      return c.json(
+        {
+          model_id: row.id,
+          text: out.text,
+          tokens: out.tokens,
+          token_ids: out.token_ids,
+          prompt_tokens: out.prompt_tokens,
+          finish_reason: out.finish_reason,
+          seconds: out.seconds,
+          max_new_tokens: body.max_new_tokens,
+          do_sample: body.do_sample,
+          temperature: body.temperature,
+          seed,
+        },
+        200,
+      );
     } catch (err) {
       throw toolHttpError(err);
     }

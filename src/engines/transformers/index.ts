@@ -3,6 +3,9 @@
  * with a LoRA adapter or in full, trained by worker/engines/transformers/ in its own venv with a
  * plain PyTorch loop. The trained model is a ZIP of a save_pretrained folder: adapter.zip (the
  * LoRA adapter: adapter_model.safetensors + adapter_config.json) or model.zip (method full).
+ * A registered model exports to adapter, merged or int8 (worker/engines/transformers/export.py:
+ * a ZIP with a model card and a deployment package) and generates text through
+ * POST /api/v1/models/{id}/generate (predict.py in the registry's prediction worker).
  */
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -82,11 +85,19 @@ export const transformersEngine: Engine<TransformersModelConfig> = {
   trainArgs: (mc) => trainArgs(mc),
   metrics: () => METRICS,
   imageSize: () => null,
-  python: { requirements: `${WORKER}requirements.txt`, train: `${WORKER}train.py` },
+  python: {
+    requirements: `${WORKER}requirements.txt`,
+    train: `${WORKER}train.py`,
+    export: `${WORKER}export.py`,
+    predict: `${WORKER}predict.py`,
+  },
   files: {
     checkpoints: ['last.pt', 'adapter.zip', 'model.zip', 'checkpoint-*.zip'],
     callbackArtifacts: { adapter: ['adapter.zip'], metrics_csv: ['metrics.csv'], training_config: ['training_config.json'] },
     modelFormat: 'huggingface-zip',
   },
-  exportFormats: () => [],
+  // adapter: the LoRA adapter alone; merged: merged into the base (safetensors); int8: merged, then
+  // dynamically quantized for the CPU. A model trained in full has no adapter.
+  exportFormats: (_task, args) => (args?.['method'] === 'full' ? ['merged', 'int8'] : ['adapter', 'merged', 'int8']),
+  generates: () => true,
 };

@@ -436,7 +436,7 @@ def save_model(model: Any, tok: Any, method: str, dest: Path, run_dir: Path) -> 
     if method == "full":
         tok.save_pretrained(folder)
     tmp = dest.with_name(f".{dest.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
         for f in sorted(folder.rglob("*")):
             if f.is_file():
                 z.write(f, f.relative_to(folder).as_posix())

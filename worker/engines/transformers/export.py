@@ -1,0 +1,249 @@
+"""transformers engine export: `run(spec, rt)` writes one ZIP, a model card and a deployment package.
+
+Spec (src/registry/service.ts): {model: abs path of the registered adapter.zip or model.zip, format:
+adapter | merged | int8, out_dir, base_model: abs path of the base model folder | null, card: {name,
+model_id, source_job_id, base_model, dataset: {source, sha256, samples}, train_args, metrics, engine,
+engine_version, license}, data: the source job's dataset folder | null}.
+
+The ZIP (`<out_dir>/export-<format>.zip`) holds:
+- model/: adapter — the LoRA adapter as training delivered it (adapter_model.safetensors +
+  adapter_config.json) and the base model's tokenizer; merged — the adapter merged into the base
+  (peft merge_and_unload) saved with save_pretrained as safetensors, with config and tokenizer (a
+  model trained in full is re-saved as it is); int8 — the merged model with every Linear layer
+  dynamically quantized to qint8 (torch.ao.quantization.quantize_dynamic, CPU), its state dict in
+  model_int8.pt (torch.save; quantized packed weights have no safetensors form), with config.json
+  and the tokenizer to rebuild it (inference.py shows how);
+- README.md: the model card (base model, dataset name/sha256/samples, training config, final
+  metrics, license note, how to load);
+- inference.py (this engine's own worker/engines/transformers/inference.py) and requirements.txt.
+
+The check compares the exported model's next-token logits on one prompt (the first validation
+sample's prompt, else a fixed one) with the model as trained (the adapter on its base, or the full
+model): max |Δ| must be <= 1e-3 for adapter and merged; the int8 model passes when its greedy
+next-token choice agrees on >= 80 % of the prompt's positions (its max |Δ| is reported). The
+exported folder then generates a few tokens through inference.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any
+
+os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                   "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"})
+
+from runtime import JobFailure  # noqa: E402
+
+FORMATS = ("adapter", "merged", "int8")
+MAX_ABS_DIFF = 1e-3
+MIN_INT8_AGREEMENT = 0.8
+FALLBACK_PROMPT = "Hello, "
+HERE = Path(__file__).resolve().parent
+
+
+def extract(zip_path: str | Path, dest: Path) -> Path:
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    with zipfile.ZipFile(zip_path) as z:
+        for info in z.infolist():
+            target = (dest / info.filename).resolve()
+            if not str(target).startswith(str(dest.resolve()) + os.sep):
+                raise JobFailure("UNKNOWN_ERROR", f"unsafe path {info.filename!r} in the model ZIP")
+        z.extractall(dest)
+    return dest
+
+
+def check_prompt(data: Any) -> str:
+    if isinstance(data, str) and data:
+        for name in ("val.jsonl", "valid.jsonl", "validation.jsonl", "train.jsonl", "data.jsonl"):
+            f = Path(data) / name
+            if f.is_file():
+                for line in f.read_text(encoding="utf-8").splitlines():
+                    try:
+                        row = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(row, dict) and isinstance(row.get("prompt"), str) and row["prompt"]:
+                        return row["prompt"]
+    return FALLBACK_PROMPT
+
+
+def logits_of(model: Any, tok: Any, prompt: str) -> Any:
+    import torch
+
+    from engines.transformers.inference import prompt_ids
+
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([prompt_ids(tok, prompt)])).logits[0].float()
+
+
+def requirements_text() -> str:
+    import importlib.metadata as md
+
+    names = ["torch", "transformers", "tokenizers", "safetensors", "peft", "accelerate"]
+    return "".join(f"{n}=={md.version(n)}\n" for n in names)
+
+
+def fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return "—" if v is None else str(v)
+
+
+def model_card(card: dict[str, Any], fmt_name: str, check: dict[str, Any], method: str) -> str:
+    ds = card.get("dataset") or {}
+    samples = ds.get("samples")
+    # train, val first (the stored JSON may hold them in any order), then any other split.
+    ordered = sorted(samples.items(), key=lambda kv: ({"train": 0, "val": 1}.get(kv[0], 2), kv[0])) if isinstance(samples, dict) else []
+    samples_text = ", ".join(f"{k}: {v}" for k, v in ordered) if isinstance(samples, dict) else fmt(samples)
+    metrics = card.get("metrics") or {}
+    how = {
+        "adapter": "a LoRA adapter (peft): `model/` holds adapter_model.safetensors and adapter_config.json, plus the base model's "
+                   "tokenizer. It needs its base model: `python inference.py \"<prompt>\" --base /path/to/base-model`. In Python: "
+                   "`PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), \"model\")`.",
+        "merged": "a plain transformers model (the adapter merged into the base with peft's merge_and_unload, safetensors): "
+                  "`AutoModelForCausalLM.from_pretrained(\"model\")`, or `python inference.py \"<prompt>\"`.",
+        "int8": "the merged model with its Linear layers dynamically quantized to int8 for the CPU "
+                "(torch.ao.quantization.quantize_dynamic, qint8). Quantized packed weights have no safetensors form: "
+                "model/model_int8.pt is the quantized model's state dict (torch.save). To load it: build the model from "
+                "model/config.json (`AutoModelForCausalLM.from_config`), quantize it the same way "
+                "(`quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)`), then "
+                "`model.load_state_dict(torch.load(\"model/model_int8.pt\", weights_only=True))` — inference.py's `load()` does "
+                "exactly that. CPU only.",
+    }[fmt_name]
+    lines = [
+        f"# {card.get('name') or 'model'} ({fmt_name})",
+        "",
+        f"Exported by trainhook's transformers engine from registered model `{card.get('model_id')}` "
+        f"(source job `{card.get('source_job_id')}`), trained with method `{method}`.",
+        "",
+        "## Model",
+        "",
+        f"- Format: {fmt_name} — {how}",
+        f"- Base model: `{card.get('base_model')}`",
+        f"- Task: causal-lm (text → text)",
+        "",
+        "## Dataset",
+        "",
+        f"- Name: {fmt(ds.get('name'))}",
+        f"- sha256: {fmt(ds.get('sha256'))}",
+        f"- Samples: {samples_text}",
+        "",
+        "## Training config",
+        "",
+        "```json",
+        json.dumps(card.get("train_args") or {}, indent=2, sort_keys=True),
+        "```",
+        "",
+        "## Final metrics",
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+        *[f"| {k} | {fmt(v)} |" for k, v in sorted(metrics.items())],
+        "",
+        "## Export check",
+        "",
+        "```json",
+        json.dumps(check, indent=2, sort_keys=True),
+        "```",
+        "",
+        "## Use",
+        "",
+        "```",
+        "pip install -r requirements.txt",
+        "python inference.py \"<prompt>\"" + (" --base /path/to/base-model" if fmt_name == "adapter" else "")
+        + " --max-new-tokens 32",
+        "```",
+        "",
+        "## License",
+        "",
+        f"These weights derive from the base model `{card.get('base_model')}`: its license and terms apply to this export "
+        "and to anything generated with it. The training library (Hugging Face transformers) and peft are Apache-2.0; "
+        "the dataset's own license applies to what it contributed.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run(spec: dict[str, Any], rt: Any) -> None:
+    fmt_name = spec.get("format")
+    if fmt_name not in FORMATS:
+        raise JobFailure("UNKNOWN_ERROR", f"format {fmt_name!r} is not one of {', '.join(FORMATS)}")
+    path = spec.get("model")
+    if not isinstance(path, str) or not os.path.isabs(path) or not Path(path).is_file():
+        raise JobFailure("MODEL_DOWNLOAD_FAILED", f"model file {path!r} not found", {"path": path})
+    out_dir = Path(spec["out_dir"])
+    work = out_dir / f".export-{fmt_name}"
+    src = extract(path, work / "src")
+    trained_kind = "adapter" if (src / "adapter_config.json").is_file() else "model"
+    method = "lora" if trained_kind == "adapter" else "full"
+    base = spec.get("base_model")
+    if trained_kind == "adapter" and not (isinstance(base, str) and (Path(base) / "config.json").is_file()):
+        raise JobFailure("MODEL_DOWNLOAD_FAILED",
+                         f"the adapter's base model folder {base!r} is not on this server (HF_MODELS_DIR): it is needed to export",
+                         {"base_model": base})
+    if fmt_name == "adapter" and trained_kind != "adapter":
+        raise JobFailure("EXPORT_UNSUPPORTED", "a model trained in full has no adapter: export merged or int8")
+
+    import torch
+
+    from engines.transformers import inference
+
+    torch.manual_seed(0)
+    reference, tok, _ = inference.load(src, base)
+    pkg = work / "package"
+    shutil.rmtree(pkg, ignore_errors=True)
+    model_dir = pkg / "model"
+    model_dir.mkdir(parents=True)
+    if fmt_name == "adapter":
+        for f in src.iterdir():
+            if f.is_file():
+                shutil.copy2(f, model_dir / f.name)
+        tok.save_pretrained(model_dir)
+    else:
+        merged = reference.merge_and_unload() if trained_kind == "adapter" else reference
+        # merge_and_unload changes the reference in place: reload it for the check.
+        if fmt_name == "merged":
+            merged.save_pretrained(model_dir, safe_serialization=True)
+        else:
+            merged.config.save_pretrained(model_dir)
+            torch.save(inference.quantize(merged.eval()).state_dict(), model_dir / inference.INT8_WEIGHTS)
+        tok.save_pretrained(model_dir)
+        reference, tok, _ = inference.load(src, base)
+
+    prompt = check_prompt(spec.get("data"))
+    exported, exported_tok, kind = inference.load(model_dir, base)
+    a, b = logits_of(reference, tok, prompt), logits_of(exported, exported_tok, prompt)
+    diff = float((a - b).abs().max())
+    agreement = float((a.argmax(-1) == b.argmax(-1)).float().mean())
+    sample = inference.generate(exported, exported_tok, prompt, max_new_tokens=8)
+    passed = agreement >= MIN_INT8_AGREEMENT if fmt_name == "int8" else diff <= MAX_ABS_DIFF
+    check = {
+        "prompt": prompt,
+        "compared_to": "adapter on its base model" if trained_kind == "adapter" else "the fully trained model",
+        "max_abs_logit_diff": diff,
+        "argmax_agreement": agreement,
+        "positions": int(a.shape[0]),
+        "generated": sample["text"],
+        "loaded_as": kind,
+        "thresholds": {"max_abs_logit_diff": MAX_ABS_DIFF} if fmt_name != "int8" else {"argmax_agreement": MIN_INT8_AGREEMENT},
+        "passed": bool(passed),
+    }
+    card = dict(spec.get("card") or {})
+    (pkg / "README.md").write_text(model_card(card, fmt_name, check, method), encoding="utf-8")
+    shutil.copy2(HERE / "inference.py", pkg / "inference.py")
+    (pkg / "requirements.txt").write_text(requirements_text(), encoding="utf-8")
+
+    dest = out_dir / f"export-{fmt_name}.zip"
+    tmp = out_dir / f".export-{fmt_name}.zip.tmp"
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(pkg.rglob("*")):
+            if f.is_file():
+                z.write(f, f.relative_to(pkg).as_posix())
+    os.replace(tmp, dest)
+    shutil.rmtree(work, ignore_errors=True)
+    rt.emit("done", file=str(dest), format=fmt_name, size=dest.stat().st_size, check=check)

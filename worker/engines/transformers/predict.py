@@ -1,0 +1,81 @@
+"""transformers engine prediction: text generation, `serve_request(request, state)` in the registry's
+long-lived prediction worker (src/worker/serve.ts), `run(spec, rt)` for one request.
+
+Request (src/registry/service.ts generate): {op: "generate", model: abs path of the registered
+adapter.zip or model.zip, base_model: abs path of the base model folder | null, prompt,
+max_new_tokens, temperature, do_sample, seed, cache_dir}. Answer: {text, tokens, token_ids,
+prompt_tokens, finish_reason, seconds} — inference.py's generate(), the same code the exported
+deployment package runs. The registered ZIP is extracted once under cache_dir (by its sha of path
+and mtime); loaded models stay cached (the last few), so only the first request pays for loading.
+Image prediction requests are refused: this engine's models take text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                   "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"})
+
+from runtime import JobFailure  # noqa: E402
+
+MODEL_CACHE_SIZE = 2
+_cache: dict[tuple[str, float, str], tuple[Any, Any]] = {}
+
+
+def run(spec: dict[str, Any], rt: Any) -> None:
+    rt.emit("done", **handle(spec))
+
+
+def serve_request(request: dict[str, Any], _state: dict[str, Any]) -> dict[str, Any]:
+    return handle(request)
+
+
+def handle(request: dict[str, Any]) -> dict[str, Any]:
+    if request.get("op") != "generate":
+        raise JobFailure("PREDICT_UNSUPPORTED", "transformers models generate text: use POST /api/v1/models/{id}/generate")
+    prompt = request.get("prompt")
+    if not isinstance(prompt, str):
+        raise JobFailure("UNKNOWN_ERROR", "request.prompt missing or not a string")
+    model, tok = _model_for(request)
+    from engines.transformers.inference import generate
+
+    seed = request.get("seed")
+    return generate(model, tok, prompt, int(request.get("max_new_tokens") or 32), float(request.get("temperature") or 1.0),
+                    bool(request.get("do_sample")), int(seed) if seed is not None else None)
+
+
+def _model_for(request: dict[str, Any]) -> tuple[Any, Any]:
+    path = request.get("model")
+    if not isinstance(path, str) or not os.path.isabs(path) or not Path(path).is_file():
+        raise JobFailure("MODEL_DOWNLOAD_FAILED", f"model file {path!r} not found", {"path": path})
+    base = request.get("base_model")
+    key = (path, Path(path).stat().st_mtime, str(base))
+    cached = _cache.pop(key, None)
+    if cached is None:
+        from engines.transformers.inference import kind_of, load
+
+        cache_dir = Path(request.get("cache_dir") or Path(path).parent)
+        folder = cache_dir / "generate" / hashlib.sha256(f"{path}:{key[1]}".encode()).hexdigest()[:16]
+        if not folder.is_dir():
+            tmp = folder.with_name(folder.name + f".{os.getpid()}.tmp")
+            tmp.mkdir(parents=True, exist_ok=True)
+            with zipfile.ZipFile(path) as z:
+                for info in z.infolist():
+                    if not str((tmp / info.filename).resolve()).startswith(str(tmp.resolve()) + os.sep):
+                        raise JobFailure("UNKNOWN_ERROR", f"unsafe path {info.filename!r} in the model ZIP")
+                z.extractall(tmp)
+            os.replace(tmp, folder)
+        if kind_of(folder) == "adapter" and not (isinstance(base, str) and (Path(base) / "config.json").is_file()):
+            raise JobFailure("MODEL_DOWNLOAD_FAILED",
+                             f"the adapter's base model folder {base!r} is not on this server (HF_MODELS_DIR)", {"base_model": base})
+        model, tok, _ = load(folder, base)
+        cached = (model, tok)
+    _cache[key] = cached
+    while len(_cache) > MODEL_CACHE_SIZE:
+        _cache.pop(next(iter(_cache)))
+    return cached
