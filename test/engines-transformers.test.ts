@@ -392,6 +392,19 @@ describe('transformers (causal-lm, LoRA) through the API', { timeout: 15 * 60_00
     assert.equal(predict.status, 409, predict.text);
     assert.equal(predict.json.error.code, 'PREDICT_UNSUPPORTED');
     assert.match(predict.json.error.message, /generate/);
+
+    // An adapter needs its base model folder: gone from the server, an export is a conflict
+    // with what the server holds (409 naming the folder), not a server error.
+    const base = path.join(files, 'hf-models', 'tiny-llama');
+    fs.renameSync(base, `${base}.away`);
+    try {
+      const r = await call(`/api/v1/models/${memorised.model_id}/export`, { method: 'POST', json: { format: 'adapter' } });
+      assert.equal(r.status, 409, r.text);
+      assert.equal(r.json.error.code, 'MODEL_DOWNLOAD_FAILED');
+      assert.match(r.json.error.message, /tiny-llama/);
+    } finally {
+      fs.renameSync(`${base}.away`, base);
+    }
   });
 
   test('a model trained in full exports merged (and int8), not adapter', async () => {

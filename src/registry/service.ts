@@ -163,15 +163,16 @@ export class ModelRegistry {
   }
 
   /**
-   * The base model folder a registered model derives from, when its base model names a folder of
-   * HF_MODELS_DIR that is on this server (an adapter needs it to load); else null.
+   * Where in HF_MODELS_DIR the base model folder of a registered model is, when its base model
+   * is a name that can be such a folder (an adapter needs it to load; the worker checks that it
+   * is there and, if not, names this path); else null.
    */
   private baseFolder(model: ModelRow): string | null {
     const name = model.baseModel;
     if (!name || !FOLDER_NAME.test(name) || name.includes('..')) return null;
     const root = path.resolve(this.opts.config.hfModelsDir);
     const dir = path.join(root, name);
-    return path.dirname(dir) === root && fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory() ? dir : null;
+    return path.dirname(dir) === root ? dir : null;
   }
 
   /** What a model card says about a model: its base, data, training arguments and final metrics. */

@@ -173,7 +173,7 @@ const exportRoute = (formats: [string, ...string[]]) =>
   path: '/api/v1/models/{id}/export',
   summary: 'Export a model (ONNX, TorchScript… as its engine offers) offline in a worker process, checked by predicting one image',
   description:
-    "Answers when the export is done (typically seconds). The exported file is loaded and run on one image (the first validation image of the source dataset) next to the original: every original detection with confidence ≥ 0.001 (top 20) must have an exported detection of the same class with box IoU ≥ 0.9 and confidence within 0.05, else 500 EXPORT_CHECK_FAILED. An existing export is returned (200) unless force is true. The format list is every engine's; a format this model's engine does not export to (or, for a transformers model trained in full, adapter) is 409 EXPORT_UNSUPPORTED.",
+    "Answers when the export is done (typically seconds). The exported file is loaded and run on one image (the first validation image of the source dataset) next to the original: every original detection with confidence ≥ 0.001 (top 20) must have an exported detection of the same class with box IoU ≥ 0.9 and confidence within 0.05, else 500 EXPORT_CHECK_FAILED. An existing export is returned (200) unless force is true. The format list is every engine's; a format this model's engine does not export to (or, for a transformers model trained in full, adapter) is 409 EXPORT_UNSUPPORTED; a transformers adapter whose base model folder is not in HF_MODELS_DIR on this server is 409 MODEL_DOWNLOAD_FAILED.",
   security: [{ bearer: [] }],
   middleware: [requireBody] as const,
   request: {
@@ -251,6 +251,9 @@ function toolHttpError(err: unknown): unknown {
     PREDICT_UNSUPPORTED: 409,
     GENERATE_UNSUPPORTED: 409,
     ENGINE_UNAVAILABLE: 409,
+    // The base model folder an adapter loads on is not on this server (placed by hand, so it
+    // can be placed again): a conflict with the server's state, not a failure of the request.
+    MODEL_DOWNLOAD_FAILED: 409,
   };
   return new HttpError(status[err.code] ?? 500, err.code, err.message, err.details);
 }
