@@ -52,7 +52,7 @@
  *
  * One-time costs a long-running server has already paid are paid before the clocks start, the
  * same way for both: the Ultralytics config dirs get their fonts and settings (integrations off,
- * worker/offline.py's own functions) and a warm matplotlib font cache; one untimed
+ * worker/engines/ultralytics/offline.py's own functions) and a warm matplotlib font cache; one untimed
  * `import torch, ultralytics` warms the page cache.
  *
  * Environment (all optional):
@@ -242,7 +242,7 @@ function runCmd(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cw
 
 /**
  * An Ultralytics config dir as the worker leaves it after its first job (fonts, settings with
- * integrations off, matplotlib's font cache), made with worker/offline.py's own functions.
+ * integrations off, matplotlib's font cache), made with worker/engines/ultralytics/offline.py's own functions.
  */
 async function prepareConfigDir(python: string, configDir: string): Promise<void> {
   const code = `
@@ -255,14 +255,14 @@ import torch, ultralytics
 offline.configure_settings(sys.argv[1], None)
 print("ok", ultralytics.__version__, torch.__version__, torch.get_num_threads())
 `;
-  const out = await runCmd(python, ['-c', code, configDir, path.join(ROOT, 'worker')], {
+  const out = await runCmd(python, ['-c', code, configDir, path.join(ROOT, 'worker', 'engines', 'ultralytics')], {
     env: { ...process.env, PYTHONUNBUFFERED: '1' },
   });
   const ok = out.trim().split('\n').pop() ?? '';
   if (!ok.startsWith('ok ')) throw new Error(`config dir setup failed:\n${out}`);
 }
 
-/** The environment the worker gives Ultralytics (worker/offline.py prepare_environment + runner). */
+/** The environment the worker gives Ultralytics (worker/engines/ultralytics/offline.py prepare_environment + runner). */
 function ultralyticsEnv(configDir: string): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {
     ...process.env,
@@ -535,7 +535,7 @@ async function main(): Promise<void> {
     const serverWorkdir = path.join(tmp, 'workdir');
     const bareConfig = path.join(tmp, 'bare-config');
     say('preparing the Ultralytics config dirs and warming imports (untimed)');
-    await prepareConfigDir(python, path.join(serverWorkdir, 'ultralytics'));
+    await prepareConfigDir(python, path.join(serverWorkdir, 'engines', 'ultralytics'));
     await prepareConfigDir(python, bareConfig);
 
     const server = await startChildServer({
