@@ -26,18 +26,28 @@ const child = spawn(
   ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', ...files],
   { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] },
 );
-let tail = '';
+// The spec reporter's summary lines ("ℹ pass 12"), read line by line as they pass: the list of
+// failing tests it prints after them can be longer than any tail kept of the output.
+const summary = {};
+let partial = '';
+child.stdout.setEncoding('utf8'); // whole characters per chunk ("ℹ" is three bytes)
 child.stdout.on('data', (d) => {
   process.stdout.write(d);
-  tail = (tail + d.toString()).slice(-4000);
+  const lines = (partial + d).split('\n');
+  partial = lines.pop() ?? '';
+  for (const line of lines) readSummary(line);
 });
+function readSummary(line) {
+  // Strip ANSI colours before reading it.
+  const m = /^ℹ (pass|fail|cancelled|skipped) (\d+)\s*$/.exec(line.replace(/\x1b\[[0-9;]*m/g, ''));
+  if (m) summary[m[1]] = Number(m[2]);
+}
 child.on('exit', (code, signal) => {
-  // Strip ANSI colours before reading the spec reporter's summary.
-  const plain = tail.replace(/\x1b\[[0-9;]*m/g, '');
-  const pass = Number(/\bpass (\d+)/.exec(plain)?.[1] ?? 0);
-  const fail = Number(/\bfail (\d+)/.exec(plain)?.[1] ?? 0) + Number(/\bcancelled (\d+)/.exec(plain)?.[1] ?? 0);
+  readSummary(partial);
+  const pass = summary.pass ?? 0;
+  const fail = (summary.fail ?? 0) + (summary.cancelled ?? 0);
   // Skips are said, never folded into the passes (each carries its reason in the report above).
-  const skipped = Number(/\bskipped (\d+)/.exec(plain)?.[1] ?? 0);
+  const skipped = summary.skipped ?? 0;
   process.stdout.write(`\n${pass} passed, ${fail} failed${skipped ? `, ${skipped} skipped` : ''}\n`);
   process.exit(code ?? (signal ? 1 : 0));
 });
