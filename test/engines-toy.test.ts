@@ -105,7 +105,8 @@ describe('a toy engine registered by a test', { timeout: 10 * 60_000 }, () => {
     assert.equal(model.framework, 'toy');
     assert.equal(model.imgsz, 32);
     const exported = await call(`/api/v1/models/${model.model_id}/export`, { method: 'POST', json: { format: 'onnx' } });
-    assert.equal(exported.status, 400, 'the toy exports to nothing');
+    assert.equal(exported.status, 409, 'the toy exports to nothing');
+    assert.equal(exported.json.error.code, 'EXPORT_UNSUPPORTED');
     const page = await call(`/jobs/${id}`);
     assert.equal(page.status, 200);
     assert.match(page.text, /id="chart-accuracy"/);
