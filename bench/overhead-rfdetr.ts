@@ -32,9 +32,10 @@ import path from 'node:path';
 import { setupPython } from '../scripts/setup-python.mjs';
 import { rfdetrEngine } from '../src/engines/rfdetr/index.js';
 import { serveFile, startFileServer } from '../test/helpers/file-server.js';
-import { TOKEN, api, startChildServer, type ChildServer } from '../test/helpers/server.js';
+import { TOKEN, startChildServer, type ChildServer } from '../test/helpers/server.js';
 import { writeSyntheticDataset, zipDirectory } from '../test/helpers/synthetic-dataset.js';
-import { WaitWatch, cleanUp, cpuOf, findWorkerPid, mean, median, sleep } from './lib/proc.js';
+import { WaitWatch, cleanUp, cpuOf, mean, median } from './lib/proc.js';
+import { readCsv, runTrainhookJob } from './lib/trainhook-job.js';
 
 const TARGET_RATIO = 1.03;
 const envInt = (name: string, def: number) => {
@@ -57,9 +58,6 @@ const f = (x: number | null | undefined, d = 2) => (x === null || x === undefine
 
 type Run = { kind: 'trainhook' | 'bare'; wall: number; cpu: number | null; wait: number | null; map: number | null; csv: string[][]; files: string[] };
 
-function readCsv(file: string): string[][] {
-  return fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => l.split(','));
-}
 /** The last non-empty value of a metrics.csv column (Lightning writes train and val rows apart). */
 function lastOf(csv: string[][], column: string): number | null {
   const i = csv[0]!.indexOf(column);
@@ -85,37 +83,9 @@ function csvDiff(a: string[][], b: string[][]): { max: number; where: string } {
 const listFiles = (dir: string) => fs.readdirSync(dir).sort();
 
 async function runTrainhook(server: ChildServer, workdir: string, request: Record<string, unknown>): Promise<Run & { args: Record<string, unknown> }> {
-  const call = api(server.url);
-  const serverPid = server.child.pid!;
-  const before = cpuOf(serverPid);
-  const watch = new WaitWatch(() => findWorkerPid(serverPid));
-  const r = await call('/api/v1/train', { method: 'POST', json: request });
-  if (r.status !== 202) throw new Error(`POST /api/v1/train: ${r.status} ${r.text}`);
-  const id = r.json.job_id as string;
-  let job: any;
-  for (;;) {
-    await sleep(2000);
-    job = (await call(`/api/v1/jobs/${id}`)).json;
-    if (['completed', 'failed', 'cancelled'].includes(job?.status)) break;
-  }
-  const wait = watch.stop();
-  const dir = path.join(workdir, 'jobs', id);
-  const log = fs.readFileSync(path.join(dir, 'worker.log'), 'utf8');
-  if (job.status !== 'completed') throw new Error(`job ${id} ${job.status}: ${JSON.stringify(job.error)}\n${log.slice(-3000)}`);
-  const spawnAt = Date.parse(/^\[(?:runner|trainhook) ([^\]]+)\] spawn /m.exec(log)![1]!);
-  const after = cpuOf(serverPid);
-  const spec = JSON.parse(fs.readFileSync(path.join(dir, 'worker-spec.json'), 'utf8')) as { args: Record<string, unknown> };
-  const csv = readCsv(path.join(dir, 'metrics.csv'));
-  return {
-    kind: 'trainhook',
-    wall: (Date.parse(job.finished_at) - spawnAt) / 1000,
-    cpu: before && after ? after.children - before.children : null,
-    wait,
-    map: lastOf(csv, 'val/mAP_50_95'),
-    csv,
-    files: listFiles(dir),
-    args: spec.args,
-  };
+  const run = await runTrainhookJob(server, workdir, request, 2000);
+  const csv = readCsv(path.join(run.dir, 'metrics.csv'));
+  return { kind: 'trainhook', wall: run.wall, cpu: run.cpu, wait: run.wait, map: lastOf(csv, 'val/mAP_50_95'), csv, files: run.files, args: run.args };
 }
 
 /** rfdetr's own API, called with the job's arguments the way the engine maps them. */

@@ -35,9 +35,10 @@ import { fileURLToPath } from 'node:url';
 import { setupPython } from '../scripts/setup-python.mjs';
 import { transformersEngine } from '../src/engines/transformers/index.js';
 import { serveFile, startFileServer } from '../test/helpers/file-server.js';
-import { TOKEN, api, startChildServer, type ChildServer } from '../test/helpers/server.js';
+import { TOKEN, startChildServer, type ChildServer } from '../test/helpers/server.js';
 import { zipDirectory } from '../test/helpers/synthetic-dataset.js';
-import { WaitWatch, cleanUp, cpuOf, findWorkerPid, mean, median, sleep } from './lib/proc.js';
+import { WaitWatch, cleanUp, cpuOf, mean, median } from './lib/proc.js';
+import { readCsv, runTrainhookJob } from './lib/trainhook-job.js';
 
 const TARGET_RATIO = 1.05;
 const envNum = (name: string, def: number) => {
@@ -64,7 +65,6 @@ const f = (x: number | null | undefined, d = 2) => (x === null || x === undefine
 
 type Run = { kind: 'trainhook' | 'bare'; wall: number; cpu: number | null; wait: number | null; steps: number; csv: string[][]; files: string[] };
 
-const readCsv = (file: string) => fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => l.split(','));
 const lastOf = (csv: string[][], column: string) => {
   const i = csv[0]!.indexOf(column);
   return i >= 0 && csv.length > 1 ? Number(csv.at(-1)![i]) : null;
@@ -85,38 +85,10 @@ function csvDiff(a: string[][], b: string[][]): { max: number; where: string } {
 const listFiles = (dir: string) => fs.readdirSync(dir).sort();
 
 async function runTrainhook(server: ChildServer, workdir: string, request: Record<string, unknown>): Promise<Run & { args: Record<string, unknown> }> {
-  const call = api(server.url);
-  const serverPid = server.child.pid!;
-  const before = cpuOf(serverPid);
-  const watch = new WaitWatch(() => findWorkerPid(serverPid));
-  const r = await call('/api/v1/train', { method: 'POST', json: request });
-  if (r.status !== 202) throw new Error(`POST /api/v1/train: ${r.status} ${r.text}`);
-  const id = r.json.job_id as string;
-  let job: any;
-  for (;;) {
-    await sleep(500);
-    job = (await call(`/api/v1/jobs/${id}`)).json;
-    if (['completed', 'failed', 'cancelled'].includes(job?.status)) break;
-  }
-  const wait = watch.stop();
-  const dir = path.join(workdir, 'jobs', id);
-  const log = fs.readFileSync(path.join(dir, 'worker.log'), 'utf8');
-  if (job.status !== 'completed') throw new Error(`job ${id} ${job.status}: ${JSON.stringify(job.error)}\n${log.slice(-3000)}`);
-  const spawnAt = Date.parse(/^\[(?:runner|trainhook) ([^\]]+)\] spawn /m.exec(log)![1]!);
-  const after = cpuOf(serverPid);
-  const spec = JSON.parse(fs.readFileSync(path.join(dir, 'worker-spec.json'), 'utf8')) as { args: Record<string, unknown> };
-  const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'training_config.json'), 'utf8')) as { samples: { train: number } };
-  const steps = Math.ceil(cfg.samples.train / Number(spec.args['batch_size'])) * Number(spec.args['epochs']);
-  return {
-    kind: 'trainhook',
-    wall: (Date.parse(job.finished_at) - spawnAt) / 1000,
-    cpu: before && after ? after.children - before.children : null,
-    wait,
-    steps,
-    csv: readCsv(path.join(dir, 'metrics.csv')),
-    files: listFiles(dir),
-    args: spec.args,
-  };
+  const run = await runTrainhookJob(server, workdir, request, 500);
+  const cfg = JSON.parse(fs.readFileSync(path.join(run.dir, 'training_config.json'), 'utf8')) as { samples: { train: number } };
+  const steps = Math.ceil(cfg.samples.train / Number(run.args['batch_size'])) * Number(run.args['epochs']);
+  return { kind: 'trainhook', wall: run.wall, cpu: run.cpu, wait: run.wait, steps, csv: readCsv(path.join(run.dir, 'metrics.csv')), files: run.files, args: run.args };
 }
 
 async function runBare(python: string, tmp: string, data: string, base: string, args: Record<string, unknown>, index: number): Promise<Run> {
