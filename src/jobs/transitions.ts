@@ -57,6 +57,23 @@ function closeAttempt(outcome: AttemptOutcome, error: AttemptError): SQL {
 }
 
 /**
+ * An active job back in the queue (seq, run folder and checkpoint kept), its open attempt
+ * closed with this outcome: what a lost node, a stopping node and a retry have in common.
+ */
+function backInQueue(outcome: AttemptOutcome, error: AttemptError) {
+  return {
+    state: 'queued',
+    phase: 'queued',
+    nodeId: null,
+    device: null,
+    leaseExpiresAt: null,
+    etaSeconds: null,
+    attemptLog: closeAttempt(outcome, error),
+    updatedAt: sql`now()`,
+  } as const;
+}
+
+/**
  * What a job's files hold on disk, whatever its state (measured once it finished, and after
  * its files were removed): no callback, no announcement.
  */
@@ -230,16 +247,7 @@ export async function requeueOrphans(db: Db, restartedNodeId: string | null): Pr
     : lt(jobs.leaseExpiresAt, sql`now()`);
   return db
     .update(jobs)
-    .set({
-      state: 'queued',
-      phase: 'queued',
-      nodeId: null,
-      device: null,
-      leaseExpiresAt: null,
-      etaSeconds: null,
-      attemptLog: closeAttempt('interrupted', null),
-      updatedAt: sql`now()`,
-    })
+    .set(backInQueue('interrupted', null))
     .where(and(inArray(jobs.state, ACTIVE), orphaned))
     .returning();
 }
@@ -248,16 +256,7 @@ export async function requeueOrphans(db: Db, restartedNodeId: string | null): Pr
 export async function requeueJob(db: DbOrTx, id: string, nodeId: string): Promise<JobRow | undefined> {
   const [row] = await db
     .update(jobs)
-    .set({
-      state: 'queued',
-      phase: 'queued',
-      nodeId: null,
-      device: null,
-      leaseExpiresAt: null,
-      etaSeconds: null,
-      attemptLog: closeAttempt('interrupted', null),
-      updatedAt: sql`now()`,
-    })
+    .set(backInQueue('interrupted', null))
     .where(and(eq(jobs.id, id), eq(jobs.nodeId, nodeId), inArray(jobs.state, ACTIVE)))
     .returning();
   return row;
@@ -276,17 +275,7 @@ export async function retryJobLater(
 ): Promise<JobRow | undefined> {
   const [row] = await db
     .update(jobs)
-    .set({
-      state: 'queued',
-      phase: 'queued',
-      nodeId: null,
-      device: null,
-      leaseExpiresAt: null,
-      etaSeconds: null,
-      retryAt: sql`now() + make_interval(secs => ${delayMs / 1000})`,
-      attemptLog: closeAttempt('retrying', error),
-      updatedAt: sql`now()`,
-    })
+    .set({ ...backInQueue('retrying', error), retryAt: sql`now() + make_interval(secs => ${delayMs / 1000})` })
     .where(and(eq(jobs.id, id), eq(jobs.nodeId, nodeId), inArray(jobs.state, ACTIVE)))
     .returning();
   return row;
