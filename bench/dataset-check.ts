@@ -22,6 +22,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { setupPython } from '../scripts/setup-python.mjs';
 import { checkDataset } from '../src/datasets/check.js';
 import { readLayout } from '../src/datasets/layout.js';
 import { writeSyntheticDataset } from '../test/helpers/synthetic-dataset.js';
@@ -98,14 +99,6 @@ print(json.dumps({'seconds': seconds, 'cpuSeconds': time.process_time() - c, 'ma
                   'note': f'{len(ims)} images, {instances} instances, missing/found/empty/corrupt={counts}, threads={threads}, import {import_s:.1f}s'}))
 `;
 
-function findPython(): string {
-  if (process.env.PYTHON) return process.env.PYTHON;
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'scripts/setup-python.mjs')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  const last = r.stdout.trim().split('\n').at(-1);
-  if (r.status !== 0 || !last) throw new Error('no Python: scripts/setup-python.mjs failed; set PYTHON to a python with ultralytics');
-  return last.trim();
-}
-
 function runChild(cmd: string, args: string[]): Sample {
   const r = spawnSync(cmd, args, { cwd: ROOT, encoding: 'utf8', maxBuffer: 16 * 1024 * 1024 });
   const line = r.stdout.trim().split('\n').at(-1) ?? '';
@@ -126,7 +119,7 @@ async function main() {
     writeFileSync(path.join(DIR, '.complete'), '');
     console.log(`  generated in ${((performance.now() - t) / 1000).toFixed(1)} s`);
   }
-  const python = findPython();
+  const python = await setupPython();
   console.log(`dataset: ${DIR} (${TASK})\npython: ${python}\nnode ${process.version}, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), ${RUNS} runs each\n`);
 
   const tsx = ['--import', 'tsx', fileURLToPath(import.meta.url), '--child-trainhook', DIR];

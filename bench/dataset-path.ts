@@ -20,7 +20,7 @@
  * Runs alternate (trainhook, baseline, baseline, trainhook, …) and the medians are compared.
  * Targets: trainhook wall / baseline wall <= 1.0, trainhook peak RSS < 300 MB.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createReadStream, createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -28,6 +28,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
+import { setupPython } from '../scripts/setup-python.mjs';
 import yazl from 'yazl';
 import { loadConfig } from '../src/core/config.js';
 import { DatasetStore } from '../src/datasets/store.js';
@@ -118,14 +119,6 @@ print(json.dumps({'seconds': time.perf_counter() - t, 'import': import_s,
                   'note': f'{len(ims)} images, missing/found/empty/corrupt={counts}, threads={NUM_THREADS}'}))
 `;
 
-function findPython(): string {
-  if (process.env.PYTHON) return process.env.PYTHON;
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'scripts/setup-python.mjs')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  const last = r.stdout.trim().split('\n').at(-1);
-  if (r.status !== 0 || !last) throw new Error('no Python: scripts/setup-python.mjs failed; set PYTHON to a python with ultralytics');
-  return last.trim();
-}
-
 /** Runs a command to its end without blocking the event loop (the file server lives in this process). */
 function run(cmd: string, args: string[]): Promise<{ stdout: string; seconds: number }> {
   return new Promise((resolve, reject) => {
@@ -213,7 +206,7 @@ const fmt = (s: Record<string, number>) => Object.entries(s).map(([k, v]) => `${
 async function main() {
   if (process.argv[2] === '--child-trainhook') return childTrainhook(process.argv[3]!, process.argv[4]!);
   await generate();
-  const python = findPython();
+  const python = await setupPython();
   const size = statSync(ZIP).size;
   const server = http.createServer((_req, res) => {
     res.writeHead(200, { 'content-type': 'application/zip', 'content-length': size });
