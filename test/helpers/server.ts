@@ -15,8 +15,29 @@ import { freshPostgresDatabase, type Backend } from './database.js';
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const TOKEN = 'test-token-0123456789abcdef';
 
+/** Folders tempDir made in this process: removed when it exits. */
+const madeDirs: string[] = [];
+
+/**
+ * A new folder under the system's temp dir, removed when this test process exits (every test
+ * file runs in a process of its own). Work directories of training jobs reach gigabytes (an
+ * RF-DETR run keeps several 100+ MB checkpoints), so leaving them fills a CI machine's disk
+ * within a few runs. TRAINHOOK_KEEP_TEST_DIRS=1 keeps them, to look at after a failure.
+ */
 export function tempDir(prefix = 'trainhook-test-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  if (madeDirs.push(dir) === 1 && process.env['TRAINHOOK_KEEP_TEST_DIRS'] !== '1') {
+    process.once('exit', () => {
+      for (const d of madeDirs) {
+        try {
+          fs.rmSync(d, { recursive: true, force: true });
+        } catch {
+          // A folder still written to by a process that outlived the test: nothing to be done now.
+        }
+      }
+    });
+  }
+  return dir;
 }
 
 export interface TestServer extends ServerHandle {
