@@ -46,6 +46,11 @@ export type DownloadOptions = {
    * downloaded (the result then has notModified: true and no file is written).
    */
   validators?: Validators | undefined;
+  /**
+   * Headers for the URL's own origin (a bearer token): a redirect to another origin (a CDN) is
+   * followed without them, so a credential never leaves the host it was meant for.
+   */
+  headers?: Record<string, string> | undefined;
 };
 
 /** A response's ETag and Last-Modified, as the server sent them. */
@@ -118,7 +123,7 @@ async function attempt(url: URL, dest: string, opts: DownloadOptions): Promise<A
         headersTimeout: opts.timeoutMs,
         bodyTimeout: opts.timeoutMs,
         signal: opts.signal,
-        headers: { 'accept-encoding': 'identity', 'user-agent': 'trainhook', ...conditional },
+        headers: { 'accept-encoding': 'identity', 'user-agent': 'trainhook', ...conditional, ...(current.origin === url.origin ? opts.headers : {}) },
       });
     } catch (err) {
       throw classify(err);

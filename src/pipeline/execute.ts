@@ -232,6 +232,7 @@ export function createExecutor(ctx: PipelineContext): Executor {
         retries: config.dataset.downloadRetries,
         mirror: config.baseModelMirror,
         modelDirs: config.hfModelsDir,
+        hub: config.hub,
         signal: stop,
         registered: (id) => registry.weightsFor(id, engine.name, modelConfig.task),
       });
