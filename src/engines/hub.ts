@@ -21,7 +21,9 @@ export interface HubRef {
  */
 const PART = '(?!.*(?:--|\\.\\.))[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9])?';
 const REVISION = '[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,98}[A-Za-z0-9])?';
-export const HUB_ID = new RegExp(`^(${PART})/(${PART})(?:@(${REVISION}))?$`);
+/** The id as a pattern without anchors, for a JSON schema that accepts it among other forms. */
+export const HUB_ID_SOURCE = `(${PART})/(${PART})(?:@(${REVISION}))?`;
+export const HUB_ID = new RegExp(`^${HUB_ID_SOURCE}$`);
 
 export const HUB_ID_HINT =
   'a Hugging Face Hub model id is owner/name or owner/name@revision (letters, digits, - _ . in each part; no .., no --, no leading or trailing - or .)';

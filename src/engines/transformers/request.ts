@@ -12,22 +12,22 @@
  * downloads once into WORKDIR/hf-cache/ (the worker itself never downloads).
  */
 import { z } from '@hono/zod-openapi';
-import { HUB_ID, parseHubId } from '../hub.js';
+import { HUB_ID_SOURCE } from '../hub.js';
 
 export const TRANSFORMERS_TASKS = ['causal-lm'] as const;
 export const METHODS = ['lora', 'qlora', 'full'] as const;
 export const MIXED_PRECISION = ['no', 'fp16', 'bf16'] as const;
 
-/** One path segment: letters, digits, _ . - (not starting with a dot, no ..). */
-const FOLDER_NAME = /^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$/;
+/**
+ * One path segment (letters, digits, _ . -, not starting with a dot, no ..), or a Hub id: one
+ * pattern, so the OpenAPI document says exactly what is accepted.
+ */
+const BASE_MODEL = new RegExp(`^(?:(?!.*\\.\\.)[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}|${HUB_ID_SOURCE})$`);
 
 export const BASE_MODEL_HINT =
   "must be the name of a model folder on this server (place the model's save_pretrained folder (config.json, weights, tokenizer) " +
   'under HF_MODELS_DIR (default <WORKDIR>/hf-models/) and give its folder name) or a Hugging Face Hub model id owner/name[@revision] ' +
   '(letters, digits, - _ . in each part); absolute paths and paths with .. are refused';
-
-/** A folder name under HF_MODELS_DIR, or a Hub model id (owner/name[@revision]). */
-export const isBaseModelName = (s: string) => (FOLDER_NAME.test(s) && !s.includes('/')) || (HUB_ID.test(s) && parseHubId(s) !== null);
 
 export const TransformersModelConfigSchema = z
   .object({
@@ -38,7 +38,7 @@ export const TransformersModelConfigSchema = z
       .string()
       .min(1)
       .max(250)
-      .refine(isBaseModelName, BASE_MODEL_HINT)
+      .regex(BASE_MODEL, BASE_MODEL_HINT)
       .openapi({
         description:
           "The name of a model folder under the server's HF_MODELS_DIR (default <WORKDIR>/hf-models/), or a Hugging Face Hub model id owner/name[@revision] that the server downloads once (HF_ENDPOINT, HF_TOKEN)",

@@ -9,9 +9,10 @@ transformers/peft script does, so trainhook's overhead over one stays small.
 
 Everything lands in spec.run_dir:
 - last.pt: the training state after the last optimizer step saved (at each epoch's end, every
-  save_steps optimizer steps when set, and when a stop arrives mid-epoch): the trainable weights (the LoRA adapter, or every weight with method
-  full), the optimizer, the scheduler, the step, the epoch and its position in it, the running
-  sums, the best so far and every epoch's metrics. Resume continues from it.
+  save_steps optimizer steps when set, and when a stop arrives mid-epoch): the trainable weights
+  (the LoRA adapter, or every weight with method full), the optimizer, the scheduler, the step,
+  the epoch and its position in it, the running sums, the best so far and every epoch's metrics.
+  Resume continues from it.
 - adapter.zip (method lora) / model.zip (method full): the save_pretrained folder of the epoch with
   the lowest val_loss (adapter_model.safetensors + adapter_config.json; or the model and its
   tokenizer): what `done.best` names and the registry keeps.
