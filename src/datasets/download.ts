@@ -158,11 +158,20 @@ async function attempt(url: URL, dest: string, opts: DownloadOptions): Promise<A
   }
 }
 
+/**
+ * Drops a body not read: undici's readable then emits an AbortError, which with no listener
+ * would be an uncaught exception (seen when the body had already arrived whole).
+ */
+function discard(body: Dispatcher.ResponseData['body']): void {
+  body.on('error', () => {});
+  body.destroy();
+}
+
 async function save(res: Dispatcher.ResponseData, url: URL, dest: string, opts: DownloadOptions) {
   const lengthHeader = res.headers['content-length'];
   const total = typeof lengthHeader === 'string' && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : null;
   if (total !== null && total > opts.maxBytes) {
-    res.body.destroy();
+    discard(res.body);
     throw new AttemptError(`the file is ${total} bytes, over the ${opts.maxBytes}-byte limit`, false, {
       status: res.statusCode,
       reason: 'TOO_LARGE',
@@ -172,7 +181,7 @@ async function save(res: Dispatcher.ResponseData, url: URL, dest: string, opts: 
     try {
       await opts.beforeBody(total);
     } catch (err) {
-      res.body.destroy();
+      discard(res.body);
       throw err;
     }
   }

@@ -40,6 +40,8 @@ export interface BaseModelOptions {
   signal?: AbortSignal;
   /** The Hugging Face Hub (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE, the snapshot byte cap), for a 'hub' source. */
   hub?: Pick<HubOptions, 'endpoint' | 'token' | 'offline' | 'maxBytes'> | undefined;
+  /** The disk pre-flight for a download, with the bytes about to be written. */
+  checkSpace?: ((bytes: number) => Promise<void>) | undefined;
   /** The weights file of a registered model of this engine, or a message why it cannot be used. */
   registered(id: string): Promise<string | { problem: string }>;
 }
@@ -126,6 +128,7 @@ export async function resolveBaseModel(source: BaseModelSource, opts: BaseModelO
         timeoutMs: opts.timeoutMs,
         retries: opts.retries,
         signal: opts.signal,
+        checkSpace: opts.checkSpace,
       });
       return { model: snapshot.dir, source: `${opts.hub.endpoint}/${source.repo}@${snapshot.sha ?? source.revision}`, sha256: null };
     }

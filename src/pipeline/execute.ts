@@ -233,6 +233,7 @@ export function createExecutor(ctx: PipelineContext): Executor {
         mirror: config.baseModelMirror,
         modelDirs: config.hfModelsDir,
         hub: config.hub,
+        checkSpace: (bytes) => checkDisk(config.workdir, { parts: [{ label: 'base model', bytes }] }, limits, 'for the base model download'),
         signal: stop,
         registered: (id) => registry.weightsFor(id, engine.name, modelConfig.task),
       });

@@ -39,6 +39,8 @@ export interface HubOptions {
   timeoutMs: number;
   retries: number;
   signal?: AbortSignal | undefined;
+  /** The disk pre-flight, with each file's announced size before its body is read (throws INSUFFICIENT_DISK). */
+  checkSpace?: ((bytes: number) => Promise<void>) | undefined;
 }
 
 export interface HubSnapshot {
@@ -199,10 +201,14 @@ async function fetchSnapshot(ref: HubRef, dir: string, opts: HubOptions): Promis
           signal: opts.signal,
           headers: authHeaders(opts),
           errorCode: 'MODEL_DOWNLOAD_FAILED',
+          beforeBody: async (total) => {
+            if (total !== null) await opts.checkSpace?.(total);
+          },
         });
         bytes += r.bytes;
       } catch (err) {
-        if (err instanceof JobError && err.code !== 'CANCELLED') {
+        // A cancel or the disk pre-flight's refusal keeps its own code.
+        if (err instanceof JobError && err.code === 'MODEL_DOWNLOAD_FAILED') {
           const tooLarge = (err.details as { reason?: unknown } | undefined)?.reason === 'TOO_LARGE';
           throw fail(
             ref,
