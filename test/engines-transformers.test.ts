@@ -10,7 +10,8 @@
  *   link and is registered;
  * - a single data.jsonl of chat messages is split by the server and trains;
  * - a bad line fails the job with DATASET_INVALID naming file and line;
- * - qlora and fp16 on this CPU-only server, Hub ids and paths as base_model are refused at submit;
+ * - qlora and fp16 on this CPU-only server, paths and malformed Hub ids as base_model are refused
+ *   at submit (Hub ids themselves: engines-transformers-hub.test.ts);
  * - the registered LoRA model exports to adapter, merged and int8 ZIPs (model card, inference.py,
  *   requirements.txt), whose inference.py generates offline with the venv's python; the merged
  *   model's logits match the adapter on its base (the export's check); POST …/generate answers
@@ -141,7 +142,7 @@ describe('transformers (causal-lm, LoRA) through the API', { timeout: 15 * 60_00
     const cases: [Record<string, unknown>, string, RegExp][] = [
       [{ name: 'q', method: 'qlora' }, 'QLORA_NEEDS_CUDA', /CUDA/],
       [{ name: 'h', mixed_precision: 'fp16' }, 'FP16_NEEDS_CUDA', /CUDA/],
-      [{ name: 'hub', base_model: 'meta-llama/Llama-3.2-1B' }, 'VALIDATION_ERROR', /HF_MODELS_DIR/],
+      [{ name: 'hub', base_model: 'meta-llama/Llama/3.2-1B' }, 'VALIDATION_ERROR', /HF_MODELS_DIR/],
       [{ name: 'up', base_model: '../tiny-llama' }, 'VALIDATION_ERROR', /HF_MODELS_DIR/],
       [{ name: 'dots', base_model: '..' }, 'VALIDATION_ERROR', /HF_MODELS_DIR/],
       [{ name: 'abs', base_model: '/etc' }, 'VALIDATION_ERROR', /HF_MODELS_DIR/],

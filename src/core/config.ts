@@ -60,6 +60,18 @@ const EnvSchema = z.object({
     .optional(),
   /** Local model folders (save_pretrained directories) that base_model may name; default WORKDIR/hf-models. */
   HF_MODELS_DIR: z.string().min(1).optional(),
+  /** The Hugging Face Hub that base_model ids (owner/name[@revision]) are downloaded from, by the service. */
+  HF_ENDPOINT: z
+    .string()
+    .url()
+    .refine((u) => /^https?:\/\//.test(u), 'must be an http(s) URL')
+    .default('https://huggingface.co'),
+  /** A Hub access token for private or gated repos: sent as a bearer token to HF_ENDPOINT only. */
+  HF_TOKEN: z.string().min(1).optional(),
+  /** Hub ids are then only served from the cache (workdir/hf-cache/); anything else fails with MODEL_DOWNLOAD_FAILED. */
+  HF_HUB_OFFLINE: bool.default(false),
+  /** The most bytes of one Hub snapshot, all its files together. */
+  HF_DOWNLOAD_MAX_BYTES: int(1024).default(50 * 1024 ** 3),
   DATASET_MAX_DOWNLOAD_BYTES: int(1024).default(20 * 1024 ** 3),
   DATASET_MAX_UNCOMPRESSED_BYTES: int(1024).default(50 * 1024 ** 3),
   DATASET_MAX_ENTRIES: int(1).default(500_000),
@@ -167,6 +179,8 @@ export type Config = Readonly<{
   baseModelMirror: string | undefined;
   /** Where base_model folders of the engines that take one are placed by hand (HF_MODELS_DIR). */
   hfModelsDir: string;
+  /** The Hugging Face Hub for base_model ids (HF_ENDPOINT without a trailing slash, HF_TOKEN, HF_HUB_OFFLINE, HF_DOWNLOAD_MAX_BYTES). */
+  hub: Readonly<{ endpoint: string; token: string | undefined; offline: boolean; maxBytes: number }>;
   dataset: Readonly<{
     maxDownloadBytes: number;
     maxUncompressedBytes: number;
@@ -258,6 +272,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     ),
     baseModelMirror: e.BASE_MODEL_MIRROR,
     hfModelsDir: path.resolve(e.HF_MODELS_DIR ?? path.join(e.WORKDIR, 'hf-models')),
+    hub: Object.freeze({ endpoint: e.HF_ENDPOINT.replace(/\/+$/, ''), token: e.HF_TOKEN, offline: e.HF_HUB_OFFLINE, maxBytes: e.HF_DOWNLOAD_MAX_BYTES }),
     dataset: Object.freeze({
       maxDownloadBytes: e.DATASET_MAX_DOWNLOAD_BYTES,
       maxUncompressedBytes: e.DATASET_MAX_UNCOMPRESSED_BYTES,

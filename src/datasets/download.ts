@@ -46,6 +46,11 @@ export type DownloadOptions = {
    * downloaded (the result then has notModified: true and no file is written).
    */
   validators?: Validators | undefined;
+  /**
+   * Headers for the URL's own origin (a bearer token): a redirect to another origin (a CDN) is
+   * followed without them, so a credential never leaves the host it was meant for.
+   */
+  headers?: Record<string, string> | undefined;
 };
 
 /** A response's ETag and Last-Modified, as the server sent them. */
@@ -118,7 +123,7 @@ async function attempt(url: URL, dest: string, opts: DownloadOptions): Promise<A
         headersTimeout: opts.timeoutMs,
         bodyTimeout: opts.timeoutMs,
         signal: opts.signal,
-        headers: { 'accept-encoding': 'identity', 'user-agent': 'trainhook', ...conditional },
+        headers: { 'accept-encoding': 'identity', 'user-agent': 'trainhook', ...conditional, ...(current.origin === url.origin ? opts.headers : {}) },
       });
     } catch (err) {
       throw classify(err);
@@ -153,11 +158,20 @@ async function attempt(url: URL, dest: string, opts: DownloadOptions): Promise<A
   }
 }
 
+/**
+ * Drops a body not read: undici's readable then emits an AbortError, which with no listener
+ * would be an uncaught exception (seen when the body had already arrived whole).
+ */
+function discard(body: Dispatcher.ResponseData['body']): void {
+  body.on('error', () => {});
+  body.destroy();
+}
+
 async function save(res: Dispatcher.ResponseData, url: URL, dest: string, opts: DownloadOptions) {
   const lengthHeader = res.headers['content-length'];
   const total = typeof lengthHeader === 'string' && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : null;
   if (total !== null && total > opts.maxBytes) {
-    res.body.destroy();
+    discard(res.body);
     throw new AttemptError(`the file is ${total} bytes, over the ${opts.maxBytes}-byte limit`, false, {
       status: res.statusCode,
       reason: 'TOO_LARGE',
@@ -167,7 +181,7 @@ async function save(res: Dispatcher.ResponseData, url: URL, dest: string, opts: 
     try {
       await opts.beforeBody(total);
     } catch (err) {
-      res.body.destroy();
+      discard(res.body);
       throw err;
     }
   }

@@ -59,6 +59,12 @@ export type BaseModelSource =
    * is one path segment; the worker gets the folder's absolute path.
    */
   | { kind: 'directory'; name: string }
+  /**
+   * A Hugging Face Hub model repo at a revision: the service downloads the files a model needs
+   * once into workdir/hf-cache/<owner>/<name>@<revision>/ (engines/hub.ts), and the worker gets
+   * that folder as it gets a `directory`.
+   */
+  | { kind: 'hub'; repo: string; revision: string }
   /** Something the engine builds itself (an architecture file, a name); passed to the worker as is. */
   | { kind: 'builtin'; value: string }
   /** No base model: random initialisation. */

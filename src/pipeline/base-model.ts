@@ -1,8 +1,8 @@
 /**
  * Turns an engine's base model source into something its worker can load without the internet:
  * a file under workdir/base-models/ (fetched by the service when it knows where from), a
- * registered model's weights, a name the engine builds itself, or nothing (random
- * initialisation). Workers never download weights: a file that cannot be had fails here, fast,
+ * registered model's weights, a folder placed by hand, a Hugging Face Hub snapshot downloaded once
+ * (hub-snapshot.ts), a name the engine builds itself, or nothing (random initialisation). Workers never download weights: a file that cannot be had fails here, fast,
  * with MODEL_DOWNLOAD_FAILED naming the URL tried and where the file may be placed.
  *
  * Downloads go through the guarded downloader (SSRF guard, size cap, retries), once: jobs that
@@ -22,6 +22,7 @@ import { JobError } from '../core/errors.js';
 import { downloadToFile } from '../datasets/download.js';
 import type { BaseModelSource } from '../engines/types.js';
 import { sha256File } from '../registry/files.js';
+import { hubSnapshot, type HubOptions } from './hub-snapshot.js';
 
 export interface BaseModelOptions {
   workdir: string;
@@ -37,6 +38,10 @@ export interface BaseModelOptions {
   /** The folder of local model directories (HF_MODELS_DIR): a 'directory' source is a folder in it. */
   modelDirs?: string | undefined;
   signal?: AbortSignal;
+  /** The Hugging Face Hub (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE, the snapshot byte cap), for a 'hub' source. */
+  hub?: Pick<HubOptions, 'endpoint' | 'token' | 'offline' | 'maxBytes'> | undefined;
+  /** The disk pre-flight for a download, with the bytes about to be written. */
+  checkSpace?: ((bytes: number) => Promise<void>) | undefined;
   /** The weights file of a registered model of this engine, or a message why it cannot be used. */
   registered(id: string): Promise<string | { problem: string }>;
 }
@@ -113,6 +118,19 @@ export async function resolveBaseModel(source: BaseModelSource, opts: BaseModelO
         );
       }
       return { model: dir, source: dir, sha256: null };
+    }
+    case 'hub': {
+      if (!opts.hub) throw new JobError('MODEL_DOWNLOAD_FAILED', `base model ${source.repo}@${source.revision}: this server has no Hugging Face Hub set up`, { base_model: source.repo });
+      const snapshot = await hubSnapshot(source, {
+        ...opts.hub,
+        workdir: opts.workdir,
+        dispatcher: opts.dispatcher,
+        timeoutMs: opts.timeoutMs,
+        retries: opts.retries,
+        signal: opts.signal,
+        checkSpace: opts.checkSpace,
+      });
+      return { model: snapshot.dir, source: `${opts.hub.endpoint}/${source.repo}@${snapshot.sha ?? source.revision}`, sha256: null };
     }
     case 'builtin': {
       // A file of that name placed by hand wins over the engine's own (a customised architecture).

@@ -232,6 +232,8 @@ export function createExecutor(ctx: PipelineContext): Executor {
         retries: config.dataset.downloadRetries,
         mirror: config.baseModelMirror,
         modelDirs: config.hfModelsDir,
+        hub: config.hub,
+        checkSpace: (bytes) => checkDisk(config.workdir, { parts: [{ label: 'base model', bytes }] }, limits, 'for the base model download'),
         signal: stop,
         registered: (id) => registry.weightsFor(id, engine.name, modelConfig.task),
       });

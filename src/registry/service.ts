@@ -15,6 +15,7 @@ import type { Database } from '../db/client.js';
 import type { JobRow, ModelExportRow, ModelRow } from '../db/schema.js';
 import type { Engines } from '../engines/index.js';
 import type { AnyEngine } from '../engines/types.js';
+import { hubCacheDir, parseHubId } from '../engines/hub.js';
 import type { JobFiles } from '../jobs/files.js';
 import { getJob } from '../jobs/queries.js';
 import { resolvePython } from '../worker/python.js';
@@ -163,12 +164,15 @@ export class ModelRegistry {
   }
 
   /**
-   * Where in HF_MODELS_DIR the base model folder of a registered model is, when its base model
-   * is a name that can be such a folder (an adapter needs it to load; the worker checks that it
+   * Where in HF_MODELS_DIR (or, for a Hub id, in workdir/hf-cache/) the base model folder of a
+   * registered model is, when its base model is a name that can be such a folder (an adapter needs it to load; the worker checks that it
    * is there and, if not, names this path); else null.
    */
   private baseFolder(model: ModelRow): string | null {
     const name = model.baseModel;
+    // A Hub id: the snapshot the service downloaded for the job (still there unless removed by hand).
+    const hub = name ? parseHubId(name) : null;
+    if (hub) return hubCacheDir(this.opts.config.workdir, hub);
     if (!name || !FOLDER_NAME.test(name) || name.includes('..')) return null;
     const root = path.resolve(this.opts.config.hfModelsDir);
     const dir = path.join(root, name);

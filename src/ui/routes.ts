@@ -1,5 +1,6 @@
 /**
- * The status pages: GET / (dashboard) and GET /jobs/{id} (one job),
+ * The status pages: GET / (dashboard), GET /jobs (history), GET /jobs/compare (experiments side
+ * by side) and GET /jobs/{id} (one job),
  * the login form, Cancel, Retry and Download logs, the partial the dashboard reloads, static assets,
  * and (through registerStreams) the live streams the pages listen to.
  */
@@ -16,6 +17,8 @@ import { UiAuth, safeNext, type Access } from '../http/session.js';
 import { z } from 'zod';
 import { HISTORY_STATUSES, dashboardData, historyData, jobPageData, registeredModel, type HistoryFilters } from './data.js';
 import { ToolError } from '../worker/tool.js';
+import { COMPARE_MAX_IDS, loadComparison } from '../jobs/compare.js';
+import { jobMetrics } from '../jobs/metrics.js';
 import { PUBLIC_DIR, render } from './render.js';
 import { requestLog } from '../http/context.js';
 
@@ -191,6 +194,25 @@ export function registerUi(app: OpenAPIHono, deps: AppDeps): void {
       return page({ status: null, name: '', from: null, to: null, page: 1 }, ['from: the first day comes after the last one'], 400);
     }
     return page({ status: q.status ?? null, name: q.name ?? '', from: q.from ?? null, to: q.to ?? null, page: q.page }, []);
+  });
+
+  /**
+   * Experiments side by side: /jobs/compare?ids=a,b or ids=a&ids=b (the history's checkboxes).
+   * Registered before /jobs/:id, which would take "compare" for an id.
+   */
+  app.get('/jobs/compare', async (c) => {
+    const access = readable(c);
+    if (access instanceof Response) return access;
+    const ids = [...new Set((c.req.queries('ids') ?? []).flatMap((v) => v.split(',')).map((s) => s.trim()).filter(Boolean))];
+    if (ids.length < 2 || ids.length > COMPARE_MAX_IDS) {
+      return errorPage(c, access, 400, 'Pick jobs to compare', `Choose 2 to ${COMPARE_MAX_IDS} jobs in the job history to compare them (${ids.length} chosen).`);
+    }
+    const malformed = ids.filter((id) => !UUID_RE.test(id));
+    const loaded = malformed.length ? ({ ok: false, missing: malformed } as const) : await loadComparison(deps.database, deps.engines, ids);
+    if (!loaded.ok) return errorPage(c, access, 404, 'Job not found', `There is no job ${loaded.missing.join(', ')} on this server.`);
+    const first = await deps.jobs.get(ids[0]!);
+    const bestKey = first ? jobMetrics(deps.engines, first).best.key : 'best metric';
+    return html(c, render('./compare', { ...base(c, access, 'Compare experiments'), comparison: loaded.comparison, bestKey }));
   });
 
   app.get('/jobs/:id', async (c) => {

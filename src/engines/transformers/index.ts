@@ -9,6 +9,7 @@
  */
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { parseHubId } from '../hub.js';
 import { schemaPresets } from '../presets.js';
 import type { Engine, MetricsSpec } from '../types.js';
 import { TRANSFORMERS_TASKS, TransformersModelConfigSchema, type TransformersModelConfig } from './request.js';
@@ -64,12 +65,15 @@ export const transformersEngine: Engine<TransformersModelConfig> = {
     baseFile: () => `${WORKER}base-config.yaml`,
     userKeys: ['base_model', 'method', 'epochs', 'learning_rate', 'batch_size', 'max_length'],
     notes: {
-      base_model: 'a folder name under HF_MODELS_DIR (default <WORKDIR>/hf-models/)',
+      base_model: 'a folder name under HF_MODELS_DIR (default <WORKDIR>/hf-models/), or a Hub model id owner/name[@revision]',
       method: 'qlora needs CUDA (refused on a CPU-only server)',
     },
   }),
   models: () => [],
-  baseModel: (mc) => ({ kind: 'directory', name: mc.base_model }),
+  baseModel: (mc) => {
+    const hub = parseHubId(mc.base_model);
+    return hub ? { kind: 'hub', ...hub } : { kind: 'directory', name: mc.base_model };
+  },
   datasetFormats: () => ['jsonl'],
   refuse(mc, { gpuAvailable }) {
     if (mc.method === 'qlora') {
@@ -93,7 +97,13 @@ export const transformersEngine: Engine<TransformersModelConfig> = {
   },
   files: {
     checkpoints: ['last.pt', 'adapter.zip', 'model.zip', 'checkpoint-*.zip'],
-    callbackArtifacts: { adapter: ['adapter.zip'], metrics_csv: ['metrics.csv'], training_config: ['training_config.json'] },
+    callbackArtifacts: {
+      adapter: ['adapter.zip'],
+      metrics_csv: ['metrics.csv'],
+      training_config: ['training_config.json'],
+      // The TensorBoard events files of the run (worker/engines/transformers/tensorboard_log.py).
+      tensorboard: ['tensorboard.zip'],
+    },
     modelFormat: 'huggingface-zip',
   },
   // adapter: the LoRA adapter alone; merged: merged into the base (safetensors); int8: merged, then

@@ -5,23 +5,29 @@
  *   {"framework": "transformers", "name": "…", "task": "causal-lm", "base_model": "tiny-llama",
  *    "method": "lora", "lora_r": 8, "epochs": 3, "learning_rate": 2e-4, "max_length": 512, …}
  *
- * base_model names a folder the operator placed under the server's HF_MODELS_DIR (default
+ * base_model names either a folder the operator placed under the server's HF_MODELS_DIR (default
  * WORKDIR/hf-models/): a `save_pretrained` directory with config.json, the weights and the
- * tokenizer. It is one folder name, never a path or a Hub id: a request cannot name a file of
- * the server's disk, and the worker never downloads.
+ * tokenizer, by its one-segment name, never a path (a request cannot name a file of the
+ * server's disk); or a Hugging Face Hub model id, owner/name[@revision], which the service
+ * downloads once into WORKDIR/hf-cache/ (the worker itself never downloads).
  */
 import { z } from '@hono/zod-openapi';
+import { HUB_ID_SOURCE } from '../hub.js';
 
 export const TRANSFORMERS_TASKS = ['causal-lm'] as const;
 export const METHODS = ['lora', 'qlora', 'full'] as const;
 export const MIXED_PRECISION = ['no', 'fp16', 'bf16'] as const;
 
-/** One path segment: letters, digits, _ . - (not starting with a dot, no ..). */
-const FOLDER_NAME = /^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$/;
+/**
+ * One path segment (letters, digits, _ . -, not starting with a dot, no ..), or a Hub id: one
+ * pattern, so the OpenAPI document says exactly what is accepted.
+ */
+const BASE_MODEL = new RegExp(`^(?:(?!.*\\.\\.)[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}|${HUB_ID_SOURCE})$`);
 
 export const BASE_MODEL_HINT =
-  "must be the name of a model folder on this server: place the model's save_pretrained folder (config.json, weights, tokenizer) " +
-  'under HF_MODELS_DIR (default <WORKDIR>/hf-models/) and give its folder name; Hub ids, absolute paths and paths with .. are refused';
+  "must be the name of a model folder on this server (place the model's save_pretrained folder (config.json, weights, tokenizer) " +
+  'under HF_MODELS_DIR (default <WORKDIR>/hf-models/) and give its folder name) or a Hugging Face Hub model id owner/name[@revision] ' +
+  '(letters, digits, - _ . in each part); absolute paths and paths with .. are refused';
 
 export const TransformersModelConfigSchema = z
   .object({
@@ -31,9 +37,12 @@ export const TransformersModelConfigSchema = z
     base_model: z
       .string()
       .min(1)
-      .max(100)
-      .regex(FOLDER_NAME, BASE_MODEL_HINT)
-      .openapi({ description: 'The name of a model folder under the server\'s HF_MODELS_DIR (default <WORKDIR>/hf-models/)' }),
+      .max(250)
+      .regex(BASE_MODEL, BASE_MODEL_HINT)
+      .openapi({
+        description:
+          "The name of a model folder under the server's HF_MODELS_DIR (default <WORKDIR>/hf-models/), or a Hugging Face Hub model id owner/name[@revision] that the server downloads once (HF_ENDPOINT, HF_TOKEN)",
+      }),
     method: z.enum(METHODS).default('lora').openapi({ description: 'lora: a LoRA adapter (peft); full: every weight; qlora needs CUDA and is refused on this server' }),
     lora_r: z.number().int().min(1).max(1024).default(8),
     lora_alpha: z.number().positive().max(4096).default(16),
@@ -55,6 +64,13 @@ export const TransformersModelConfigSchema = z
     max_length: z.number().int().min(8).max(32_768).default(512).openapi({ description: 'Tokens per sample; longer samples are cut (the worker warns)' }),
     seed: z.number().int().min(0).max(2 ** 31 - 1).default(0),
     save_total_limit: z.number().int().min(1).max(100).default(2).openapi({ description: 'Per-epoch checkpoints kept (the best and the last are kept besides)' }),
+    save_steps: z
+      .number()
+      .int()
+      .min(1)
+      .max(1_000_000)
+      .optional()
+      .openapi({ description: 'Also save the resumable state (last.pt) every this many optimizer steps within an epoch: a crash or restart resumes from that step (default: at each epoch end and on a stop only)' }),
   })
   .strict()
   .openapi('TransformersModelConfig');

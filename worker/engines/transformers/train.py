@@ -8,15 +8,22 @@ mapping and Trainer's checkpoint-folder layout there; the loop is also what a ba
 transformers/peft script does, so trainhook's overhead over one stays small.
 
 Everything lands in spec.run_dir:
-- last.pt: the training state after the last optimizer step saved (at each epoch's end, and when
-  a stop arrives mid-epoch): the trainable weights (the LoRA adapter, or every weight with method
-  full), the optimizer, the scheduler, the step, the epoch and its position in it, the running
-  sums, the best so far and every epoch's metrics. Resume continues from it.
+- last.pt: the training state after the last optimizer step saved (at each epoch's end, every
+  save_steps optimizer steps when set, and when a stop arrives mid-epoch): the trainable weights
+  (the LoRA adapter, or every weight with method full), the optimizer, the scheduler, the step,
+  the epoch and its position in it, the running sums, the best so far and every epoch's metrics.
+  Resume continues from it.
 - adapter.zip (method lora) / model.zip (method full): the save_pretrained folder of the epoch with
   the lowest val_loss (adapter_model.safetensors + adapter_config.json; or the model and its
   tokenizer): what `done.best` names and the registry keeps.
 - checkpoint-<epoch>.zip: the same for each epoch, the newest save_total_limit kept.
 - metrics.csv, training_config.json.
+- tensorboard/ and, at the end, tensorboard.zip: the TensorBoard events (tensorboard_log.py).
+
+The epoch event means "this epoch is in last.pt": it is sent after the epoch's save. A mid-epoch
+save (save_steps, or a stop) records the epoch, the batch group reached in it and the global
+step; a resumed worker skips the groups already done (each epoch's order is fixed by the seed
+and the epoch) and sends no epoch twice.
 
 Samples (datasets/jsonl.ts checked every line): {"prompt", "completion"} → BOS + prompt +
 completion + EOS, the loss on completion + EOS only; {"messages": [...]} → each message as
@@ -42,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime import JobFailure, StopRequested, is_out_of_memory
+from tensorboard_log import TB_DIR, TB_ZIP, TrainingLog, zip_events
 
 # Set at import, before anything imports huggingface_hub or transformers (they read them once).
 OFFLINE_ENV = {
@@ -65,9 +73,9 @@ DEFAULTS: dict[str, Any] = {
     "method": "lora", "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": None,
     "learning_rate": 2e-4, "weight_decay": 0.0, "batch_size": 4, "grad_accum_steps": 1, "epochs": 3,
     "warmup_ratio": 0.03, "mixed_precision": "no", "gradient_checkpointing": False, "max_length": 512,
-    "seed": 0, "save_total_limit": 2,
+    "seed": 0, "save_total_limit": 2, "save_steps": None,
 }
-RUN_OUTPUTS = ("last.pt", "adapter.zip", "model.zip", "metrics.csv", "training_config.json")
+RUN_OUTPUTS = ("last.pt", "adapter.zip", "model.zip", "metrics.csv", "training_config.json", TB_ZIP)
 METRIC_KEYS = ("train_loss", "val_loss", "val_token_accuracy", "learning_rate")
 
 
@@ -215,6 +223,7 @@ def run(spec: dict[str, Any], rt: Any) -> None:
         for old in run_dir.glob("checkpoint-*.zip"):
             old.unlink()
         shutil.rmtree(run_dir / "best", ignore_errors=True)
+        shutil.rmtree(run_dir / TB_DIR, ignore_errors=True)
         drop_save_dir(run_dir)
 
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_linear_schedule_with_warmup
@@ -311,6 +320,9 @@ def run(spec: dict[str, Any], rt: Any) -> None:
     if resumed is not None:
         resend_epochs(rt, state, spec)
     write_config(run_dir, spec, args, len(train_data), len(val_data), trainable, total)
+    # A resumed run drops what an earlier process logged past the checkpoint's step.
+    tb = TrainingLog(run_dir, purge_step=state["global_step"] + 1 if resumed is not None else None, every=1)
+    save_steps = int(args["save_steps"]) if args.get("save_steps") else 0
 
     def save_last() -> None:
         state["trainable"] = {n: p.detach().to("cpu").clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -342,18 +354,21 @@ def run(spec: dict[str, Any], rt: Any) -> None:
                 rt.check_stop()
             except StopRequested:
                 save_last()
+                tb.close()
                 drop_save_dir(run_dir)
                 rt.stopped_state = {"epochs_completed": state["epochs_completed"], "last": str(last)}
                 raise
             micro = [collate([train_data[i] for i in b], tok.pad_token_id, device) for b in groups[g]]
             counts = [int((m["labels"][:, 1:] != IGNORE).sum()) for m in micro]
             group_tokens = max(1, sum(counts))
+            group_loss = 0.0
             for m, n in zip(micro, counts):
                 with autocast(device_type, autocast_dtype):
                     logits = model(input_ids=m["input_ids"], attention_mask=m["attention_mask"]).logits
                 loss_sum, _n, _c = token_loss(logits, m["labels"])
                 loss = loss_sum / group_tokens
                 (scaler.scale(loss) if scaler is not None else loss).backward()
+                group_loss += float(loss_sum.detach())
                 state["loss_sum"] += float(loss_sum.detach())
                 state["tokens"] += n
             if scaler is not None:
@@ -365,6 +380,13 @@ def run(spec: dict[str, Any], rt: Any) -> None:
             optimizer.zero_grad(set_to_none=True)
             state["group"] = g + 1
             state["global_step"] += 1
+            tb.step(state["global_step"], group_loss, sum(counts), scheduler.get_last_lr()[0])
+            if save_steps and state["global_step"] % save_steps == 0 and g + 1 < len(groups):
+                # A resume point mid-epoch (the epoch's end saves anyway): a crash loses at most save_steps steps.
+                save_last()
+                tb.flush()
+                rt.stopped_state = {"epochs_completed": state["epochs_completed"], "last": str(last)}
+                rt.log(f"saved last.pt at step {state['global_step']} (epoch {epoch}, batch group {g + 1}/{len(groups)})")
             pct = 100 * (g + 1) / len(groups)
             if pct - shown >= every or g + 1 == len(groups):
                 shown = pct
@@ -386,6 +408,7 @@ def run(spec: dict[str, Any], rt: Any) -> None:
                    "fitness": -val_loss, "best_fitness": -state["best_val_loss"], "best_epoch": state["best_epoch"]}
         state["history"].append(payload)
         append_csv(run_dir / "metrics.csv", epoch, metrics, seconds)
+        tb.epoch(state["global_step"], epoch, metrics)
         state.update(epoch=epoch + 1, group=0, loss_sum=0.0, tokens=0, epochs_completed=epoch)
         save_last()
         rt.stopped_state = {"epochs_completed": epoch, "last": str(last)}
@@ -395,6 +418,7 @@ def run(spec: dict[str, Any], rt: Any) -> None:
         rt.emit("epoch", **payload)
 
     rt.emit("phase", phase="finalizing")
+    tb.close()
     state["finished"] = True
     save_last()
     finish(rt, run_dir, state)
@@ -507,8 +531,9 @@ def finish(rt: Any, run_dir: Path, state: dict[str, Any]) -> None:
     best = run_dir / best_name(state.get("method", "lora"))
     if not best.is_file():
         raise JobFailure("UNKNOWN_ERROR", f"training ended without {best.name} in {run_dir}")
+    zip_events(run_dir)
     items = [{"name": n, "path": str(run_dir / n), "size": (run_dir / n).stat().st_size}
-             for n in ("metrics.csv", "training_config.json") if (run_dir / n).is_file()]
+             for n in ("metrics.csv", "training_config.json", TB_ZIP) if (run_dir / n).is_file()]
     rt.emit("artifacts", items=items)
     best_metrics = state.get("best_metrics") or {}
     rt.emit("done", best=str(best), last=str(run_dir / "last.pt"), epochs_completed=int(state["epochs_completed"]),
