@@ -7,9 +7,11 @@
  * them under HF_MODELS_DIR, and trains on a set it can memorise: four plain-coloured images, each
  * asked the same question, answered with its colour (so the answer depends on the image alone).
  *
+ * - method full trains every weight but the vision tower's and delivers model.zip with the processor;
  * - a LoRA job completes, its loss falls and the model memorises the set (val_token_accuracy 1),
  *   its epochs carry the causal-lm metrics, the best epoch is the lowest val_loss, the signed
  *   callbacks verify, the status page charts the losses, and the model is registered as vision-lm;
+ * - a cancelled job resumes from last.pt on retry and completes, every epoch recorded once;
  * - lines whose image is missing, outside the archive (.., absolute), not an image, or absent fail
  *   the job with DATASET_INVALID naming file and line;
  * - a causal-LM folder for vision-lm, and a vision-language folder for causal-lm, fail the job
@@ -210,6 +212,57 @@ for (const [index, backend] of backends().entries()) {
       assert.equal(page.status, 200);
       assert.match(page.text, /Train and validation loss by epoch/, 'the status page charts the losses');
     });
+
+    // Not a matter of the store: once.
+    if (index === 0) {
+      test('method full trains all but the vision tower, delivers model.zip with its processor, and exports merged', async () => {
+        const { target_modules: _t, ...full } = FAST;
+        const r = await submit({ name: 'vlm-full', ...full, method: 'full', epochs: 3, learning_rate: 0.001 }, 'colours.zip');
+        assert.equal(r.status, 202, r.text);
+        const job = await finished(r.json.job_id);
+        assert.equal(job.status, 'completed', JSON.stringify(job.error));
+        const log = (await call(`/api/v1/jobs/${r.json.job_id}/logs/download`)).text;
+        const counts = /full: ([\d,]+) trainable parameters of ([\d,]+)/.exec(log);
+        assert.ok(counts, 'the worker logs its trainable parameters');
+        const [trainable, total] = [Number(counts[1]!.replaceAll(',', '')), Number(counts[2]!.replaceAll(',', ''))];
+        assert.ok(trainable > 0.5 * total && trainable < total, `the vision tower is frozen: ${counts[0]}`);
+        const link = await call(`/api/v1/jobs/${r.json.job_id}/model`);
+        const zip = Buffer.from(await (await fetch(link.json.url)).arrayBuffer());
+        for (const name of ['model.safetensors', 'config.json', 'processor_config.json', 'tokenizer.json']) assert.ok(zip.includes(name), `${name} in model.zip`);
+        const registered = await waitFor('registered full model', async () => {
+          const found = (await call(`/api/v1/models?job_id=${r.json.job_id}`)).json.models;
+          return found.length > 0 && found[0];
+        }, 30_000);
+        const merged = await call(`/api/v1/models/${registered.model_id}/export`, { method: 'POST', json: { format: 'merged' } });
+        assert.equal(merged.status, 201, merged.text);
+        assert.equal(merged.json.check.passed, true, JSON.stringify(merged.json.check));
+        assert.equal(merged.json.check.compared_to, 'the fully trained model');
+      });
+    }
+
+    if (index === 0) {
+      test('cancel stops the worker at a step and keeps last.pt; retry resumes from it and completes', async () => {
+        const r = await submit({ name: 'vlm-cancel-resume', ...FAST, epochs: 150, learning_rate: 0.001 }, 'colours.zip');
+        assert.equal(r.status, 202, r.text);
+        const id = r.json.job_id;
+        await waitFor('epoch 3', async () => (await call(`/api/v1/jobs/${id}`)).json.current_epoch >= 3, 120_000);
+        assert.equal((await call(`/api/v1/jobs/${id}`, { method: 'DELETE' })).status, 200);
+        const retried = await waitFor('the retry to be accepted', async () => {
+          const again = await call(`/api/v1/jobs/${id}/retry`, { method: 'POST' });
+          return !(again.status === 409 && again.json.error.code === 'JOB_STOPPING') && again;
+        }, 60_000);
+        assert.equal(retried.status, 202, retried.text);
+        const job = await finished(id);
+        assert.equal(job.status, 'completed', JSON.stringify(job.error));
+        assert.deepEqual(job.attempts.map((a: { outcome: string }) => a.outcome), ['cancelled', 'completed']);
+        const log = (await call(`/api/v1/jobs/${id}/logs/download`)).text;
+        const resumed = /resuming from \S+last\.pt: epoch (\d+), step (\d+)/.exec(log);
+        assert.ok(resumed, 'the second attempt resumed from last.pt');
+        assert.ok(Number(resumed[1]) >= 3 && Number(resumed[2]) > 0, resumed[0]);
+        const epochs = (await call(`/api/v1/jobs/${id}/metrics`)).json.epochs;
+        assert.deepEqual(epochs.map((e: any) => e.epoch), Array.from({ length: 150 }, (_, i) => i + 1));
+      });
+    }
 
     test('bad image references fail the job with DATASET_INVALID naming the file and the line', async () => {
       const r = await submit({ name: 'bad', ...FAST, epochs: 1 }, 'bad.zip');
