@@ -19,7 +19,8 @@
  * - the model exports (merged; on the first backend adapter and int8 too): the model card says
  *   vision-lm, the package's inference.py answers `--image … --prompt …` with the memorised colour;
  * - POST /models/{id}/generate with a base64 image answers each image's colour; without an image
- *   it is 400 IMAGE_REQUIRED, with bytes that are no image 422 INVALID_IMAGE.
+ *   it is 400 IMAGE_REQUIRED, with bytes that are no image 422 INVALID_IMAGE; a text model given
+ *   an image is 400 IMAGE_UNSUPPORTED.
  */
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
@@ -349,6 +350,24 @@ for (const [index, backend] of backends().entries()) {
       const notBase64 = await call(url, { method: 'POST', json: { prompt: QUESTION, image: 'this is not base64!' } });
       assert.equal(notBase64.status, 400, notBase64.text);
       assert.equal(notBase64.json.error.code, 'VALIDATION_ERROR');
+
+      // A text model refuses an image: the same lines train a causal LM (the image field unread there).
+      if (index === 0) {
+        const r = await submit({ name: 'text-model', task: 'causal-lm', base_model: 'tiny-llama', ...FAST, epochs: 1 }, 'colours.zip');
+        assert.equal(r.status, 202, r.text);
+        const job = await finished(r.json.job_id);
+        assert.equal(job.status, 'completed', JSON.stringify(job.error));
+        const text = await waitFor('registered text model', async () => {
+          const found = (await call(`/api/v1/models?job_id=${r.json.job_id}`)).json.models;
+          return found.length > 0 && found[0];
+        }, 30_000);
+        const refused = await call(`/api/v1/models/${text.model_id}/generate`, {
+          method: 'POST',
+          json: { prompt: QUESTION, image: fs.readFileSync(imagePath('red')).toString('base64') },
+        });
+        assert.equal(refused.status, 400, refused.text);
+        assert.equal(refused.json.error.code, 'IMAGE_UNSUPPORTED');
+      }
     });
   });
 }
