@@ -133,7 +133,7 @@ describe('transformers (causal-lm, LoRA) through the API', { timeout: 15 * 60_00
     assert.ok(e, JSON.stringify(r.json.engines.map((x: any) => x.name)));
     assert.equal(e.license, 'Apache-2.0');
     assert.equal(e.version, '5.24.0');
-    assert.deepEqual(e.tasks.map((t: any) => t.name), ['causal-lm']);
+    assert.deepEqual(e.tasks.map((t: any) => t.name), ['causal-lm', 'vision-lm']);
     assert.deepEqual(e.tasks[0].dataset_formats, ['jsonl']);
     assert.deepEqual(e.tasks[0].metrics.best, { key: 'val_loss', goal: 'min' });
   });

@@ -21,7 +21,7 @@ import { eachInSlices, ImageScan, Problems, throttledProgress } from './scan.js'
 export { MAX_REPORTED_PROBLEMS, type Problem } from './scan.js';
 
 /** Every task trainhook checks a dataset for: the YOLO label tasks, classify, and text generation (jsonl.ts). */
-export type DatasetTask = LabelTask | 'classify' | 'causal-lm';
+export type DatasetTask = LabelTask | 'classify' | 'causal-lm' | 'vision-lm';
 
 /**
  * Counts of one split. classify: every image is one instance of its folder's class, so

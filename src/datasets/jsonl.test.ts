@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
+import { PNG } from 'pngjs';
 import { JobError } from '../core/errors.js';
 import { checkJsonlDataset, readJsonlLayout, sampleProblem, valCount } from './jsonl.js';
 
@@ -77,5 +78,45 @@ describe('jsonl text datasets', () => {
     assert.match((await refusal(readJsonlLayout(dir({ 'a.txt': 'x' })))).message, /no train\.jsonl or data\.jsonl/);
     assert.match((await refusal(readJsonlLayout(dir({ 'train.jsonl': pc(1) })))).message, /no val\.jsonl/);
     assert.match((await refusal(check(dir({ 'train.jsonl': pc(1), 'val.jsonl': '\n' })))).message, /validation split holds no samples/);
+  });
+});
+
+describe('jsonl vision-language datasets (task vision-lm)', () => {
+  const png = () => {
+    const img = new PNG({ width: 16, height: 16 });
+    img.data.fill(128);
+    return PNG.sync.write(img);
+  };
+  const vision = async (root: string) => checkJsonlDataset(await readJsonlLayout(root), { task: 'vision-lm', displayRoot: root });
+
+  test('every line names a readable image inside the folder of the JSONL files; each file read once', async () => {
+    const root = dir({ 'ds/train.jsonl': '', 'ds/val.jsonl': '' });
+    try {
+      fs.mkdirSync(path.join(root, 'ds', 'images'));
+      fs.writeFileSync(path.join(root, 'ds', 'images', 'a.png'), png());
+      fs.writeFileSync(path.join(root, 'ds', 'images', 'b.png'), png());
+      const s = (image: string, extra: Record<string, unknown> = {}) => line({ image, prompt: 'q', completion: 'a', ...extra });
+      fs.writeFileSync(path.join(root, 'ds', 'train.jsonl'), [s('images/a.png', { meta: { frame: 3 } }), s('images/a.png'), s('images/b.png')].join('\n'));
+      fs.writeFileSync(path.join(root, 'ds', 'val.jsonl'), s('images/b.png'));
+      const info = await vision(root);
+      assert.deepEqual(info.samples_per_split, { train: 3, val: 1 });
+      assert.equal(info.total_images, 2);
+      assert.equal(info.train_images, 3);
+
+      fs.writeFileSync(path.join(root, 'ds', 'val.jsonl'), [s('images/b.png'), s('images/../images/a.png'), s('./images/c.png'), s('C:/x.png'), line({ prompt: 'q', completion: 'a' }), line({ image: 7, prompt: 'q', completion: 'a' })].join('\n'));
+      const err = await refusal(vision(root));
+      const problems = (err.details as { problems: { file: string; line: number; message: string }[] }).problems;
+      assert.deepEqual(problems.map((p) => [p.file, p.line]), [2, 3, 4, 5, 6].map((l) => [path.join('ds', 'val.jsonl'), l]));
+      assert.match(problems[0]!.message, /must not contain "\.\."/);
+      assert.match(problems[1]!.message, /images\/c\.png is not in the archive/);
+      assert.match(problems[2]!.message, /relative path/);
+      assert.match(problems[3]!.message, /"image" is missing/);
+      assert.match(problems[4]!.message, /non-empty string/);
+      // The same lines are text samples for causal-lm: the image field is not read there.
+      fs.writeFileSync(path.join(root, 'ds', 'val.jsonl'), s('images/nowhere.png'));
+      assert.deepEqual((await check(root)).samples_per_split, { train: 3, val: 1 });
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
   });
 });

@@ -12,11 +12,18 @@
  * the assistant's messages; there must be one with text). Every line is checked before any
  * training: a line that is not JSON, not an object, or lacks those fields is a problem named by
  * file and line number (the first 50 are kept). Blank lines are skipped.
+ *
+ * Task vision-lm (image + text → text) reads the same files beside an `images/` folder, and each
+ * line must be `{"image": "images/<file>", "prompt": "…", "completion": "…"}` (a `meta` object and
+ * other fields are ignored): `image` is a path relative to the folder holding the JSONL files (the
+ * archive's root, or its single top-level folder), without `..` or a leading `/`, naming a file
+ * inside it that reads as an image (its header, images.ts). Each problem is named by file and line.
  */
 import { readFile, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { JobError } from '../core/errors.js';
 import type { DatasetInfo, SplitInfo } from './check.js';
+import { checkImage, imageScratch } from './images.js';
 import { eachInSlices, Problems } from './scan.js';
 
 /** How a single data.jsonl is split (worker/engines/*: the same rule, applied to the same lines). */
@@ -91,8 +98,64 @@ export function sampleProblem(value: unknown): string | null {
   return null;
 }
 
+/** The task whose samples carry an image each (the transformers engine's vision-language task). */
+export const VISION_TASK = 'vision-lm';
+
+const VISION_HINT = 'a vision-lm sample is {"image": "images/<file>", "prompt": "…", "completion": "…"}';
+
+/**
+ * Checks the image lines of a vision dataset refer to, each file once: what is wrong with a line's
+ * `image` field, or null. Paths are relative to `root` (the folder holding the JSONL files).
+ */
+export class ImageRefs {
+  private readonly seen = new Map<string, string | null>();
+  private readonly scratch = imageScratch();
+  constructor(private readonly root: string) {}
+
+  /** Distinct image files read so far (each with or without a problem). */
+  get count(): number {
+    return this.seen.size;
+  }
+
+  problem(value: unknown): string | null {
+    if (value === undefined) return `"image" is missing: ${VISION_HINT}`;
+    if (typeof value !== 'string' || value.trim() === '') return '"image" must be a non-empty string (a path such as images/0001.jpg)';
+    if (value.length > 1000) return '"image" is longer than 1000 characters';
+    if (value.startsWith('/') || value.includes('\\') || /^[A-Za-z]:/.test(value) || value.includes('\0')) {
+      return `"image" must be a relative path inside the archive with / separators, not ${JSON.stringify(value)}`;
+    }
+    if (value.split('/').includes('..')) return `"image" must not contain "..": ${JSON.stringify(value)}`;
+    const file = path.resolve(this.root, value);
+    if (!file.startsWith(this.root + path.sep)) return `"image" must name a file inside the archive: ${JSON.stringify(value)}`;
+    if (this.seen.has(file)) return this.seen.get(file)!;
+    const check = checkImage(file, this.scratch);
+    const problem = check.ok
+      ? null
+      : check.message.startsWith('cannot open the image (ENOENT')
+        ? `"image" ${value} is not in the archive`
+        : `"image" ${value}: ${check.message}`;
+    this.seen.set(file, problem);
+    return problem;
+  }
+}
+
+/** What is wrong with one parsed line of a vision dataset, or null. */
+export function visionSampleProblem(value: unknown, images: ImageRefs): string | null {
+  const problem = sampleProblem(value);
+  if (problem) return problem.startsWith('needs "prompt"') ? `needs "image", "prompt" and "completion": ${VISION_HINT}` : problem;
+  const o = value as Record<string, unknown>;
+  if (!('prompt' in o)) return `chat "messages" are not read for vision-lm: ${VISION_HINT}`;
+  return images.problem(o['image']);
+}
+
 /** Samples in a file; every bad line is added to problems. */
-async function checkFile(file: string, displayRoot: string, problems: Problems, signal?: AbortSignal): Promise<number> {
+async function checkFile(
+  file: string,
+  displayRoot: string,
+  problems: Problems,
+  signal?: AbortSignal,
+  images?: ImageRefs,
+): Promise<number> {
   const shown = path.relative(displayRoot, file);
   const lines = (await readFile(file, 'utf8')).split('\n');
   let samples = 0;
@@ -108,7 +171,7 @@ async function checkFile(file: string, displayRoot: string, problems: Problems, 
         problems.add(shown, i + 1, `not valid JSON (${(err as Error).message})`);
         return;
       }
-      const problem = sampleProblem(value);
+      const problem = images ? visionSampleProblem(value, images) : sampleProblem(value);
       if (problem) problems.add(shown, i + 1, problem);
       else samples++;
     },
@@ -132,22 +195,24 @@ export async function checkJsonlDataset(
   const warnings: string[] = [];
   let train: number, val: number;
   let split: DatasetInfo['split'] = null;
+  const images = opts.task === VISION_TASK ? new ImageRefs(path.resolve(layout.root)) : undefined;
   if ('data' in layout.files) {
-    const n = await checkFile(layout.files.data, opts.displayRoot, problems, opts.signal);
+    const n = await checkFile(layout.files.data, opts.displayRoot, problems, opts.signal, images);
     if (problems.total === 0 && n < 2) throw invalid(`data.jsonl holds ${n} sample${n === 1 ? '' : 's'}: at least 2 are needed, one for validation`, { reason: 'TOO_FEW_SAMPLES', samples: n });
     val = n >= 2 ? valCount(n) : 0;
     train = n - val;
     split = { source: 'data.jsonl', ...SPLIT };
     warnings.push(`data.jsonl is split by the server: ${val} of its ${n} samples (seed ${SPLIT.seed}) are the validation set`);
   } else {
-    train = await checkFile(layout.files.train, opts.displayRoot, problems, opts.signal);
-    val = await checkFile(layout.files.val, opts.displayRoot, problems, opts.signal);
+    train = await checkFile(layout.files.train, opts.displayRoot, problems, opts.signal, images);
+    val = await checkFile(layout.files.val, opts.displayRoot, problems, opts.signal, images);
   }
   const info: DatasetInfo = {
     task: opts.task as DatasetInfo['task'],
-    total_images: 0,
-    train_images: 0,
-    val_images: 0,
+    // A vision sample is one image: the distinct files, and the samples (with their image) per split.
+    total_images: images?.count ?? 0,
+    train_images: images ? train : 0,
+    val_images: images ? val : 0,
     test_images: 0,
     images_per_split: {},
     classes: [],

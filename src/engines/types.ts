@@ -208,6 +208,11 @@ export interface Engine<MC extends ModelConfigBase = ModelConfigBase> {
    * predicting on images (POST …/predict is then refused).
    */
   generates?(task: string): boolean;
+  /**
+   * Whether a generating task's models answer about an image (POST …/generate then requires
+   * `image`, handed to the worker as a file; other models refuse one).
+   */
+  takesImage?(task: string): boolean;
 }
 
 /** An engine of unknown model_config type: what engine-agnostic code holds. */

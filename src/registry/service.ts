@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../core/config.js';
 import type { Logger } from '../core/logger.js';
+import { checkImage, imageScratch } from '../datasets/images.js';
 import { readPrepared } from '../datasets/index.js';
 import type { Database } from '../db/client.js';
 import type { JobRow, ModelExportRow, ModelRow } from '../db/schema.js';
@@ -58,6 +59,8 @@ export interface GenerateOptions {
   temperature: number;
   doSample: boolean;
   seed: number | null;
+  /** The image a vision-language model answers about (its engine's takesImage), as uploaded. */
+  image?: Uint8Array | null;
 }
 
 export interface Generation {
@@ -313,22 +316,45 @@ export class ModelRegistry {
     if (!engine.generates?.(model.task)) {
       throw new ToolError('GENERATE_UNSUPPORTED', `${engine.label} ${model.task} models do not generate text: use POST /api/v1/models/${model.id}/predict`);
     }
+    const takesImage = engine.takesImage?.(model.task) ?? false;
+    if (takesImage && !opts.image?.length) {
+      throw new ToolError('IMAGE_REQUIRED', `${engine.label} ${model.task} models answer about an image: send it as image (base64) with the prompt`);
+    }
+    if (!takesImage && opts.image) {
+      throw new ToolError('IMAGE_UNSUPPORTED', `${engine.label} ${model.task} models take text only: leave image out`);
+    }
     const weights = openableModelFile(this.workdir, model.id, model.fileName);
     if (!weights) throw new ToolError('MODEL_NOT_FOUND', `the weights of model ${model.id} are missing on this server`);
-    return this.predictor(engine).request<Generation>(
-      {
-        op: 'generate',
-        model: weights.path,
-        base_model: this.baseFolder(model),
-        prompt: opts.prompt,
-        max_new_tokens: opts.maxNewTokens,
-        temperature: opts.temperature,
-        do_sample: opts.doSample,
-        seed: opts.seed,
-        cache_dir: this.cacheDir(engine),
-      },
-      PREDICT_TIMEOUT_MS,
-    );
+    // The image goes to the worker as a file of our own name, checked by its header first.
+    const tmp = opts.image ? path.join(this.workdir, 'tmp', `generate-${crypto.randomUUID()}`) : null;
+    try {
+      let image: string | null = null;
+      if (tmp && opts.image) {
+        await fs.promises.mkdir(tmp, { recursive: true });
+        image = path.join(tmp, 'image');
+        await fs.promises.writeFile(image, opts.image);
+        const check = checkImage(image, imageScratch());
+        if (!check.ok) throw new ToolError('INVALID_IMAGE', `the image cannot be read: ${check.message}`);
+      }
+      return await this.predictor(engine).request<Generation>(
+        {
+          op: 'generate',
+          model: weights.path,
+          task: model.task,
+          base_model: this.baseFolder(model),
+          prompt: opts.prompt,
+          ...(image ? { image } : {}),
+          max_new_tokens: opts.maxNewTokens,
+          temperature: opts.temperature,
+          do_sample: opts.doSample,
+          seed: opts.seed,
+          cache_dir: this.cacheDir(engine),
+        },
+        PREDICT_TIMEOUT_MS,
+      );
+    } finally {
+      if (tmp) await fs.promises.rm(tmp, { recursive: true, force: true });
+    }
   }
 
   /** Predicts in a child process; the uploads live in a temporary folder for its duration. */

@@ -6,7 +6,8 @@
  *   DELETE /api/v1/models/{id}            removes the model and its files (409 while a job trains from it)
  *   POST   /api/v1/models/{id}/export     {format: onnx | torchscript | …} → the checked export and its link
  *   POST   /api/v1/models/{id}/predict    multipart images → detections as json, csv or coco
- *   POST   /api/v1/models/{id}/generate   {prompt, max_new_tokens?, temperature?, do_sample?, seed?} → text (text models)
+ *   POST   /api/v1/models/{id}/generate   {prompt, image?, max_new_tokens?, temperature?, do_sample?, seed?} → text (text models;
+ *                                         image: base64, required by vision-language models)
  *   GET    /downloads/models/{id}/{name}  a registry file through a signed link (no token)
  *
  * Prediction uploads have their own body limit (PREDICT_MAX_BYTES): app.ts leaves this route
@@ -194,9 +195,21 @@ const exportRoute = (formats: [string, ...string[]]) =>
   },
 });
 
+/** Standard base64 (padding optional), or a data: URL holding it. */
+const BASE64_IMAGE = /^(?:data:[\w.+/-]{1,100};base64,)?[A-Za-z0-9+/]+={0,2}$/;
+
 const GenerateBody = z
   .object({
     prompt: z.string().min(1).max(20_000).openapi({ description: 'The text to continue (encoded as the model trained: BOS, then the prompt)' }),
+    image: z
+      .string()
+      .min(1)
+      .regex(BASE64_IMAGE, 'base64 of the image file (optionally a data: URL)')
+      .optional()
+      .openapi({
+        description:
+          'The image a vision-language model (transformers vision-lm) answers about: the file (JPEG, PNG, BMP, TIFF or WebP) in base64, or a data: URL; required by those models, refused (400 IMAGE_UNSUPPORTED) by text-only ones. The whole body must fit MAX_BODY_BYTES.',
+      }),
     max_new_tokens: z.number().int().min(1).max(512).default(32),
     temperature: z.number().positive().max(10).default(1).openapi({ description: 'Used when do_sample is true' }),
     do_sample: z.boolean().default(false).openapi({ description: 'false: greedy decoding (deterministic)' }),
@@ -226,7 +239,7 @@ const generateRoute = createRoute({
   path: '/api/v1/models/{id}/generate',
   summary: 'Generate text with a text model (transformers engine) in a worker process, offline',
   description:
-    "Runs in the model's engine's prediction worker (the process POST …/predict uses for image models), which keeps the model loaded. A model whose engine does not generate text is 409 GENERATE_UNSUPPORTED (use …/predict); an adapter whose base model folder is missing from HF_MODELS_DIR is 500 MODEL_DOWNLOAD_FAILED.",
+    "Runs in the model's engine's prediction worker (the process POST …/predict uses for image models), which keeps the model loaded. A model whose engine does not generate text is 409 GENERATE_UNSUPPORTED (use …/predict); an adapter whose base model folder is missing from HF_MODELS_DIR is 409 MODEL_DOWNLOAD_FAILED. A vision-language model (transformers vision-lm) needs `image` (base64; 400 IMAGE_REQUIRED without it, 422 INVALID_IMAGE when it does not read as an image); a text model refuses one (400 IMAGE_UNSUPPORTED).",
   security: [{ bearer: [] }],
   middleware: [requireBody] as const,
   request: {
@@ -235,7 +248,7 @@ const generateRoute = createRoute({
   },
   responses: {
     200: { description: 'The generated text', content: { 'application/json': { schema: GenerationSchema } } },
-    ...errorResponses(400, 401, 404, 409, 413, 415, 500, 504),
+    ...errorResponses(400, 401, 404, 409, 413, 415, 422, 500, 504),
   },
 });
 
@@ -243,6 +256,9 @@ function toolHttpError(err: unknown): unknown {
   if (!(err instanceof ToolError)) return err;
   const status: Record<string, number> = {
     INVALID_IMAGE: 422,
+    // A generate body that does not fit the model: an image missing, or one it cannot take.
+    IMAGE_REQUIRED: 400,
+    IMAGE_UNSUPPORTED: 400,
     MODEL_NOT_FOUND: 404,
     TIMEOUT: 504,
     // A well-formed request this model cannot serve (the format or operation belongs to other
@@ -320,6 +336,7 @@ export function registerModels(app: OpenAPIHono, deps: AppDeps): void {
         temperature: body.temperature,
         doSample: body.do_sample,
         seed,
+        image: body.image ? Buffer.from(body.image.slice(body.image.indexOf(',') + 1), 'base64') : null,
       });
       requestLog(c).info({ model_id: row.id, tokens: out.tokens }, 'generation');
       return c.json(

@@ -1,11 +1,13 @@
 /**
- * Hugging Face transformers (+ peft) as a trainhook engine: causal language models fine-tuned
- * with a LoRA adapter or in full, trained by worker/engines/transformers/ in its own venv with a
- * plain PyTorch loop. The trained model is a ZIP of a save_pretrained folder: adapter.zip (the
+ * Hugging Face transformers (+ peft) as a trainhook engine: causal language models (causal-lm)
+ * and LLaVA-style vision-language models (vision-lm: image + text → text, worker/engines/
+ * transformers/vlm.py) fine-tuned with a LoRA adapter or in full, trained by
+ * worker/engines/transformers/ in its own venv with a plain PyTorch loop. The trained model is a ZIP of a save_pretrained folder: adapter.zip (the
  * LoRA adapter: adapter_model.safetensors + adapter_config.json) or model.zip (method full).
  * A registered model exports to adapter, merged or int8 (worker/engines/transformers/export.py:
  * a ZIP with a model card and a deployment package) and generates text through
- * POST /api/v1/models/{id}/generate (predict.py in the registry's prediction worker).
+ * POST /api/v1/models/{id}/generate (predict.py in the registry's prediction worker); a vision-lm
+ * model takes an image with the prompt there (takesImage).
  */
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -22,7 +24,7 @@ function pinnedVersion(): string {
   return /^transformers==(\S+)$/m.exec(text)?.[1] ?? 'unknown';
 }
 
-/** The worker's metric names (worker/engines/transformers/train.py). */
+/** The worker's metric names (worker/engines/transformers/train.py; vlm.py the same). */
 const METRICS: MetricsSpec = {
   fields: [
     { key: 'train_loss', label: 'Train loss', goal: 'min', kind: 'loss' },
@@ -110,4 +112,5 @@ export const transformersEngine: Engine<TransformersModelConfig> = {
   // dynamically quantized for the CPU. A model trained in full has no adapter.
   exportFormats: (_task, args) => (args?.['method'] === 'full' ? ['merged', 'int8'] : ['adapter', 'merged', 'int8']),
   generates: () => true,
+  takesImage: (task) => task === 'vision-lm',
 };

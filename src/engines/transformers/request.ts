@@ -1,6 +1,8 @@
 /**
- * The transformers part of POST /api/v1/train: a causal language model (text → text)
- * fine-tuned with Hugging Face transformers, with a LoRA adapter (peft) or in full:
+ * The transformers part of POST /api/v1/train: a causal language model (task causal-lm, text →
+ * text) or a vision-language model (task vision-lm, image + text → text, LLaVA-style: a config
+ * with vision_config and a processor) fine-tuned with Hugging Face transformers, with a LoRA
+ * adapter (peft) or in full:
  *
  *   {"framework": "transformers", "name": "…", "task": "causal-lm", "base_model": "tiny-llama",
  *    "method": "lora", "lora_r": 8, "epochs": 3, "learning_rate": 2e-4, "max_length": 512, …}
@@ -14,7 +16,7 @@
 import { z } from '@hono/zod-openapi';
 import { HUB_ID_SOURCE } from '../hub.js';
 
-export const TRANSFORMERS_TASKS = ['causal-lm'] as const;
+export const TRANSFORMERS_TASKS = ['causal-lm', 'vision-lm'] as const;
 export const METHODS = ['lora', 'qlora', 'full'] as const;
 export const MIXED_PRECISION = ['no', 'fp16', 'bf16'] as const;
 
@@ -33,7 +35,10 @@ export const TransformersModelConfigSchema = z
   .object({
     framework: z.literal('transformers'),
     name: z.string().min(1).max(200),
-    task: z.enum(TRANSFORMERS_TASKS).default('causal-lm'),
+    task: z
+      .enum(TRANSFORMERS_TASKS)
+      .default('causal-lm')
+      .openapi({ description: 'causal-lm: text → text; vision-lm: image + text → text (the base model folder must hold a vision-language model and its processor)' }),
     base_model: z
       .string()
       .min(1)
@@ -52,7 +57,10 @@ export const TransformersModelConfigSchema = z
       .min(1)
       .max(64)
       .optional()
-      .openapi({ description: "Modules LoRA adapts (default: peft's choice for the model type, q_proj and v_proj for LLaMA)" }),
+      .openapi({
+        description:
+          "Modules LoRA adapts (causal-lm default: peft's choice for the model type, q_proj and v_proj for LLaMA; vision-lm: these names in the language model and projector only, default q_proj, k_proj, v_proj, o_proj; the vision tower stays frozen)",
+      }),
     learning_rate: z.number().positive().max(1).default(2e-4),
     weight_decay: z.number().min(0).max(1).default(0),
     batch_size: z.number().int().min(1).max(1024).default(4),

@@ -22,6 +22,12 @@ sample's prompt, else a fixed one) with the model as trained (the adapter on its
 model): max |Δ| must be <= 1e-3 for adapter and merged; the int8 model passes when its greedy
 next-token choice agrees on >= 80 % of the prompt's positions (its max |Δ| is reported). The
 exported folder then generates a few tokens through inference.py.
+
+Task vision-lm (a vision-language model, vlm_inference.py): the same three formats, with the
+base model's processor (tokenizer + image processor) instead of its tokenizer, AutoModelForImage-
+TextToText instead of AutoModelForCausalLM, and vlm_inference.py as the package's inference.py
+(--image, --prompt). The check runs on the first validation sample's image and prompt (else a grey
+image and a fixed prompt).
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ FORMATS = ("adapter", "merged", "int8")
 MAX_ABS_DIFF = 1e-3
 MIN_INT8_AGREEMENT = 0.8
 FALLBACK_PROMPT = "Hello, "
+FALLBACK_VLM_PROMPT = "Describe the image."
 HERE = Path(__file__).resolve().parent
 
 
@@ -72,6 +79,29 @@ def check_prompt(data: Any) -> str:
     return FALLBACK_PROMPT
 
 
+def check_sample(data: Any) -> tuple[str, Any]:
+    """The prompt and image (PIL) of the first sample with both (vision-lm), else a fixed one."""
+    from engines.transformers import vlm_inference
+
+    if isinstance(data, str) and data:
+        for name in ("val.jsonl", "valid.jsonl", "validation.jsonl", "train.jsonl", "data.jsonl"):
+            f = Path(data) / name
+            if not f.is_file():
+                continue
+            for line in f.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict) and isinstance(row.get("prompt"), str) and isinstance(row.get("image"), str):
+                    image = (Path(data) / row["image"]).resolve()
+                    if image.is_file() and str(image).startswith(str(Path(data).resolve()) + os.sep):
+                        return row["prompt"], vlm_inference.read_image(image)
+    from PIL import Image
+
+    return FALLBACK_VLM_PROMPT, Image.new("RGB", (64, 64), (128, 128, 128))
+
+
 def logits_of(model: Any, tok: Any, prompt: str) -> Any:
     import torch
 
@@ -81,10 +111,10 @@ def logits_of(model: Any, tok: Any, prompt: str) -> Any:
         return model(input_ids=torch.tensor([prompt_ids(tok, prompt)])).logits[0].float()
 
 
-def requirements_text() -> str:
+def requirements_text(vision: bool = False) -> str:
     import importlib.metadata as md
 
-    names = ["torch", "transformers", "tokenizers", "safetensors", "peft", "accelerate"]
+    names = ["torch", "transformers", "tokenizers", "safetensors", "peft", "accelerate", *(["pillow"] if vision else [])]
     return "".join(f"{n}=={md.version(n)}\n" for n in names)
 
 
@@ -95,6 +125,9 @@ def fmt(v: Any) -> str:
 
 
 def model_card(card: dict[str, Any], fmt_name: str, check: dict[str, Any], method: str) -> str:
+    vision = card.get("task") == "vision-lm"
+    auto = "AutoModelForImageTextToText" if vision else "AutoModelForCausalLM"
+    run_args = "--image photo.jpg --prompt \"<prompt>\"" if vision else "\"<prompt>\""
     ds = card.get("dataset") or {}
     samples = ds.get("samples")
     # train, val first (the stored JSON may hold them in any order), then any other split.
@@ -103,14 +136,14 @@ def model_card(card: dict[str, Any], fmt_name: str, check: dict[str, Any], metho
     metrics = card.get("metrics") or {}
     how = {
         "adapter": "a LoRA adapter (peft): `model/` holds adapter_model.safetensors and adapter_config.json, plus the base model's "
-                   "tokenizer. It needs its base model: `python inference.py \"<prompt>\" --base /path/to/base-model`. In Python: "
-                   "`PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), \"model\")`.",
+                   f"{'processor' if vision else 'tokenizer'}. It needs its base model: `python inference.py {run_args} --base /path/to/base-model`. In Python: "
+                   f"`PeftModel.from_pretrained({auto}.from_pretrained(base), \"model\")`.",
         "merged": "a plain transformers model (the adapter merged into the base with peft's merge_and_unload, safetensors): "
-                  "`AutoModelForCausalLM.from_pretrained(\"model\")`, or `python inference.py \"<prompt>\"`.",
+                  f"`{auto}.from_pretrained(\"model\")`, or `python inference.py {run_args}`.",
         "int8": "the merged model with its Linear layers dynamically quantized to int8 for the CPU "
                 "(torch.ao.quantization.quantize_dynamic, qint8). Quantized packed weights have no safetensors form: "
                 "model/model_int8.pt is the quantized model's state dict (torch.save). To load it: build the model from "
-                "model/config.json (`AutoModelForCausalLM.from_config`), quantize it the same way "
+                f"model/config.json (`{auto}.from_config`), quantize it the same way "
                 "(`quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)`), then "
                 "`model.load_state_dict(torch.load(\"model/model_int8.pt\", weights_only=True))` — inference.py's `load()` does "
                 "exactly that. CPU only.",
@@ -125,7 +158,7 @@ def model_card(card: dict[str, Any], fmt_name: str, check: dict[str, Any], metho
         "",
         f"- Format: {fmt_name} — {how}",
         f"- Base model: `{card.get('base_model')}`",
-        f"- Task: causal-lm (text → text)",
+        "- Task: vision-lm (image + text → text)" if vision else "- Task: causal-lm (text → text)",
         "",
         "## Dataset",
         "",
@@ -155,7 +188,7 @@ def model_card(card: dict[str, Any], fmt_name: str, check: dict[str, Any], metho
         "",
         "```",
         "pip install -r requirements.txt",
-        "python inference.py \"<prompt>\"" + (" --base /path/to/base-model" if fmt_name == "adapter" else "")
+        f"python inference.py {run_args}" + (" --base /path/to/base-model" if fmt_name == "adapter" else "")
         + " --max-new-tokens 32",
         "```",
         "",
@@ -191,10 +224,12 @@ def run(spec: dict[str, Any], rt: Any) -> None:
 
     import torch
 
-    from engines.transformers import inference
+    from engines.transformers import inference, vlm_inference
 
+    vision = spec.get("task") == "vision-lm"
+    inf: Any = vlm_inference if vision else inference
     torch.manual_seed(0)
-    reference, tok, _ = inference.load(src, base)
+    reference, tok, _ = inf.load(src, base)
     pkg = work / "package"
     shutil.rmtree(pkg, ignore_errors=True)
     model_dir = pkg / "model"
@@ -211,16 +246,21 @@ def run(spec: dict[str, Any], rt: Any) -> None:
             merged.save_pretrained(model_dir, safe_serialization=True)
         else:
             merged.config.save_pretrained(model_dir)
-            torch.save(inference.quantize(merged.eval()).state_dict(), model_dir / inference.INT8_WEIGHTS)
+            torch.save(inf.quantize(merged.eval()).state_dict(), model_dir / inf.INT8_WEIGHTS)
         tok.save_pretrained(model_dir)
-        reference, tok, _ = inference.load(src, base)
+        reference, tok, _ = inf.load(src, base)
 
-    prompt = check_prompt(spec.get("data"))
-    exported, exported_tok, kind = inference.load(model_dir, base)
-    a, b = logits_of(reference, tok, prompt), logits_of(exported, exported_tok, prompt)
+    exported, exported_tok, kind = inf.load(model_dir, base)
+    if vision:
+        prompt, image = check_sample(spec.get("data"))
+        a, b = vlm_inference.logits(reference, tok, image, prompt), vlm_inference.logits(exported, exported_tok, image, prompt)
+        sample = vlm_inference.generate(exported, exported_tok, image, prompt, max_new_tokens=8)
+    else:
+        prompt = check_prompt(spec.get("data"))
+        a, b = logits_of(reference, tok, prompt), logits_of(exported, exported_tok, prompt)
+        sample = inference.generate(exported, exported_tok, prompt, max_new_tokens=8)
     diff = float((a - b).abs().max())
     agreement = float((a.argmax(-1) == b.argmax(-1)).float().mean())
-    sample = inference.generate(exported, exported_tok, prompt, max_new_tokens=8)
     passed = agreement >= MIN_INT8_AGREEMENT if fmt_name == "int8" else diff <= MAX_ABS_DIFF
     check = {
         "prompt": prompt,
@@ -235,8 +275,8 @@ def run(spec: dict[str, Any], rt: Any) -> None:
     }
     card = dict(spec.get("card") or {})
     (pkg / "README.md").write_text(model_card(card, fmt_name, check, method), encoding="utf-8")
-    shutil.copy2(HERE / "inference.py", pkg / "inference.py")
-    (pkg / "requirements.txt").write_text(requirements_text(), encoding="utf-8")
+    shutil.copy2(HERE / ("vlm_inference.py" if vision else "inference.py"), pkg / "inference.py")
+    (pkg / "requirements.txt").write_text(requirements_text(vision), encoding="utf-8")
 
     dest = out_dir / f"export-{fmt_name}.zip"
     tmp = out_dir / f".export-{fmt_name}.zip.tmp"

@@ -8,6 +8,10 @@ prompt_tokens, finish_reason, seconds} — inference.py's generate(), the same c
 deployment package runs. The registered ZIP is extracted once under cache_dir (by its sha of path
 and mtime); loaded models stay cached (the last few), so only the first request pays for loading.
 Image prediction requests are refused: this engine's models take text.
+
+A vision-lm model's request adds `task: "vision-lm"` and `image` (abs path of the uploaded image,
+which the registry removes after the answer): vlm_inference.py's load() and generate(), the code of
+that model's deployment package.
 """
 
 from __future__ import annotations
@@ -41,15 +45,29 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     prompt = request.get("prompt")
     if not isinstance(prompt, str):
         raise JobFailure("UNKNOWN_ERROR", "request.prompt missing or not a string")
-    model, tok = _model_for(request)
+    vision = request.get("task") == "vision-lm"
+    model, tok = _model_for(request, vision)
+    seed = request.get("seed")
+    if vision:
+        from engines.transformers import vlm_inference
+
+        image = request.get("image")
+        if not isinstance(image, str) or not os.path.isabs(image):
+            raise JobFailure("UNKNOWN_ERROR", "request.image missing: a vision-lm model answers about an image")
+        try:
+            picture = vlm_inference.read_image(image)
+        except OSError as e:
+            raise JobFailure("INVALID_IMAGE", f"the image does not open: {e}") from e
+        return vlm_inference.generate(model, tok, picture, prompt, int(request.get("max_new_tokens") or 32),
+                                      float(request.get("temperature") or 1.0), bool(request.get("do_sample")),
+                                      int(seed) if seed is not None else None)
     from engines.transformers.inference import generate
 
-    seed = request.get("seed")
     return generate(model, tok, prompt, int(request.get("max_new_tokens") or 32), float(request.get("temperature") or 1.0),
                     bool(request.get("do_sample")), int(seed) if seed is not None else None)
 
 
-def _model_for(request: dict[str, Any]) -> tuple[Any, Any]:
+def _model_for(request: dict[str, Any], vision: bool = False) -> tuple[Any, Any]:
     path = request.get("model")
     if not isinstance(path, str) or not os.path.isabs(path) or not Path(path).is_file():
         raise JobFailure("MODEL_DOWNLOAD_FAILED", f"model file {path!r} not found", {"path": path})
@@ -57,7 +75,9 @@ def _model_for(request: dict[str, Any]) -> tuple[Any, Any]:
     key = (path, Path(path).stat().st_mtime, str(base))
     cached = _cache.pop(key, None)
     if cached is None:
-        from engines.transformers.inference import kind_of, load
+        from engines.transformers import inference, vlm_inference
+
+        kind_of, load = (vlm_inference.kind_of, vlm_inference.load) if vision else (inference.kind_of, inference.load)
 
         cache_dir = Path(request.get("cache_dir") or Path(path).parent)
         folder = cache_dir / "generate" / hashlib.sha256(f"{path}:{key[1]}".encode()).hexdigest()[:16]

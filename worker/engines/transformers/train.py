@@ -192,6 +192,13 @@ def run(spec: dict[str, Any], rt: Any) -> None:
         raise JobFailure("MODEL_DOWNLOAD_FAILED",
                          f"base model folder {model_dir!r} has no config.json: place a save_pretrained folder there",
                          {"path": model_dir})
+    # vision-lm: its own loop (vlm.py), the same contract; each task refuses the other's base model.
+    from engines.transformers import vlm
+
+    if spec.get("task") == "vision-lm":
+        return vlm.run(spec, rt, args, model_dir)
+    if vlm.inf.is_vlm_folder(model_dir):
+        raise vlm.mismatch(model_dir, "causal-lm")
 
     import torch
 
