@@ -150,6 +150,19 @@ async function experiments(gw, pg, url, modulePath, children) {
   await slow.stop();
   r.cancelRunning = { permanentlyFailJobsAffected: failRunning.length, completeJobsAffected: completeRunning.length, abortSignalAborted: aborted, jobAfter: (await jobRow(cj.id)) ? 'still there' : 'gone (it completed)' };
 
+  step('job key');
+  // Job keys: the same key added again while its job runs on node C.
+  const keyed = await utils.addJob('train', { job: 'keyed' }, { jobKey: 'job-3', maxAttempts: 5 });
+  const child3 = fork(fileURLToPath(import.meta.url), ['child'], { env: { ...process.env, QEVAL_MODULE: 'file://' + modulePath, QEVAL_URL: url } });
+  children.push(child3);
+  await new Promise((res) => child3.once('message', res));
+  const again = await utils.addJob('train', { job: 'keyed, again' }, { jobKey: 'job-3', maxAttempts: 5 });
+  const { rows: keyRows } = await client.query(
+    `select id, key, attempts, max_attempts, locked_by is not null as locked from graphile_worker.jobs where id in ($1, $2) order by id`, [keyed.id, again.id]);
+  r.jobKeyWhileRunning = { sameJob: again.id === keyed.id, rows: keyRows.map((k) => `id ${k.id}: key ${k.key}, attempts ${k.attempts}/${k.max_attempts}, locked ${k.locked}`) };
+  child3.kill('SIGKILL');
+  await client.query('delete from graphile_worker._private_jobs where id in ($1, $2)', [keyed.id, again.id]);
+
   step('throughput');
   // Throughput: 2000 no-op jobs through one worker of concurrency 1.
   await utils.addJobs(Array.from({ length: 2000 }, (_, i) => ({ identifier: 'bench', payload: { i } })));
