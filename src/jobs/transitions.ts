@@ -11,6 +11,7 @@
  *   failed, cancelled ──restart (by request)──▶ queued
  *
  * Each start and end of an attempt is written to the job's attempt log in the same UPDATE.
+ * Why these are not a job-queue library's (pg-boss, graphile-worker): docs/QUEUE.md.
  */
 import { and, eq, inArray, isNull, lt, lte, or, sql, type SQL } from 'drizzle-orm';
 import type { Db, DbOrTx, Tx } from '../db/client.js';
