@@ -38,6 +38,7 @@ import { StreamHub, snapshotFromDatabase } from './stream/hub.js';
 import { ModelRegistry } from './registry/service.js';
 import { lockWorkdir } from './core/workdir-lock.js';
 import { UploadedDatasets } from './datasets/uploads.js';
+import { PreparedDatasets } from './datasets/prepared.js';
 import { Retention, olderThan } from './jobs/retention.js';
 import { pruneCallbackAttempts } from './callbacks/sql/prune.js';
 import { pruneSeenSignatures } from './security/replay-guard.js';
@@ -216,6 +217,7 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     activeJobs: () => scheduler.activeCount,
     baseUrl: config.publicUrl ? () => config.publicUrl! : originOf,
     datasets: uploads,
+    prepared: new PreparedDatasets({ store: files.datasets, uploads, limits: config.dataset, hfModelsDir: config.hfModelsDir }),
     retention,
   };
 

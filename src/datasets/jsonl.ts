@@ -71,6 +71,9 @@ const ROLES: ReadonlySet<string> = new Set(['system', 'user', 'assistant']);
 export function sampleProblem(value: unknown): string | null {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return `must be a JSON object, not ${Array.isArray(value) ? 'an array' : value === null ? 'null' : typeof value}`;
   const o = value as Record<string, unknown>;
+  // Vision-language samples name their image and carry where they came from (SAM2 conversion).
+  if ('image' in o && typeof o['image'] !== 'string') return '"image" must be a string: the image\'s path inside the ZIP';
+  if ('meta' in o && (typeof o['meta'] !== 'object' || o['meta'] === null || Array.isArray(o['meta']))) return '"meta" must be an object';
   if ('messages' in o && !('prompt' in o) && !('completion' in o)) {
     const m = o['messages'];
     if (!Array.isArray(m) || m.length === 0) return '"messages" must be a non-empty array of {"role", "content"}';
