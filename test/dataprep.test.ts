@@ -5,14 +5,20 @@
  * on by id and deleted like uploads.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { setupPython } from '../scripts/setup-python.mjs';
+import { transformersEngine } from '../src/engines/transformers/index.js';
 import { backends } from './helpers/database.js';
 import { rawZip } from './helpers/raw-zip.js';
 import { writeSam2Export, type DrawnFrame } from './helpers/sam2-export.js';
 import { api, startTestServer, tempDir, type TestServer } from './helpers/server.js';
 import { writeSyntheticDataset, zipDirectory } from './helpers/synthetic-dataset.js';
+
+const MAKE_MODEL = fileURLToPath(new URL('./engines/transformers/make_tiny_llama.py', import.meta.url));
 
 type Line = { image?: string; prompt: string; completion: string; meta?: { video: string; frame: number; classes: string[]; template: string } };
 
@@ -35,6 +41,7 @@ for (const backend of backends()) {
     let dir: string;
     let exported: { zip: Buffer; frames: DrawnFrame[] };
     let converted: any;
+    let python: string;
     const files = (d: any) => path.join(server.workdir, 'datasets', d.sha256, 'files');
     const convert = (body: Buffer, query = '', type = 'application/zip') =>
       call(`/api/v1/datasets/convert${query}`, { method: 'POST', body: new Uint8Array(body), headers: { 'content-type': type } });
@@ -48,9 +55,16 @@ for (const backend of backends()) {
     before(async () => {
       dir = tempDir('trainhook-dataprep-');
       exported = await exportZip(dir, 'export', { videos: 5, frames: 4, format: 'jpg', seed: 3 });
-      const models = path.join(dir, 'hf-models', 'tiny-context');
-      fs.mkdirSync(models, { recursive: true });
-      fs.writeFileSync(path.join(models, 'config.json'), JSON.stringify({ model_type: 'llama', max_position_embeddings: 64 }));
+      // A config without a tokenizer (its context length is read, nothing can be measured), and a
+      // tiny LLaMA with its own BPE tokenizer (max_position_embeddings 256).
+      const models = path.join(dir, 'hf-models');
+      fs.mkdirSync(path.join(models, 'tiny-context'), { recursive: true });
+      fs.writeFileSync(path.join(models, 'tiny-context', 'config.json'), JSON.stringify({ model_type: 'llama', max_position_embeddings: 64 }));
+      process.env['OMP_NUM_THREADS'] = '1';
+      python = await setupPython({ requirementsFile: transformersEngine.python.requirements });
+      fs.writeFileSync(path.join(dir, 'texts.json'), JSON.stringify(['Which objects are in this image? The image shows 1 car and 2 persons.', 'Where is the dog?']));
+      const built = spawnSync(python, [MAKE_MODEL, path.join(models, 'tiny-llama'), path.join(dir, 'texts.json')], { encoding: 'utf8' });
+      assert.equal(built.status, 0, built.stderr);
       server = await startTestServer({ backend, env: { RUN_JOBS: 'false', HF_MODELS_DIR: path.join(dir, 'hf-models') } });
       call = api(server.url);
     });
@@ -187,15 +201,32 @@ for (const backend of backends()) {
       assert.equal(basic.json.context.max_tokens, 2048);
       assert.ok(basic.json.report.recommendations.some((r: string) => /temporal/.test(r)), 'a single data.jsonl is advised to be split');
 
-      // The base model's declared context (64 tokens) is shorter than an image's 576.
-      const strict = await validate(id, { level: 'strict', base_model: 'tiny-context' });
+      // strict with a base model counts with its tokenizer; its context (256) is shorter than an image's 576 tokens.
+      const strict = await validate(id, { level: 'strict', base_model: 'tiny-llama' });
       assert.equal(strict.status, 200, strict.text);
       assert.equal(strict.json.status, 'failed');
-      assert.equal(strict.json.context.max_tokens, 64);
-      assert.equal(strict.json.context.source, 'base model tiny-context');
+      assert.deepEqual(strict.json.context, { max_tokens: 256, source: 'base model tiny-llama', tokens: 'measured', image_tokens: 576 });
       assert.equal(check(strict, 'token_lengths').status, 'error');
       assert.equal(strict.json.report.summary.errors, 1);
-      const lenient = await validate(id, { level: 'basic', max_tokens: 64 });
+      // The counts are the tokenizer's: the first over-long line, counted again here by the same tokenizer.
+      const tight = await validate(id, { level: 'strict', base_model: 'tiny-llama', max_tokens: 16, image_tokens: 0 });
+      const first = check(tight, 'token_lengths').details.examples[0];
+      const line = readLines(path.join(files(converted), 'data.jsonl'))[first.line - 1]!;
+      const counted = spawnSync(
+        python,
+        ['-c', 'import sys, json; from transformers import AutoTokenizer; t = AutoTokenizer.from_pretrained(sys.argv[1]); print(len(t(json.loads(sys.argv[2]))["input_ids"]))', path.join(dir, 'hf-models', 'tiny-llama'), JSON.stringify(line.prompt + line.completion)],
+        { encoding: 'utf8', env: { ...process.env, HF_HUB_OFFLINE: '1', TRANSFORMERS_OFFLINE: '1' } },
+      );
+      assert.equal(counted.status, 0, counted.stderr);
+      assert.equal(first.tokens, Number(counted.stdout.trim()));
+      assert.notEqual(first.tokens, Math.ceil(line.prompt.length / 4) + Math.ceil(line.completion.length / 4), 'measured, not the estimate');
+      // A folder without a tokenizer cannot be measured with.
+      const untokenized = await validate(id, { level: 'strict', base_model: 'tiny-context' });
+      assert.equal(untokenized.status, 400, untokenized.text);
+      assert.equal(untokenized.json.error.code, 'BASE_MODEL_NOT_FOUND');
+      // basic estimates, against the context the folder's config declares.
+      const lenient = await validate(id, { level: 'basic', base_model: 'tiny-context' });
+      assert.deepEqual(lenient.json.context, { max_tokens: 64, source: 'base model tiny-context', tokens: 'estimated', image_tokens: 576 });
       assert.equal(check(lenient, 'token_lengths').status, 'warning');
       assert.equal(lenient.json.status, 'passed_with_warnings');
 

@@ -9,7 +9,9 @@
  *
  * A sample is `{"prompt": "…", "completion": "…"}` (the loss falls on the completion only), or
  * `{"messages": [{"role": "system"|"user"|"assistant", "content": "…"}, …]}` (the loss falls on
- * the assistant's messages; there must be one with text). Every line is checked before any
+ * the assistant's messages; there must be one with text). A vision-language sample also names
+ * its `"image"` (a path inside the ZIP) and may carry a `"meta"` object (a SAM2 conversion
+ * writes video, frame, classes and template there). Every line is checked before any
  * training: a line that is not JSON, not an object, or lacks those fields is a problem named by
  * file and line number (the first 50 are kept). Blank lines are skipped.
  */

@@ -25,12 +25,15 @@ import type { Template } from './sam2/templates.js';
 import type { DatasetStore } from './store.js';
 import type { UploadedDatasets, UploadResult } from './uploads.js';
 
+/** Token counts of texts by a base model folder's tokenizer (a Python worker, given by the composition root). */
+export type CountTokens = (baseModelFolder: string, texts: string[]) => Promise<number[]>;
+
 /** What a prepared dataset is checked for when it is stored: a task whose engine reads jsonl. */
 export type PreparedTarget = { task: string; formats: readonly DatasetFormat[] };
 
 export class PreparedDatasets {
   constructor(
-    private readonly opts: { store: DatasetStore; uploads: UploadedDatasets; limits: Config['dataset']; hfModelsDir: string },
+    private readonly opts: { store: DatasetStore; uploads: UploadedDatasets; limits: Config['dataset']; hfModelsDir: string; countTokens?: CountTokens | null },
   ) {}
 
   /** Writes a folder as a ZIP into the store's temporary folder and adopts it as a dataset. */
@@ -81,9 +84,13 @@ export class PreparedDatasets {
       // The request's max_tokens (what the job will train with) wins over what the model could take.
       if (declared && !opts.maxTokens) context = { max_tokens: declared, source: `base model ${opts.baseModel}` };
     }
+    // strict with a base model measures with its tokenizer (a Python start: seconds); basic estimates.
+    const measure = opts.level === 'strict' && opts.baseModel && this.opts.countTokens;
+    const tokens = measure ? await this.opts.countTokens!(opts.baseModel!, samples.map((s) => s.prompt + s.completion)) : undefined;
     const report = validateSamples(samples, root, {
       level: opts.level,
-      context: { ...context, tokens: 'estimated', image_tokens: opts.imageTokens ?? DEFAULT_IMAGE_TOKENS },
+      context: { ...context, tokens: tokens ? 'measured' : 'estimated', image_tokens: opts.imageTokens ?? DEFAULT_IMAGE_TOKENS },
+      tokens,
     });
     await this.opts.uploads.saveValidation(row.id, report as unknown as Record<string, unknown>);
     return report;

@@ -71,7 +71,7 @@ const ValidationSchema = z
     status: z.enum(['passed', 'passed_with_warnings', 'failed']),
     level: z.enum(['basic', 'strict']),
     checked_at: z.string(),
-    context: z.object({ max_tokens: z.number(), source: z.string(), tokens: z.literal('estimated'), image_tokens: z.number() }),
+    context: z.object({ max_tokens: z.number(), source: z.string(), tokens: z.enum(['estimated', 'measured']), image_tokens: z.number() }),
     report: z.object({
       summary: z.object({ total_samples: z.number(), issues_found: z.number(), warnings: z.number(), errors: z.number() }),
       checks: z.array(CheckSchema),
@@ -85,7 +85,7 @@ const validateRoute = createRoute({
   path: '/api/v1/datasets/{id}/validate',
   summary: 'Check a jsonl dataset before training: images, token lengths, duplicates, class balance, answer consistency',
   description:
-    'basic reports most findings as warnings; strict makes over-long samples, train/validation leaks and inconsistent answers errors. Token counts are estimated (characters / 4, plus image_tokens per image); the context is max_tokens, else the base model folder\'s declared length, else 2048. The report is kept on the dataset (its `validation`).',
+    'basic reports most findings as warnings; strict makes over-long samples, train/validation leaks and inconsistent answers errors. strict with base_model counts tokens with that folder\'s tokenizer; otherwise they are estimated (characters / 4); an image adds image_tokens. The context is max_tokens, else the base model folder\'s declared length, else 2048. The report is kept on the dataset (its `validation`).',
   security: [{ bearer: [] }],
   middleware: [requireBody] as const,
   request: {

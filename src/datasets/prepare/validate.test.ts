@@ -63,6 +63,17 @@ describe('validate', () => {
     assert.equal(strict.report.recommendations.length, 3);
   });
 
+  test('measured token counts replace the estimate', () => {
+    const data = [sample('train', null, 'short', 'a'), sample('val', null, 'short', 'b')];
+    const measured = { ...context, max_tokens: 10, tokens: 'measured' as const };
+    const r = validateSamples(data, root, { level: 'strict', context: measured, tokens: [3, 11] });
+    const c = check(r, 'token_lengths');
+    assert.equal(c.status, 'error');
+    assert.deepEqual(c.details!['examples'], [{ split: 'val', line: 1, tokens: 11 }]);
+    assert.match(c.message, /1 samples are longer than the 10-token context/);
+    assert.equal(check(validateSamples(data, root, { level: 'strict', context: measured }), 'token_lengths').status, 'passed', 'the estimate of "short" + "a" is 3');
+  });
+
   test('class balance warns when the commonest class has more than ten times the rarest', () => {
     const data = [...Array.from({ length: 22 }, () => sample('train', null, 'q', 'a', ['car'])), sample('val', null, 'q', 'b', ['dog']), sample('val', null, 'q', 'c', ['dog'])];
     const c = check(validateSamples(data, root, { level: 'basic', context }), 'class_balance');

@@ -8,9 +8,10 @@
  *   answer_consistency  one image and one question answered two different ways
  *
  * `basic` reports most findings as warnings; `strict` makes over-long samples, train/val
- * leaks and inconsistent answers errors. Token counts are estimated (characters / 4, a
- * tokenizer-free rule that errs long for English); `strict` takes the context length from the
- * base model's own config when the request names its folder under HF_MODELS_DIR.
+ * leaks and inconsistent answers errors. `strict` with a base model folder under HF_MODELS_DIR
+ * counts tokens with that model's tokenizer (the caller measures them) and takes the context
+ * length from its config; otherwise counts are estimated (characters / 4, a tokenizer-free rule
+ * that errs long for English). An image counts as `image_tokens` either way.
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -26,7 +27,7 @@ export type ValidationReport = {
   status: 'passed' | 'passed_with_warnings' | 'failed';
   level: ValidationLevel;
   checked_at: string;
-  context: { max_tokens: number; source: string; tokens: 'estimated'; image_tokens: number };
+  context: { max_tokens: number; source: string; tokens: 'estimated' | 'measured'; image_tokens: number };
   report: {
     summary: { total_samples: number; issues_found: number; warnings: number; errors: number };
     checks: Check[];
@@ -87,17 +88,18 @@ function imagesCheck(samples: readonly StoredSample[], root: string): Check {
   return { name: 'images_readable', status: 'passed', message: `${seen.size} images, all readable (${samples.length - withImage} text-only samples)`, details: { images: seen.size } };
 }
 
-function tokensCheck(samples: readonly StoredSample[], level: ValidationLevel, context: ValidationReport['context']): Check {
+function tokensCheck(samples: readonly StoredSample[], level: ValidationLevel, context: ValidationReport['context'], measured?: readonly number[]): Check {
   const over: Array<{ split: string; line: number; tokens: number }> = [];
   let longest = 0;
-  for (const s of samples) {
-    const n = estimateTokens(s.prompt) + estimateTokens(s.completion) + (s.image ? context.image_tokens : 0);
+  for (const [i, s] of samples.entries()) {
+    const text = measured?.[i] ?? estimateTokens(s.prompt) + estimateTokens(s.completion);
+    const n = text + (s.image ? context.image_tokens : 0);
     longest = Math.max(longest, n);
     if (n > context.max_tokens) over.push({ split: s.split, line: s.line, tokens: n });
   }
-  const details = { longest_estimate: longest, max_tokens: context.max_tokens, over: over.length, examples: over.slice(0, EXAMPLES) };
+  const details = { longest: longest, counted: context.tokens, max_tokens: context.max_tokens, over: over.length, examples: over.slice(0, EXAMPLES) };
   if (over.length) {
-    return { name: 'token_lengths', status: level === 'strict' ? 'error' : 'warning', message: `${over.length} samples are estimated longer than the ${context.max_tokens}-token context and would be cut`, details };
+    return { name: 'token_lengths', status: level === 'strict' ? 'error' : 'warning', message: `${over.length} samples are ${context.tokens === 'measured' ? 'longer' : 'estimated longer'} than the ${context.max_tokens}-token context and would be cut`, details };
   }
   return { name: 'token_lengths', status: 'passed', message: `the longest sample is about ${longest} tokens, within ${context.max_tokens}`, details };
 }
@@ -172,11 +174,11 @@ const ADVICE: Record<string, string> = {
 export function validateSamples(
   samples: readonly StoredSample[],
   root: string,
-  opts: { level: ValidationLevel; context: ValidationReport['context']; now?: Date },
+  opts: { level: ValidationLevel; context: ValidationReport['context']; tokens?: readonly number[] | undefined; now?: Date },
 ): ValidationReport {
   const checks = [
     imagesCheck(samples, root),
-    tokensCheck(samples, opts.level, opts.context),
+    tokensCheck(samples, opts.level, opts.context, opts.tokens),
     duplicatesCheck(samples, opts.level),
     classBalanceCheck(samples),
     consistencyCheck(samples, opts.level),
