@@ -172,7 +172,13 @@ export function registerDataPrep(app: OpenAPIHono, deps: AppDeps): void {
     security: [{ bearer: [] }],
     request: {
       query: ConvertQuery,
-      body: { required: true, content: { 'application/zip': { schema: z.string().openapi({ format: 'binary' }) } } },
+      body: {
+        required: true,
+        content: {
+          'application/zip': { schema: z.string().openapi({ format: 'binary' }) },
+          'application/octet-stream': { schema: z.string().openapi({ format: 'binary' }) },
+        },
+      },
     },
     responses: {
       201: { description: 'Converted and stored', content: { 'application/json': { schema: ConvertResponse } } },
