@@ -159,9 +159,6 @@ describe('the OpenAPI document matches the server (schemathesis, every check)', 
           '/api/v1/jobs/{id}/retry',
         ],
         parameters: { 'path.id': ids.job },
-        // DELETE /api/v1/jobs/{id} cancels a job or (purge=true) removes its files; the job, its
-        // metrics and its log stay readable by design, which is not a deleted resource still served.
-        extra: 'checks = { use_after_free = { enabled = false } }',
       },
       { paths: ['/api/v1/jobs/{id}/artifacts/{name}'], parameters: { 'path.id': ids.job, 'path.name': 'results.csv' } },
       { paths: ['/api/v1/jobs/{id}/callbacks/{event_id}/redeliver'], parameters: { 'path.id': ids.job, 'path.event_id': ids.event } },
@@ -256,7 +253,11 @@ describe('the OpenAPI document matches the server (schemathesis, every check)', 
   test('every operation but the model delete, with every check', async () => {
     const doc = (await (await fetch(`${server.url}/openapi.json`)).json()) as { paths: Record<string, object> };
     const operations = Object.values(doc.paths).reduce((n, p) => n + Object.keys(p).length, 0);
-    assertClean(await schemathesis(['--exclude-name', DELETE_MODEL]), operations - 1);
+    // use_after_free is left out: DELETE /api/v1/jobs/{id} cancels a job or (purge=true) removes
+    // its files, and the job with its metrics and log stays readable by design; a per-operation
+    // `enabled = false` loses to the command line's `--checks all`. The one DELETE that removes a
+    // resource (the model's) is the next test's, alone.
+    assertClean(await schemathesis(['--exclude-name', DELETE_MODEL, '--exclude-checks', 'use_after_free']), operations - 1);
   });
 
   test('DELETE /api/v1/models/{id} on the real model, last', async () => {
