@@ -29,6 +29,7 @@ import { registerLogs } from './api/routes/logs.js';
 import { isPredictUpload, registerModels } from './api/routes/models.js';
 import { registerTrain } from './api/routes/train.js';
 import { isDatasetUpload, registerDatasets } from './api/routes/datasets.js';
+import { registerDataPrep } from './api/routes/dataprep.js';
 import { registerUi } from './ui/routes.js';
 
 export function createApp(deps: AppDeps): OpenAPIHono {
@@ -123,6 +124,7 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   registerUi(app, deps); // status pages, login, /stream/* (SSE), /static/*
   registerCallbacks(app, deps);
   registerDownloads(app, deps);
+  registerDataPrep(app, deps); // before registerDatasets: /datasets/{id} would take "convert" as an id
   registerDatasets(app, deps);
 
   app.get('/metrics', async (c) => {

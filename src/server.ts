@@ -5,6 +5,7 @@
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import { serve, type ServerType } from '@hono/node-server';
@@ -38,6 +39,10 @@ import { StreamHub, snapshotFromDatabase } from './stream/hub.js';
 import { ModelRegistry } from './registry/service.js';
 import { lockWorkdir } from './core/workdir-lock.js';
 import { UploadedDatasets } from './datasets/uploads.js';
+import { PreparedDatasets, type CountTokens } from './datasets/prepared.js';
+import { PrepareError } from './datasets/prepare/errors.js';
+import { resolvePython } from './worker/python.js';
+import { runPythonTool, ToolError } from './worker/tool.js';
 import { Retention, olderThan } from './jobs/retention.js';
 import { pruneCallbackAttempts } from './callbacks/sql/prune.js';
 import { pruneSeenSignatures } from './security/replay-guard.js';
@@ -216,6 +221,7 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     activeJobs: () => scheduler.activeCount,
     baseUrl: config.publicUrl ? () => config.publicUrl! : originOf,
     datasets: uploads,
+    prepared: new PreparedDatasets({ store: files.datasets, uploads, limits: config.dataset, hfModelsDir: config.hfModelsDir, countTokens: tokenCounter(config, engines, files.datasets.tmpPath.bind(files.datasets)) }),
     retention,
   };
 
@@ -283,4 +289,32 @@ function originOf(requestUrl: string): string {
     origins.set(prefix, origin);
   }
   return origin;
+}
+
+/**
+ * Token counts with a base model folder's own tokenizer, by the first engine whose worker has a
+ * token counter (null when none has): strict dataset validation measures instead of estimating.
+ */
+function tokenCounter(config: Config, engines: Engines, tmpPath: (suffix: string) => string): CountTokens | null {
+  const engine = engines.list().find((e) => e.python.tokens);
+  if (!engine) return null;
+  return async (folder, texts) => {
+    const workDir = tmpPath('.tokens');
+    try {
+      const { counts } = await runPythonTool<{ counts: number[] }>({
+        python: resolvePython(engine.python.requirements, config.enginePython[engine.name] ?? config.python),
+        entry: engine.python.tokens!,
+        spec: { base_model: path.join(config.hfModelsDir, folder), texts },
+        workDir,
+        logFile: path.join(workDir, 'tokens.log'),
+        timeoutMs: 10 * 60_000,
+      });
+      return counts;
+    } catch (err) {
+      if (err instanceof ToolError) throw new PrepareError('BASE_MODEL_NOT_FOUND', `the tokenizer of base model ${folder} could not count tokens: ${err.message}`, { base_model: folder, cause: err.code });
+      throw err;
+    } finally {
+      await fs.promises.rm(workDir, { recursive: true, force: true });
+    }
+  };
 }

@@ -19,6 +19,7 @@ import { after, before, describe, test } from 'node:test';
 import { setupPython } from '../scripts/setup-python.mjs';
 import { serveFile, startFileServer, type FileServer } from './helpers/file-server.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
+import { writeSam2Export } from './helpers/sam2-export.js';
 import { findOrInstallSchemathesis, run } from './helpers/schemathesis.js';
 import { TOKEN, api, startTestServer, tempDir, trainBody, type TestServer } from './helpers/server.js';
 import { writeSyntheticDataset, zipDirectory } from './helpers/synthetic-dataset.js';
@@ -40,7 +41,7 @@ describe('the OpenAPI document matches the server (schemathesis, every check)', 
   let receiver: Receiver;
   let server: TestServer;
   let python: string;
-  let ids: { job: string; queued: string; dataset: string; model: string; event: string; artifact: URL; modelFile: URL };
+  let ids: { job: string; queued: string; dataset: string; converted: string; model: string; event: string; artifact: URL; modelFile: URL };
 
   before(async () => {
     const st = await findOrInstallSchemathesis((l) => console.log(l));
@@ -100,6 +101,16 @@ describe('the OpenAPI document matches the server (schemathesis, every check)', 
     });
     const dataset = ((await uploaded.json()) as { dataset_id: string }).dataset_id;
     assert.ok(uploaded.status === 201 || uploaded.status === 200, `upload: ${uploaded.status}`);
+    // A converted SAM2 export: what validate and split read (the upload above is an image dataset).
+    await writeSam2Export(path.join(files, 'sam2'), { videos: 3, frames: 3, seed: 2 });
+    await zipDirectory(path.join(files, 'sam2'), path.join(files, 'sam2.zip'));
+    const converted = await fetch(`${server.url}/api/v1/datasets/convert`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/zip' },
+      body: fs.readFileSync(path.join(files, 'sam2.zip')),
+    });
+    assert.equal(converted.status, 201, `convert: ${converted.status}`);
+    const convertedId = ((await converted.json()) as { dataset: { dataset_id: string } }).dataset.dataset_id;
     const queuedJob = await call2('/api/v1/train', { method: 'POST', json: trainBody({ dataset: { id: dataset } }) });
     assert.equal(queuedJob.status, 202, queuedJob.text);
     const queued = queuedJob.json.job_id as string;
@@ -111,6 +122,7 @@ describe('the OpenAPI document matches the server (schemathesis, every check)', 
       job,
       queued,
       dataset,
+      converted: convertedId,
       model: model.model_id,
       event: events[0].event_id,
       artifact: new URL(artifact.url),
@@ -167,6 +179,19 @@ describe('the OpenAPI document matches the server (schemathesis, every check)', 
         // Bytes that are no ZIP, or a ZIP that is no dataset, are refused with 422 and their code;
         // a task of another engine than the one named (rfdetr + classify) with 400.
         extra: `checks = { positive_data_acceptance = { expected-statuses = ${toml([...ACCEPTED, '400', '422'])} } }\ngeneration = { max-examples = 5 }`,
+      },
+      {
+        paths: ['/api/v1/datasets/convert'],
+        parameters: {},
+        // Schema-valid bytes that are no SAM2 export are refused with 400 (DATASET_CORRUPTED, SAM2_INVALID).
+        extra: `checks = { positive_data_acceptance = { expected-statuses = ${toml([...ACCEPTED, '400'])} } }\ngeneration = { max-examples = 5 }`,
+      },
+      {
+        paths: ['/api/v1/datasets/{id}/validate', '/api/v1/datasets/{id}/split'],
+        parameters: { 'path.id': ids.converted },
+        // A base_model folder that is not there (400 BASE_MODEL_NOT_FOUND), ratios that do not
+        // add up to 1 or splits a dataset this small cannot fill (400) are schema-valid.
+        extra: `checks = { positive_data_acceptance = { expected-statuses = ${toml([...ACCEPTED, '400'])} } }`,
       },
       { paths: ['/api/v1/models/{id}'], parameters: { 'path.id': ids.model } },
       // Each forced export runs the exporter: a few cases are enough.
@@ -228,7 +253,11 @@ describe('the OpenAPI document matches the server (schemathesis, every check)', 
   test('every operation but the model delete, with every check', async () => {
     const doc = (await (await fetch(`${server.url}/openapi.json`)).json()) as { paths: Record<string, object> };
     const operations = Object.values(doc.paths).reduce((n, p) => n + Object.keys(p).length, 0);
-    assertClean(await schemathesis(['--exclude-name', DELETE_MODEL]), operations - 1);
+    // use_after_free is left out: DELETE /api/v1/jobs/{id} cancels a job or (purge=true) removes
+    // its files, and the job with its metrics and log stays readable by design; a per-operation
+    // `enabled = false` loses to the command line's `--checks all`. The one DELETE that removes a
+    // resource (the model's) is the next test's, alone.
+    assertClean(await schemathesis(['--exclude-name', DELETE_MODEL, '--exclude-checks', 'use_after_free']), operations - 1);
   });
 
   test('DELETE /api/v1/models/{id} on the real model, last', async () => {

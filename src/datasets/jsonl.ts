@@ -9,7 +9,9 @@
  *
  * A sample is `{"prompt": "…", "completion": "…"}` (the loss falls on the completion only), or
  * `{"messages": [{"role": "system"|"user"|"assistant", "content": "…"}, …]}` (the loss falls on
- * the assistant's messages; there must be one with text). Every line is checked before any
+ * the assistant's messages; there must be one with text). A vision-language sample also names
+ * its `"image"` (a path inside the ZIP) and may carry a `"meta"` object (a SAM2 conversion
+ * writes video, frame, classes and template there). Every line is checked before any
  * training: a line that is not JSON, not an object, or lacks those fields is a problem named by
  * file and line number (the first 50 are kept). Blank lines are skipped.
  *
@@ -78,6 +80,9 @@ const ROLES: ReadonlySet<string> = new Set(['system', 'user', 'assistant']);
 export function sampleProblem(value: unknown): string | null {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return `must be a JSON object, not ${Array.isArray(value) ? 'an array' : value === null ? 'null' : typeof value}`;
   const o = value as Record<string, unknown>;
+  // Vision-language samples name their image and carry where they came from (SAM2 conversion).
+  if ('image' in o && typeof o['image'] !== 'string') return '"image" must be a string: the image\'s path inside the ZIP';
+  if ('meta' in o && (typeof o['meta'] !== 'object' || o['meta'] === null || Array.isArray(o['meta']))) return '"meta" must be an object';
   if ('messages' in o && !('prompt' in o) && !('completion' in o)) {
     const m = o['messages'];
     if (!Array.isArray(m) || m.length === 0) return '"messages" must be a non-empty array of {"role", "content"}';

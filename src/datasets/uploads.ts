@@ -34,10 +34,32 @@ export class UploadedDatasets {
     body: Readable,
     opts: { name: string | null; task: string; formats: readonly DatasetFormat[]; requested?: DatasetFormat | undefined; signal?: AbortSignal },
   ): Promise<UploadResult> {
+    // Not marked preparing() yet: nothing is adopted while the body arrives, and a refused
+    // archive must be removable by adopt().
+    const received = await this.opts.store.receive(body, this.opts.limits.maxDownloadBytes);
+    return this.adopt(received, { ...opts, origin: 'upload' });
+  }
+
+  /**
+   * Adopts a ZIP already hashed in the store's temporary folder (an upload, or one that convert
+   * or split wrote), checks it and names it by a row. The ZIP is deleted either way.
+   */
+  async adopt(
+    received: { file: string; sha256: string; bytes: number },
+    opts: {
+      name: string | null;
+      task: string;
+      formats: readonly DatasetFormat[];
+      requested?: DatasetFormat | undefined;
+      signal?: AbortSignal | undefined;
+      origin: DatasetRow['origin'];
+      parentId?: string | null;
+      stats?: Record<string, unknown> | null;
+    },
+  ): Promise<UploadResult> {
     const { store, limits, database } = this.opts;
     const release = store.preparing();
     try {
-      const received = await store.receive(body, limits.maxDownloadBytes);
       try {
         await store.adopt(received.file, received.sha256, limits, { signal: opts.signal });
       } finally {
@@ -67,6 +89,9 @@ export class UploadedDatasets {
         info: { ...checked.info, format: checked.format } as unknown as Record<string, unknown>,
         archiveBytes: received.bytes,
         diskBytes: store.bytes(received.sha256),
+        origin: opts.origin,
+        parentId: opts.parentId ?? null,
+        stats: opts.stats ?? null,
       };
       const [inserted] = await database.db.insert(datasets).values(values).onConflictDoNothing({ target: datasets.sha256 }).returning();
       if (inserted) return { row: inserted, created: true };
@@ -75,6 +100,12 @@ export class UploadedDatasets {
     } finally {
       release();
     }
+  }
+
+  /** Stores the last validation report of a dataset. */
+  async saveValidation(id: string, report: Record<string, unknown>): Promise<DatasetRow | undefined> {
+    const [row] = await this.opts.database.db.update(datasets).set({ validation: report }).where(eq(datasets.id, id)).returning();
+    return row;
   }
 
   /** Whether a dataset row or an unfinished job refers to an archive. */

@@ -261,6 +261,14 @@ export const datasets = pgTable(
     archiveBytes: bigint('archive_bytes', { mode: 'number' }).notNull(),
     diskBytes: bigint('disk_bytes', { mode: 'number' }).notNull(),
     createdAt: tstz('created_at').notNull().defaultNow(),
+    /** How it came to be: uploaded, converted from a SAM2 export, or split from another dataset. */
+    origin: text('origin').$type<'upload' | 'convert' | 'split'>().notNull().default('upload'),
+    /** The dataset a split was made from (no foreign key: a split is self-contained and outlives its parent). */
+    parentId: uuid('parent_id'),
+    /** What convert or split counted: samples, classes, class distribution, per split. */
+    stats: jsonb('stats').$type<Record<string, unknown>>(),
+    /** The last POST /datasets/{id}/validate report. */
+    validation: jsonb('validation').$type<Record<string, unknown>>(),
   },
   (t) => [index('datasets_created_at_idx').on(t.createdAt.desc())],
 );

@@ -188,6 +188,8 @@ export interface Engine<MC extends ModelConfigBase = ModelConfigBase> {
     predict?: string;
     /** Checks a base model file before use: answers the task it was built for (else it fails). */
     checkWeights?: string;
+    /** Counts tokens of texts with a base model folder's tokenizer (dataset validation, strict). */
+    tokens?: string;
   };
   files: {
     /** Checkpoints in the run folder, as glob patterns relative to it. */

@@ -7,6 +7,7 @@ import type { JobFiles } from '../jobs/files.js';
 import type { JobService } from '../jobs/service.js';
 import type { Retention } from '../jobs/retention.js';
 import type { UploadedDatasets } from '../datasets/uploads.js';
+import type { PreparedDatasets } from '../datasets/prepared.js';
 import type { Logger } from '../core/logger.js';
 import type { Metrics } from '../monitor/metrics.js';
 import type { ModelRegistry } from '../registry/service.js';
@@ -45,6 +46,8 @@ export interface AppDeps {
   baseUrl(requestUrl: string): string;
   /** Uploaded datasets (POST /api/v1/datasets). */
   datasets: UploadedDatasets;
+  /** Datasets made here: converted SAM2 exports, splits, validation reports. */
+  prepared: PreparedDatasets;
   /** Removal of finished jobs' files: the periodic sweep and DELETE /jobs/{id}?purge=true. */
   retention: Retention;
 }

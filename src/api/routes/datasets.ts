@@ -20,14 +20,16 @@ import { requestLog } from '../../http/context.js';
 import { UUID_RE, errorResponses } from '../../http/schemas.js';
 
 const UPLOAD_PATH = '/api/v1/datasets';
+/** POST /api/v1/datasets/convert (routes/dataprep.ts) takes a raw ZIP body too. */
+export const CONVERT_PATH = '/api/v1/datasets/convert';
 const ZIP_TYPES = /^(application\/zip|application\/x-zip-compressed|application\/octet-stream)\s*(;|$)/i;
 
 /** app.ts: this request is a dataset upload (its own body limit applies, not MAX_BODY_BYTES). */
 export function isDatasetUpload(method: string, path: string): boolean {
-  return method === 'POST' && (path === UPLOAD_PATH || path === `${UPLOAD_PATH}/`);
+  return method === 'POST' && (path === UPLOAD_PATH || path === `${UPLOAD_PATH}/` || path === CONVERT_PATH);
 }
 
-const DatasetSchema = z
+export const DatasetSchema = z
   .object({
     dataset_id: z.string().uuid(),
     name: z.string().nullable(),
@@ -38,10 +40,14 @@ const DatasetSchema = z
     archive_bytes: z.number(),
     disk_bytes: z.number().openapi({ description: 'What its extraction holds on disk' }),
     created_at: z.string(),
+    origin: z.enum(['upload', 'convert', 'split']).openapi({ description: 'Uploaded, converted from a SAM2 export, or split from another dataset' }),
+    parent_id: z.string().nullable().openapi({ description: 'The dataset a split was made from' }),
+    stats: z.unknown().openapi({ description: 'What convert or split counted: samples, classes, class distribution (null for uploads)' }),
+    validation: z.unknown().openapi({ description: 'The last POST /datasets/{id}/validate report, or null' }),
   })
   .openapi('UploadedDataset');
 
-function datasetView(row: DatasetRow) {
+export function datasetView(row: DatasetRow) {
   return {
     dataset_id: row.id,
     name: row.name,
@@ -52,6 +58,10 @@ function datasetView(row: DatasetRow) {
     archive_bytes: row.archiveBytes,
     disk_bytes: row.diskBytes,
     created_at: row.createdAt.toISOString(),
+    origin: row.origin,
+    parent_id: row.parentId,
+    stats: row.stats,
+    validation: row.validation,
   };
 }
 
@@ -69,7 +79,7 @@ function uploadQuery(engines: Engines) {
     .strict();
 }
 
-const IdParam = z.object({
+export const IdParam = z.object({
   id: z.string().openapi({ param: { name: 'id', in: 'path' }, example: '550e8400-e29b-41d4-a716-446655440000' }),
 });
 
@@ -126,7 +136,7 @@ const deleteRoute = createRoute({
   },
 });
 
-function notFound(id: string): HttpError {
+export function notFound(id: string): HttpError {
   return new HttpError(404, 'DATASET_NOT_FOUND', `no uploaded dataset ${id}`);
 }
 

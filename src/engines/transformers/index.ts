@@ -96,6 +96,7 @@ export const transformersEngine: Engine<TransformersModelConfig> = {
     train: `${WORKER}train.py`,
     export: `${WORKER}export.py`,
     predict: `${WORKER}predict.py`,
+    tokens: `${WORKER}tokens.py`,
   },
   files: {
     checkpoints: ['last.pt', 'adapter.zip', 'model.zip', 'checkpoint-*.zip'],
