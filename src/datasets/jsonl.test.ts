@@ -46,7 +46,7 @@ describe('jsonl text datasets', () => {
     assert.match(sampleProblem({ messages: [{ role: 'bot', content: 'x' }] })!, /messages\[0\]\.role/);
     assert.match(sampleProblem({ messages: [{ role: 'user', content: 'x' }] })!, /no assistant message/);
     assert.equal(sampleProblem({ image: 'images/v/000001.jpg', prompt: 'q', completion: 'a', meta: { video: 'v', frame: 1 } }), null);
-    assert.match(sampleProblem({ image: 3, prompt: 'q', completion: 'a' })!, /"image" must be a string/);
+    assert.match(sampleProblem({ image: 3, prompt: 'q', completion: 'a' })!, /"image" must be a non-empty string/);
     assert.match(sampleProblem({ prompt: 'q', completion: 'a', meta: [] })!, /"meta" must be an object/);
   });
 

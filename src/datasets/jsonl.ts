@@ -74,6 +74,8 @@ export async function readJsonlLayout(extractDir: string): Promise<JsonlLayout> 
   });
 }
 
+const IMAGE_NOT_A_PATH = '"image" must be a non-empty string: the image\'s path inside the ZIP, such as images/0001.jpg';
+
 const ROLES: ReadonlySet<string> = new Set(['system', 'user', 'assistant']);
 
 /** What is wrong with one parsed line, or null when it is a sample. */
@@ -81,7 +83,7 @@ export function sampleProblem(value: unknown): string | null {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return `must be a JSON object, not ${Array.isArray(value) ? 'an array' : value === null ? 'null' : typeof value}`;
   const o = value as Record<string, unknown>;
   // Vision-language samples name their image and carry where they came from (SAM2 conversion).
-  if ('image' in o && typeof o['image'] !== 'string') return '"image" must be a string: the image\'s path inside the ZIP';
+  if ('image' in o && (typeof o['image'] !== 'string' || o['image'].trim() === '')) return IMAGE_NOT_A_PATH;
   if ('meta' in o && (typeof o['meta'] !== 'object' || o['meta'] === null || Array.isArray(o['meta']))) return '"meta" must be an object';
   if ('messages' in o && !('prompt' in o) && !('completion' in o)) {
     const m = o['messages'];
@@ -124,7 +126,7 @@ export class ImageRefs {
 
   problem(value: unknown): string | null {
     if (value === undefined) return `"image" is missing: ${VISION_HINT}`;
-    if (typeof value !== 'string' || value.trim() === '') return '"image" must be a non-empty string (a path such as images/0001.jpg)';
+    if (typeof value !== 'string' || value.trim() === '') return IMAGE_NOT_A_PATH;
     if (value.length > 1000) return '"image" is longer than 1000 characters';
     if (value.startsWith('/') || value.includes('\\') || /^[A-Za-z]:/.test(value) || value.includes('\0')) {
       return `"image" must be a relative path inside the archive with / separators, not ${JSON.stringify(value)}`;
