@@ -81,11 +81,7 @@ export class JobService {
         JOB_CHANNEL,
         (payload) => {
           const change = parseChange(payload);
-          if (!change) return;
-          this.changed(change.id, change.seq, change.state);
-          // Queued by another node (submitted there, or handed back by a node that stops):
-          // claimed here at once instead of at the next poll.
-          if (change.state === 'queued') this.opts.slots.wake();
+          if (change) this.changed(change.id, change.seq, change.state);
         },
         () => {
           this.cache.clear();
