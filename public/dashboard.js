@@ -2,7 +2,8 @@
  * The dashboard, live: progress of a running job is updated in place; anything that moves a
  * job between sections (queued, started, finished) reloads the live part from
  * /partials/dashboard (rendered by the same templates as the page); resource samples are
- * applied in place (the section is reloaded only when the set of GPUs changes).
+ * applied in place (the section is reloaded only when the set of GPUs changes); the live part is
+ * also reloaded every 15 s, for the nodes' heartbeat ages.
  */
 (function () {
   'use strict';
@@ -120,4 +121,8 @@
     snapshot: refresh,
     resources: applyResources,
   });
+  // Nodes tick without job changes: their heartbeat ages and statuses are read again now and then.
+  setInterval(function () {
+    if (document.visibilityState !== 'hidden') refresh();
+  }, 15000);
 })();

@@ -26,6 +26,7 @@ import { registerEngines } from './api/routes/engines.js';
 import { registerHealth } from './api/routes/health.js';
 import { registerJobs } from './api/routes/jobs.js';
 import { registerLogs } from './api/routes/logs.js';
+import { registerNodes } from './api/routes/nodes.js';
 import { isPredictUpload, registerModels } from './api/routes/models.js';
 import { registerTrain } from './api/routes/train.js';
 import { isDatasetUpload, registerDatasets } from './api/routes/datasets.js';
@@ -120,6 +121,7 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   registerEngines(app, deps);
   registerModels(app, deps);
   registerHealth(app, deps);
+  registerNodes(app, deps);
   registerLogs(app, deps);
   registerUi(app, deps); // status pages, login, /stream/* (SSE), /static/*
   registerCallbacks(app, deps);

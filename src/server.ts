@@ -47,6 +47,11 @@ import { Retention, olderThan } from './jobs/retention.js';
 import { pruneCallbackAttempts } from './callbacks/sql/prune.js';
 import { pruneSeenSignatures } from './security/replay-guard.js';
 import { VERSION } from './core/version.js';
+import { NodePresence } from './nodes/presence.js';
+import { listNodes, pruneNodes } from './nodes/registry.js';
+
+/** How long the registry keeps a node that left or went silent. */
+const NODE_FORGET_DAYS = 7;
 
 export interface ServerHandle {
   url: string;
@@ -83,6 +88,20 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
   const nodeId =
     config.nodeId ??
     `${os.hostname()}:${crypto.createHash('sha256').update(config.workdir).digest('hex').slice(0, 8)}`;
+  const presence = new NodePresence({
+    database,
+    logger,
+    node: {
+      id: nodeId,
+      hostname: os.hostname(),
+      pid: process.pid,
+      version: VERSION,
+      runJobs: config.runJobs,
+      devices: devices.map((device) => ({ device, slots: 1 })),
+      leaseSeconds: config.leaseSeconds,
+    },
+  });
+  const clusterNodes = () => listNodes(database.db);
   const events = new JobEvents(logger);
   // Where this server listens, once it does: the base of links when PUBLIC_URL is unset.
   let listenUrl = `http://${config.host}:${config.port}`;
@@ -110,6 +129,8 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     gpus: () => monitor.latest()?.gpus ?? [],
     system: () => monitor.latest()?.system ?? null,
     runningJobs: () => runningJobProgress(database, nodeId, activity),
+    node: { id: nodeId, version: VERSION, hostname: os.hostname() },
+    nodes: clusterNodes,
   });
   const alerts = createAlerts({ config, database, nodeId, monitor, activity, queueSize, logger });
   // Every finished run is observed here, whoever recorded it (the pipeline, or a test's driver).
@@ -172,6 +193,7 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     leaseSeconds: config.leaseSeconds,
     executor: makeExecutor(ctx),
     logger,
+    heartbeat: () => presence.tick(),
   });
   const gpuAvailable = devices.some((d) => d.startsWith('cuda'));
   const jobService = new JobService({
@@ -197,6 +219,8 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     pruners: [
       olderThan('callback_attempts', config.retention.callbackHistoryDays, (before) => pruneCallbackAttempts(database.db, before)),
       { name: 'seen_signatures', prune: (now) => pruneSeenSignatures(database.db, now) },
+      // A node gone for a week is no longer news on the dashboard.
+      olderThan('nodes', NODE_FORGET_DAYS, (before) => pruneNodes(database.db, before)),
     ],
     changed: (job) => jobService.cache.evict(job.id),
   });
@@ -223,6 +247,8 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     datasets: uploads,
     prepared: new PreparedDatasets({ store: files.datasets, uploads, limits: config.dataset, hfModelsDir: config.hfModelsDir, countTokens: tokenCounter(config, engines, files.datasets.tmpPath.bind(files.datasets)) }),
     retention,
+    nodeId,
+    nodes: clusterNodes,
   };
 
   const app = createApp(deps);
@@ -236,6 +262,7 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
   await callbacks.start(url);
   // Completed jobs whose model registration was lost (a crash right after completion).
   if (config.runJobs) await modelRegistry.registerMissing();
+  await presence.announce();
   await scheduler.start();
   await jobService.start();
   retention.start();
@@ -259,8 +286,12 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     close: () =>
       (closing ??= (async () => {
         streams.close(); // open SSE responses would hold server.close() forever
-        await new Promise<void>((resolve) => server.close(() => resolve()));
+        // Jobs go back to the queue while HTTP requests drain: a slow request never holds
+        // them here, where no other node may claim them until their leases expire.
+        const httpClosed = new Promise<void>((resolve) => server.close(() => resolve()));
         await scheduler.stop();
+        await presence.leave();
+        await httpClosed;
         await retention.stop();
         await jobService.stop();
         await modelRegistry.close();

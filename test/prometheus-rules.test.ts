@@ -43,7 +43,7 @@ test('promtool test rules: the rules fire on the series they are meant for', { s
 test('every metric the rules name is exported on /metrics', async () => {
   const rules = fs.readFileSync(RULES, 'utf8');
   const exprs = [...rules.matchAll(/^\s+expr: (?:>\n)?((?:.*\n)*?)(?=\s+(?:for|labels):)/gm)].map((m) => m[1]!).join('\n');
-  const named = new Set([...exprs.matchAll(/\b(host_\w+|gpu_\w+|queue_size|training_\w+|callback_\w+)\b/g)].map((m) => m[1]!));
+  const named = new Set([...exprs.matchAll(/\b(host_\w+|gpu_\w+|queue_size|training_\w+|callback_\w+|trainhook_\w+)\b/g)].map((m) => m[1]!));
   assert.ok(named.size >= 10, `metrics found in the rules: ${[...named].join(', ')}`);
   const server = await startTestServer({ env: { RUN_JOBS: 'false' } });
   try {

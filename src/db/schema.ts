@@ -273,3 +273,29 @@ export const datasets = pgTable(
   (t) => [index('datasets_created_at_idx').on(t.createdAt.desc())],
 );
 export type DatasetRow = typeof datasets.$inferSelect;
+
+/** A device of a node and its training slots (one per device today). */
+export interface NodeDevice {
+  device: string;
+  slots: number;
+}
+
+/**
+ * Every node sharing this database, API-only ones too (issue 13): written at start, touched at
+ * each lease-renewal tick (last_seen_at), and marked left on a graceful stop. A node whose
+ * last_seen_at is older than its own lease period is stale: it died or lost the database. The
+ * migration is hand-written (migrations/0007_nodes.sql).
+ */
+export const nodes = pgTable('nodes', {
+  id: text('id').primaryKey(),
+  hostname: text('hostname').notNull(),
+  pid: integer('pid').notNull(),
+  version: text('version').notNull(),
+  runJobs: boolean('run_jobs').notNull(),
+  devices: jsonb('devices').$type<NodeDevice[]>().notNull(),
+  leaseSeconds: integer('lease_seconds').notNull(),
+  startedAt: tstz('started_at').notNull().defaultNow(),
+  lastSeenAt: tstz('last_seen_at').notNull().defaultNow(),
+  leftAt: tstz('left_at'),
+});
+export type NodeRow = typeof nodes.$inferSelect;

@@ -13,6 +13,7 @@ import type { Metrics } from '../monitor/metrics.js';
 import type { ModelRegistry } from '../registry/service.js';
 import type { SystemMonitor } from '../monitor/monitor.js';
 import type { StreamHub } from '../stream/hub.js';
+import type { ClusterNode } from '../nodes/registry.js';
 import type { ServerSecrets } from '../security/secrets.js';
 
 /** Everything the HTTP layer needs, handed in by main (the api never builds its own). */
@@ -50,4 +51,8 @@ export interface AppDeps {
   prepared: PreparedDatasets;
   /** Removal of finished jobs' files: the periodic sweep and DELETE /jobs/{id}?purge=true. */
   retention: Retention;
+  /** This node's id (NODE_ID, or host:workdir-hash). */
+  nodeId: string;
+  /** Every node sharing the database, with its status and the jobs it holds (nodes/registry.ts). */
+  nodes(): Promise<ClusterNode[]>;
 }

@@ -20,6 +20,7 @@ import {
   recordEpoch,
   renewLeases,
   requeueJob,
+  requeueNodeJobs,
   requeueOrphans,
   retryJobLater,
   setDiskUsage,
@@ -48,6 +49,8 @@ export interface JobStore {
   recover(): Promise<JobRow[]>;
   /** Expired leases (their nodes died) back to the queue. */
   sweep(): Promise<JobRow[]>;
+  /** This node stops: every job it still holds back to the queue now, its lease released. */
+  handBack(): Promise<JobRow[]>;
   /** The resource sample of a job this node runs (no callback, no announcement: it rides on the next change). */
   setResources(id: string, resources: Record<string, unknown>): Promise<void>;
   /** The dataset archive a running job uses (no callback, no announcement). */
@@ -108,6 +111,7 @@ export function createJobStore(opts: {
     renew: (ids) => renewLeases(db, nodeId, ids, leaseSeconds),
     recover: async () => requeued(await requeueOrphans(db, nodeId)),
     sweep: async () => requeued(await requeueOrphans(db, null)),
+    handBack: async () => requeued(await requeueNodeJobs(db, nodeId)),
     async setResources(id, resources) {
       await updateActiveJob(db, id, nodeId, { resources });
     },

@@ -253,6 +253,20 @@ export async function requeueOrphans(db: Db, restartedNodeId: string | null): Pr
     .returning();
 }
 
+/**
+ * This node stops: every job it still holds goes back to the queue now, its lease released, so
+ * another node claims it at its next poll instead of after the lease expires. After the
+ * scheduler stopped, what is left is a claim no run took up (or one whose run could not record
+ * its own requeue).
+ */
+export async function requeueNodeJobs(db: Db, nodeId: string): Promise<JobRow[]> {
+  return db
+    .update(jobs)
+    .set(backInQueue('interrupted', null))
+    .where(and(inArray(jobs.state, ACTIVE), eq(jobs.nodeId, nodeId)))
+    .returning();
+}
+
 /** This node stops (graceful shutdown): its job goes back to the queue and resumes later. */
 export async function requeueJob(db: DbOrTx, id: string, nodeId: string): Promise<JobRow | undefined> {
   const [row] = await db

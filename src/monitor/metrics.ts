@@ -18,6 +18,17 @@ export interface MetricSources {
   system?(): SystemSample | null;
   /** The jobs this node runs (monitor/jobs.ts runningJobProgress). */
   runningJobs?(): Promise<JobProgressSource[]>;
+  /** This node, for trainhook_node_info. */
+  node?: { id: string; version: string; hostname: string };
+  /** Every node sharing the database (nodes/registry.ts listNodes). */
+  nodes?(): Promise<NodeGaugeSource[]>;
+}
+
+export interface NodeGaugeSource {
+  id: string;
+  status: 'alive' | 'stale' | 'left';
+  lastSeenSeconds: number;
+  jobs: readonly unknown[];
 }
 
 export interface JobProgressSource {
@@ -135,6 +146,7 @@ export function createMetrics(sources: MetricSources) {
     gpuTemperature: gpuGauge(registry, sources, 'gpu_temperature_celsius', 'GPU temperature, degrees Celsius, by device', (g) => g.temperatureC),
     ...hostGauges(registry, sources),
     ...jobGauges(registry, sources),
+    ...nodeGauges(registry, sources),
     queueSize: new Gauge({
       name: 'queue_size',
       help: 'Jobs waiting in the queue',
@@ -225,5 +237,64 @@ function jobGauges(registry: Registry, sources: MetricSources) {
       ['job_id'],
       (j) => j.lastChangeMs / 1000,
     ),
+  };
+}
+
+/**
+ * This node's identity as an info gauge (join any series of this scrape to its node with
+ * `* on(instance) group_left(node_id) trainhook_node_info`), and the cluster as the shared
+ * database sees it: every node's status, heartbeat age and jobs. The cluster gauges are the
+ * same on every node's scrape; aggregate them with max, not sum.
+ */
+function nodeGauges(registry: Registry, sources: MetricSources) {
+  let pending: Promise<NodeGaugeSource[]> | null = null;
+  const read = () => {
+    pending ??= (sources.nodes?.() ?? Promise.resolve([])).finally(() => {
+      setImmediate(() => (pending = null));
+    });
+    return pending;
+  };
+  const perNode = (name: string, help: string, value: (n: NodeGaugeSource) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['node_id'] as const,
+      registers: [registry],
+      async collect() {
+        const all = await read();
+        this.reset();
+        // A node that left has no heartbeat to age: it shows in trainhook_nodes{status="left"}.
+        for (const n of all) if (n.status !== 'left') this.set({ node_id: n.id }, value(n));
+      },
+    });
+  return {
+    nodeInfo: new Gauge({
+      name: 'trainhook_node_info',
+      help: 'This node: its id and version (always 1)',
+      labelNames: ['node_id', 'version', 'hostname'] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        if (sources.node) this.set({ node_id: sources.node.id, version: sources.node.version, hostname: sources.node.hostname }, 1);
+      },
+    }),
+    nodes: new Gauge({
+      name: 'trainhook_nodes',
+      help: 'Nodes sharing the database by status: alive, stale (no heartbeat within its lease period), left (stopped gracefully)',
+      labelNames: ['status'] as const,
+      registers: [registry],
+      async collect() {
+        if (!sources.nodes) return;
+        const all = await read();
+        this.reset();
+        for (const status of ['alive', 'stale', 'left'] as const) this.set({ status }, all.filter((n) => n.status === status).length);
+      },
+    }),
+    nodeLastSeen: perNode(
+      'trainhook_node_last_seen_seconds',
+      "Seconds since a node's last lease-renewal tick (its heartbeat), by the database's clock",
+      (n) => n.lastSeenSeconds,
+    ),
+    nodeJobs: perNode('trainhook_node_jobs', 'Jobs a node holds now (claimed or running)', (n) => n.jobs.length),
   };
 }

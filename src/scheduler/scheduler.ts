@@ -37,6 +37,8 @@ export interface SchedulerOptions {
   logger: Logger;
   /** How often to look for work from other nodes and for expired leases. */
   pollMs?: number;
+  /** Runs at each lease-renewal tick, jobs or none: the node registry's heartbeat. */
+  heartbeat?: () => Promise<void>;
 }
 
 export class Scheduler {
@@ -144,20 +146,27 @@ export class Scheduler {
   }
 
   private async renew(): Promise<void> {
-    if (this.running.size === 0 || this.stopped) return;
+    if (this.stopped) return;
     const ids = [...this.running.keys()];
-    try {
-      const held = await this.opts.store.renew(ids);
-      for (const id of ids) {
-        // Cancelled on another node, or taken over: stop our worker.
-        if (!held.has(id)) this.abort(id, 'lease_lost');
+    if (ids.length > 0) {
+      try {
+        const held = await this.opts.store.renew(ids);
+        for (const id of ids) {
+          // Cancelled on another node, or taken over: stop our worker.
+          if (!held.has(id)) this.abort(id, 'lease_lost');
+        }
+      } catch (err) {
+        this.opts.logger.error({ err }, 'lease renewal failed');
       }
-    } catch (err) {
-      this.opts.logger.error({ err }, 'lease renewal failed');
     }
+    await this.opts.heartbeat?.();
   }
 
-  /** Stops taking work, asks running jobs to stop (they are re-queued) and waits for them. */
+  /**
+   * Stops taking work, asks running jobs to stop (each is re-queued from its checkpoint as its
+   * worker stops), waits for them, then hands back whatever this node still holds: a claim no
+   * run took up goes back to the queue at once, not when its lease expires.
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
@@ -166,5 +175,12 @@ export class Scheduler {
     const runs = [...this.running.values()];
     for (const run of runs) run.controller.abort('shutdown' satisfies StopReason);
     await Promise.all(runs.map((r) => r.done));
+    try {
+      for (const job of await this.opts.store.handBack()) {
+        this.opts.logger.info({ job_id: job.id }, 'claim handed back to the queue on shutdown');
+      }
+    } catch (err) {
+      this.opts.logger.error({ err }, 'claims not handed back; their leases expire instead');
+    }
   }
 }

@@ -69,12 +69,13 @@ export type JobCard = ReturnType<typeof jobCard>;
 
 export async function dashboardData(deps: AppDeps) {
   const { db } = deps.database;
-  const [byState, active, queued, recent, dbOk] = await Promise.all([
+  const [byState, active, queued, recent, dbOk, nodes] = await Promise.all([
     countByState(db),
     listJobs(db, { states: ['claimed', 'running'], limit: 50, offset: 0 }),
     queuedJobs(db),
     listJobs(db, { states: ['completed', 'failed', 'cancelled'], limit: 10, offset: 0 }),
     deps.database.ping(),
+    deps.nodes(),
   ]);
   return {
     counts: {
@@ -90,7 +91,13 @@ export async function dashboardData(deps: AppDeps) {
     queuedTotal: queued.length,
     recent: recent.rows.map((r) => jobCard(deps.engines, r)),
     resources: resourcesView(deps.monitor.latest()),
-    health: { ok: dbOk, database: deps.database.kind, version: deps.version, gpuAvailable: deps.gpuAvailable },
+    health: { ok: dbOk, database: deps.database.kind, version: deps.version, gpuAvailable: deps.gpuAvailable, nodeId: deps.nodeId },
+    nodes: nodes.map((n) => ({
+      ...n,
+      self: n.id === deps.nodeId,
+      // Each device with the job it runs (one slot per device).
+      devices: n.devices.map((d) => ({ ...d, jobs: n.jobs.filter((j) => j.device === d.device) })),
+    })),
   };
 }
 export type DashboardData = Awaited<ReturnType<typeof dashboardData>>;

@@ -76,6 +76,17 @@ function status(s: string): { label: string; symbol: string } {
   return STATUS[s] ?? { label: s, symbol: '•' };
 }
 
+/** A node's status as text with a symbol (GET /api/v1/nodes says the same in JSON). */
+const NODE_STATUS: Record<string, { label: string; symbol: string }> = {
+  alive: { label: 'Alive', symbol: '●' },
+  stale: { label: 'Stale: no heartbeat', symbol: '⚠' },
+  left: { label: 'Left', symbol: '⏏' },
+};
+
+function nodeStatus(s: string): { label: string; symbol: string } {
+  return NODE_STATUS[s] ?? { label: s, symbol: '•' };
+}
+
 function phase(p: string): string {
   return p.charAt(0).toUpperCase() + p.slice(1);
 }
@@ -116,4 +127,4 @@ function json(v: unknown): string {
     .replace(/\u2029/g, '\\u2029');
 }
 
-export const helpers = { duration, num, pct, gb, bytes, date, status, phase, eta: etaText, errorPhase, safeUrl, json };
+export const helpers = { duration, num, pct, gb, bytes, date, status, nodeStatus, phase, eta: etaText, errorPhase, safeUrl, json };

@@ -15,6 +15,18 @@ const HealthSchema = z.object({
   reasons: z.array(ReasonSchema),
   timestamp: z.string(),
   version: z.string(),
+  node_id: z.string().openapi({ description: 'The node that answered (NODE_ID)' }),
+  nodes: z
+    .array(
+      z.object({
+        node_id: z.string(),
+        status: z.enum(['alive', 'stale', 'left']),
+        last_seen_seconds: z.number(),
+        jobs: z.number().int(),
+      }),
+    )
+    .nullable()
+    .openapi({ description: 'Every node sharing the database (GET /api/v1/nodes has the details); null when the database does not answer' }),
   gpu_available: z.boolean(),
   active_jobs: z.number(),
   queue_size: z.number().nullable(),
@@ -69,12 +81,22 @@ export function registerHealth(app: OpenAPIHono, deps: AppDeps): void {
         reasons.push({ code: 'GPU_HOT', message: `${g.device} (${g.name}) is at ${g.temperatureC} °C (GPU_TEMP_WARN_C ${deps.config.monitor.gpuTempWarnC})` });
       }
     }
+    const nodes = db.ok
+      ? await deps
+          .nodes()
+          .then((all) =>
+            all.map((n) => ({ node_id: n.id, status: n.status, last_seen_seconds: Math.round(n.lastSeenSeconds * 10) / 10, jobs: n.jobs.length })),
+          )
+          .catch(() => null)
+      : null;
     const status = !db.ok ? 'unhealthy' : reasons.length ? 'degraded' : 'healthy';
     const body = {
       status,
       reasons,
       timestamp: new Date().toISOString(),
       version: deps.version,
+      node_id: deps.nodeId,
+      nodes,
       gpu_available: deps.gpuAvailable,
       active_jobs: deps.activeJobs(),
       queue_size: db.ok ? await deps.queueSize().catch(() => null) : null,
