@@ -1,0 +1,241 @@
+/**
+ * A running job's files, copied to remote storage in the background: its checkpoints after
+ * every epoch (last.pt each time, best.pt when it improved: a file goes up only when its size
+ * or modification time changed), the small state files a resume reads (results.csv,
+ * trainhook-state.json…), its artifacts, and its log in parts as it grows.
+ *
+ * One upload at a time per job, from a queue that holds each file once: an epoch that ends
+ * while last.pt is still going up queues it again, once, however many epochs pass meanwhile.
+ * Nothing here is awaited by the epoch event (scan() returns at once); a failed upload is
+ * retried after 1, 5 and 30 s and then left for the next scan. flush() is awaited before a job
+ * is marked completed, so that completion means the files are in the bucket.
+ *
+ *   jobs/<id>/files/<path in the job's folder>   checkpoints, state files, artifacts
+ *   jobs/<id>/log/<first byte's offset, 15 digits>  the log, a part per upload
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Logger } from '../core/logger.js';
+import { storageKey, type Storage } from '../storage/index.js';
+
+/** How often a growing log is sent up while nothing else happens. */
+export const LOG_PART_INTERVAL_MS = 15_000;
+/** Top-level files of the run folder bigger than this are not state files: left to the patterns. */
+const STATE_FILE_MAX_BYTES = 64 * 1024 * 1024;
+/** What a job's folder holds that is this node's own: rebuilt by each node, never copied. */
+const LOCAL_ONLY = new Set(['worker.log', 'worker-spec.json', 'dataset-info.json', 'data.yaml']);
+const RETRY_DELAYS_MS = [1000, 5000, 30_000];
+const OFFSET_DIGITS = 15;
+
+export function jobFilesPrefix(jobId: string): string {
+  return `${storageKey('jobs', jobId, 'files')}/`;
+}
+
+export function jobLogPrefix(jobId: string): string {
+  return `${storageKey('jobs', jobId, 'log')}/`;
+}
+
+export function logPartKey(jobId: string, offset: number): string {
+  return storageKey('jobs', jobId, 'log', String(offset).padStart(OFFSET_DIGITS, '0'));
+}
+
+export function logPartOffset(key: string): number | null {
+  const m = /\/(\d{15})$/.exec(key);
+  return m ? Number(m[1]) : null;
+}
+
+/** `dir/*.pt`-style patterns: a literal folder and a file name with `*` wildcards. */
+export function matchGlob(root: string, pattern: string): string[] {
+  const dir = path.join(root, path.dirname(pattern));
+  const re = new RegExp(`^${path.basename(pattern).replace(/[.+^${}()|[\]\\?]/g, '\\$&').replace(/\*/g, '[^/]*')}$`);
+  try {
+    return fs
+      .readdirSync(dir, { withFileTypes: true })
+      .filter((e) => e.isFile() && re.test(e.name))
+      .map((e) => path.join(dir, e.name));
+  } catch {
+    return [];
+  }
+}
+
+export interface FileSyncOptions {
+  storage: Storage;
+  jobId: string;
+  /** The job's folder. */
+  dir: string;
+  logFile: string;
+  /** The engine's checkpoint patterns, relative to the folder. */
+  checkpoints: readonly string[];
+  logger: Logger;
+  /** Bytes of the log already in storage (a resumed job's restored log). */
+  logUploaded?: number;
+  retryDelaysMs?: readonly number[];
+}
+
+type Item = { kind: 'file'; rel: string } | { kind: 'log' };
+
+export class JobFileSync {
+  private readonly pending = new Map<string, Item>();
+  /** Size and mtime of each file as last uploaded. */
+  private readonly uploaded = new Map<string, string>();
+  private readonly failed = new Set<string>();
+  private logUploaded: number;
+  private running: Promise<void> | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private closed = false;
+  /** Bytes and milliseconds spent uploading (bench/storage.ts reads them). */
+  readonly stats = { uploads: 0, bytes: 0, ms: 0, failures: 0 };
+
+  constructor(private readonly opts: FileSyncOptions) {
+    this.logUploaded = opts.logUploaded ?? 0;
+  }
+
+  /** Sends the log up every LOG_PART_INTERVAL_MS while the job runs. */
+  start(intervalMs = LOG_PART_INTERVAL_MS): this {
+    this.timer = setInterval(() => this.queueLog(), intervalMs);
+    this.timer.unref();
+    return this;
+  }
+
+  /** Queues the checkpoints, state files and the log's new bytes; returns at once. */
+  scan(extra: readonly string[] = []): void {
+    for (const file of this.candidates(extra)) this.queueFile(file);
+    this.queueLog();
+  }
+
+  /** Queues files by absolute path (artifacts, the final model), when they lie in the job's folder. */
+  add(files: readonly string[]): void {
+    for (const f of files) this.queueFile(f);
+    this.kick();
+  }
+
+  /**
+   * Everything changed since the last upload, sent up; resolves once the queue is empty.
+   * Throws when a file could not be uploaded after its retries.
+   */
+  async flush(extra: readonly string[] = []): Promise<void> {
+    this.failed.clear();
+    this.scan(extra);
+    while (this.running) await this.running;
+    if (this.failed.size) {
+      throw new Error(`could not upload ${[...this.failed].join(', ')} to ${this.opts.storage.location}`);
+    }
+  }
+
+  /** Stops the log timer; uploads under way finish. */
+  close(): void {
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  private candidates(extra: readonly string[]): string[] {
+    const { dir } = this.opts;
+    const out = new Set<string>(extra);
+    for (const pattern of this.opts.checkpoints) for (const f of matchGlob(dir, pattern)) out.add(f);
+    let entries: fs.Dirent[] = [];
+    try {
+      entries = fs.readdirSync(dir, { withFileTypes: true });
+    } catch {
+      // No folder yet.
+    }
+    for (const e of entries) {
+      if (!e.isFile() || LOCAL_ONLY.has(e.name) || e.name.startsWith('.') || e.name.endsWith('.tmp')) continue;
+      const file = path.join(dir, e.name);
+      const size = fs.statSync(file, { throwIfNoEntry: false })?.size ?? Infinity;
+      if (size <= STATE_FILE_MAX_BYTES) out.add(file);
+    }
+    return [...out];
+  }
+
+  private queueFile(file: string): void {
+    const rel = path.relative(this.opts.dir, file);
+    if (!rel || rel.startsWith('..') || path.isAbsolute(rel) || LOCAL_ONLY.has(rel)) return;
+    const key = rel.split(path.sep).join('/');
+    try {
+      storageKey(key);
+    } catch {
+      return; // a name storage keys cannot hold (spaces…): not one trainhook resumes from
+    }
+    if (!this.pending.has(key)) this.pending.set(key, { kind: 'file', rel: key });
+    this.kick();
+  }
+
+  private queueLog(): void {
+    const size = fs.statSync(this.opts.logFile, { throwIfNoEntry: false })?.size ?? 0;
+    if (size > this.logUploaded && !this.pending.has('\0log')) this.pending.set('\0log', { kind: 'log' });
+    this.kick();
+  }
+
+  private kick(): void {
+    if (this.running || this.pending.size === 0) return;
+    this.running = this.drain().finally(() => {
+      this.running = null;
+      // Something queued while the last upload finished.
+      if (this.pending.size && !this.closed) this.kick();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    for (;;) {
+      const next = this.pending.entries().next();
+      if (next.done) return;
+      const [id, item] = next.value;
+      this.pending.delete(id);
+      await this.withRetries(id, () => (item.kind === 'log' ? this.uploadLog() : this.uploadFile(item.rel)));
+    }
+  }
+
+  private async withRetries(id: string, fn: () => Promise<void>): Promise<void> {
+    const delays = this.opts.retryDelaysMs ?? RETRY_DELAYS_MS;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await fn();
+        this.failed.delete(id);
+        return;
+      } catch (err) {
+        this.stats.failures++;
+        if (attempt >= delays.length) {
+          this.failed.add(id);
+          this.opts.logger.warn({ err, file: id === '\0log' ? 'worker.log' : id, storage: this.opts.storage.location }, 'upload to storage failed; tried again at the next epoch');
+          return;
+        }
+        await new Promise((r) => setTimeout(r, delays[attempt]));
+      }
+    }
+  }
+
+  private async uploadFile(rel: string): Promise<void> {
+    const file = path.join(this.opts.dir, ...rel.split('/'));
+    const before = fs.statSync(file, { throwIfNoEntry: false });
+    if (!before?.isFile()) return;
+    const stamp = `${before.size}:${before.mtimeMs}`;
+    if (this.uploaded.get(rel) === stamp) return;
+    const t0 = performance.now();
+    await this.opts.storage.putFile(`${jobFilesPrefix(this.opts.jobId)}${rel}`, file);
+    this.stats.ms += performance.now() - t0;
+    this.stats.uploads++;
+    this.stats.bytes += before.size;
+    const after = fs.statSync(file, { throwIfNoEntry: false });
+    // Rewritten while it went up (the worker saves in place): what is stored may be torn, send it again.
+    if (after && `${after.size}:${after.mtimeMs}` !== stamp) {
+      this.pending.set(rel, { kind: 'file', rel });
+      return;
+    }
+    this.uploaded.set(rel, stamp);
+  }
+
+  private async uploadLog(): Promise<void> {
+    const size = fs.statSync(this.opts.logFile, { throwIfNoEntry: false })?.size ?? 0;
+    const start = this.logUploaded;
+    if (size <= start) return;
+    const t0 = performance.now();
+    await this.opts.storage.putStream(logPartKey(this.opts.jobId, start), fs.createReadStream(this.opts.logFile, { start, end: size - 1 }), {
+      contentType: 'text/plain; charset=utf-8',
+    });
+    this.stats.ms += performance.now() - t0;
+    this.stats.uploads++;
+    this.stats.bytes += size - start;
+    this.logUploaded = size;
+  }
+}
