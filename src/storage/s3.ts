@@ -60,7 +60,8 @@ export class S3Storage implements Storage {
       maxAttempts: 3,
     };
     if (opts.endpoint) config.endpoint = opts.endpoint;
-    if (opts.credentials) config.credentials = opts.credentials;
+    // A copy: the SDK writes into the credentials it is given, and the config's are frozen.
+    if (opts.credentials) config.credentials = { ...opts.credentials };
     this.client = new S3Client(config);
     this.location = `s3://${opts.bucket}${opts.prefix ? `/${opts.prefix}` : ''}${opts.endpoint ? ` at ${opts.endpoint}` : ''}`;
   }
