@@ -157,7 +157,11 @@ export class JobFileSync {
     } catch {
       return; // a name storage keys cannot hold (spaces…): not one trainhook resumes from
     }
-    if (!this.pending.has(key)) this.pending.set(key, { kind: 'file', rel: key });
+    // Moved to the end when already waiting: uploads follow the latest scan's order, checkpoints
+    // before the state files that describe them (a results.csv in storage never runs ahead of
+    // the last.pt stored before it).
+    this.pending.delete(key);
+    this.pending.set(key, { kind: 'file', rel: key });
     this.kick();
   }
 
