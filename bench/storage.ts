@@ -87,7 +87,8 @@ async function main() {
         DEVICES: 'cpu',
         OUTBOUND_ALLOW: '127.0.0.1',
         PYTHON: python,
-        LOG_LEVEL: 'warn',
+        // info: startChildServer waits for the 'trainhook listening' line.
+        LOG_LEVEL: 'info',
         ...(mode === 's3'
           ? {
               STORAGE_URL: `s3://${BUCKET}/${path.basename(workdir)}`,

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { loadConfig } from '../src/core/config.js';
+import { DatasetStore } from '../src/datasets/store.js';
 import { createLoggers } from '../src/core/logger.js';
 import { BUILTIN_ENGINES, Engines } from '../src/engines/index.js';
 import { jobFilesPrefix, jobLogPrefix } from '../src/jobs/file-sync.js';
@@ -18,6 +19,7 @@ import { JobFiles } from '../src/jobs/files.js';
 import { createStorage, LocalStorage, S3Storage, type Storage } from '../src/storage/index.js';
 import { S3_TEST_CREDENTIALS, startS3Server, type S3Server } from './helpers/s3-server.js';
 import { tempDir } from './helpers/server.js';
+import { zipDirectory } from './helpers/synthetic-dataset.js';
 
 const { logger } = createLoggers('silent');
 
@@ -215,6 +217,30 @@ for (const backend of BACKENDS) {
       await nodeC.removeRemote(job.id);
       assert.deepEqual(await storage.list(jobFilesPrefix(job.id)), []);
       assert.equal((await storage.list(jobLogPrefix(job.id))).length, 4);
+    });
+
+    test('a dataset archive adopted on one node is kept by its sha256 and fetched, checked, by another', async () => {
+      const dir = tempDir('trainhook-storage-ds-');
+      fs.mkdirSync(path.join(dir, 'src', 'a'), { recursive: true });
+      fs.writeFileSync(path.join(dir, 'src', 'a', 'x.txt'), 'hello');
+      const zip = path.join(dir, 'ds.zip');
+      await zipDirectory(path.join(dir, 'src'), zip);
+      const sha = crypto.createHash('sha256').update(fs.readFileSync(zip)).digest('hex');
+      const zipBytes = fs.statSync(zip).size;
+      const limits = loadConfig({}).dataset;
+      const nodeA = new DatasetStore(path.join(dir, 'a'), storage);
+      await nodeA.adopt(zip, sha, limits);
+      assert.equal((await storage.head(DatasetStore.archiveKey(sha)))?.size, zipBytes);
+      const nodeB = new DatasetStore(path.join(dir, 'b'), storage);
+      assert.equal(await nodeB.available(sha), false);
+      assert.equal(await nodeB.fetchRemote(sha, limits), true);
+      assert.equal(fs.readFileSync(path.join(nodeB.filesDir(sha), 'a', 'x.txt'), 'utf8'), 'hello');
+      assert.equal(await nodeB.fetchRemote('0'.repeat(64), limits), false, 'not in storage');
+      // Bytes that are not what their name says are refused, not extracted.
+      const fake = 'f'.repeat(64);
+      await storage.putStream(DatasetStore.archiveKey(fake), Readable.from([Buffer.from('not a zip')]));
+      await assert.rejects(nodeB.fetchRemote(fake, limits), (err: unknown) => (err as { code?: string }).code === 'DATASET_CORRUPTED');
+      assert.equal(await nodeB.available(fake), false);
     });
   });
 }

@@ -66,8 +66,8 @@ export class JobFiles {
     private readonly engines: Engines,
     storage?: Storage,
   ) {
-    this.datasets = new DatasetStore(path.join(workdir, 'datasets'));
     this.storage = storage ?? new LocalStorage(workdir, false);
+    this.datasets = new DatasetStore(path.join(workdir, 'datasets'), this.storage.remote ? this.storage : undefined);
   }
 
   dir(jobId: string): string {
