@@ -219,6 +219,28 @@ for (const backend of BACKENDS) {
       assert.equal((await storage.list(jobLogPrefix(job.id))).length, 4);
     });
 
+    test('a long log is sent whole again past 64 parts, and reads the same throughout', async () => {
+      const files = new JobFiles(tempDir('trainhook-node-l-'), new Engines(BUILTIN_ENGINES), storage);
+      const job = { id: crypto.randomUUID(), engine: 'ultralytics' };
+      fs.mkdirSync(files.dir(job.id), { recursive: true });
+      const sync = files.sync(job, logger)!;
+      const reader = new JobFiles(tempDir('trainhook-node-l2-'), new Engines(BUILTIN_ENGINES), storage);
+      let expected = '';
+      for (let i = 1; i <= 70; i++) {
+        const line = `line ${i}\n`;
+        fs.appendFileSync(files.logFile(job.id), line);
+        expected += line;
+        await sync.flush();
+        if (i % 10 === 0) assert.equal(await (await reader.logDownload(job.id)).text(), expected, `after ${i} parts`);
+      }
+      sync.close();
+      const parts = await storage.list(jobLogPrefix(job.id));
+      assert.ok(parts.length <= 8, `${parts.length} parts left`);
+      assert.equal(parts[0]!.key.endsWith('/000000000000000'), true);
+      assert.equal(await (await reader.logDownload(job.id)).text(), expected);
+      assert.equal((await reader.readLog(job.id, 0, 100)).total_lines, 70);
+    });
+
     test('a dataset archive adopted on one node is kept by its sha256 and fetched, checked, by another', async () => {
       const dir = tempDir('trainhook-storage-ds-');
       fs.mkdirSync(path.join(dir, 'src', 'a'), { recursive: true });

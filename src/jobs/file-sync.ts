@@ -25,6 +25,11 @@ const STATE_FILE_MAX_BYTES = 64 * 1024 * 1024;
 /** What a job's folder holds that is this node's own: rebuilt by each node, never copied. */
 const LOCAL_ONLY = new Set(['worker.log', 'worker-spec.json', 'dataset-info.json', 'data.yaml']);
 const RETRY_DELAYS_MS = [1000, 5000, 30_000];
+/**
+ * Past this many log parts the whole log goes up again as one part at offset 0 and the others
+ * are deleted: a reader lists and fetches a handful of objects, not one per 15 s of a long job.
+ */
+const LOG_MAX_PARTS = 64;
 const OFFSET_DIGITS = 15;
 
 export function jobFilesPrefix(jobId: string): string {
@@ -80,6 +85,8 @@ export class JobFileSync {
   private readonly uploaded = new Map<string, string>();
   private readonly failed = new Set<string>();
   private logUploaded: number;
+  /** Parts this sync has added since the log was last sent whole (unknown before: counted as many). */
+  private logParts: number;
   private running: Promise<void> | null = null;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
@@ -88,6 +95,7 @@ export class JobFileSync {
 
   constructor(private readonly opts: FileSyncOptions) {
     this.logUploaded = opts.logUploaded ?? 0;
+    this.logParts = this.logUploaded > 0 ? LOG_MAX_PARTS / 2 : 0;
   }
 
   /** Sends the log up every LOG_PART_INTERVAL_MS while the job runs. */
@@ -231,8 +239,11 @@ export class JobFileSync {
 
   private async uploadLog(): Promise<void> {
     const size = fs.statSync(this.opts.logFile, { throwIfNoEntry: false })?.size ?? 0;
-    const start = this.logUploaded;
-    if (size <= start) return;
+    if (size <= this.logUploaded) return;
+    // Whole again: readers skip the bytes of later parts it covers, so they read it right while
+    // the superseded parts are being deleted.
+    const whole = this.logParts + 1 >= LOG_MAX_PARTS;
+    const start = whole ? 0 : this.logUploaded;
     const t0 = performance.now();
     await this.opts.storage.putStream(logPartKey(this.opts.jobId, start), fs.createReadStream(this.opts.logFile, { start, end: size - 1 }), {
       contentType: 'text/plain; charset=utf-8',
@@ -241,5 +252,14 @@ export class JobFileSync {
     this.stats.uploads++;
     this.stats.bytes += size - start;
     this.logUploaded = size;
+    this.logParts++;
+    if (whole) {
+      const first = logPartKey(this.opts.jobId, 0);
+      for (const part of await this.opts.storage.list(jobLogPrefix(this.opts.jobId))) {
+        const offset = logPartOffset(part.key);
+        if (part.key !== first && offset !== null && offset < size) await this.opts.storage.deletePrefix(part.key);
+      }
+      this.logParts = 0;
+    }
   }
 }

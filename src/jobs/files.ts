@@ -252,8 +252,9 @@ export class JobFiles {
       const local = path.join(dir, ...rel.split('/'));
       if (!local.startsWith(dir + path.sep)) continue;
       const st = fs.statSync(local, { throwIfNoEntry: false });
-      // This node's own copy is newer when it ran the job last (its upload may have failed).
-      if (st?.isFile() && (st.size === o.size || st.mtime >= o.modifiedAt)) continue;
+      // This node's own copy is newer when it ran the job last (its upload may have failed); a
+      // checkpoint keeps its size from epoch to epoch, so only the times tell them apart.
+      if (st?.isFile() && st.mtime >= o.modifiedAt) continue;
       if (await this.storage.getToFile(o.key, local)) files++;
     }
     const parts = await this.storage.list(jobLogPrefix(job.id));
