@@ -128,6 +128,10 @@ for (const backend of backends()) {
       const listing = await call(`/api/v1/jobs/${id}/artifacts`);
       assert.deepEqual(listing.json.files.map((f: { name: string }) => f.name).sort(), ['best.pt', 'last.pt', 'metrics.csv', 'worker.log']);
 
+      const checkpoints = await call(`/api/v1/jobs/${id}/checkpoints`);
+      assert.deepEqual(checkpoints.json.checkpoints.map((c: { name: string }) => c.name).sort(), ['best.pt', 'last.pt']);
+      assert.equal(checkpoints.json.checkpoints.find((c: { name: string }) => c.name === 'best.pt').size, localBest.length);
+
       const logs = await call(`/api/v1/jobs/${id}/logs?limit=5000`);
       assert.equal(logs.status, 200);
       assert.equal(logs.json.total_lines, localLog.split('\n').filter((_, i, a) => i < a.length - 1 || a[i] !== '').length);

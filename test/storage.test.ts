@@ -267,6 +267,28 @@ for (const backend of BACKENDS) {
   });
 }
 
+test('a file past the single-PUT size goes up to S3 in parts, whole', async () => {
+  const storage = new S3Storage({
+    bucket: 'trainhook-test',
+    prefix: 'multipart',
+    endpoint: s3.endpoint,
+    region: S3_TEST_CREDENTIALS.region,
+    forcePathStyle: true,
+    credentials: S3_TEST_CREDENTIALS,
+    public: true,
+    singlePutMaxBytes: 1024 * 1024,
+  });
+  await storage.ensureBucket();
+  const dir = tempDir('trainhook-storage-mp-');
+  const big = crypto.randomBytes(20 * 1024 * 1024);
+  fs.writeFileSync(path.join(dir, 'big.pt'), big);
+  await storage.putFile('jobs/mp/files/big.pt', path.join(dir, 'big.pt'));
+  assert.equal((await storage.head('jobs/mp/files/big.pt'))?.size, big.length);
+  assert.equal(await storage.getToFile('jobs/mp/files/big.pt', path.join(dir, 'back.pt')), true);
+  assert.ok(fs.readFileSync(path.join(dir, 'back.pt')).equals(big));
+  storage.destroy();
+});
+
 test('an upload that keeps failing is retried, then reported by flush(); the next flush sends it', async () => {
   // A bucket that does not exist: every put fails until it is created.
   const storage = s3Storage({ bucket: `missing-${crypto.randomBytes(4).toString('hex')}` });

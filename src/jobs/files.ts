@@ -100,6 +100,27 @@ export class JobFiles {
     return out.sort((a, b) => b.modified_at.localeCompare(a.modified_at) || a.name.localeCompare(b.name));
   }
 
+  /** checkpoints(), or when this disk has none (another node ran the job), those in remote storage. */
+  async listCheckpoints(job: Pick<JobRow, 'id' | 'engine'>): Promise<Checkpoint[]> {
+    const local = this.checkpoints(job);
+    const engine = this.engines.get(job.engine);
+    if (local.length || !this.storage.remote || !engine) return local;
+    const prefix = jobFilesPrefix(job.id);
+    const patterns = engine.files.checkpoints.map(
+      (p) => new RegExp(`^${p.replace(/[.+^${}()|[\]\\?]/g, '\\$&').replace(/\*/g, '[^/]*')}$`),
+    );
+    const seen = new Set<string>();
+    const out: Checkpoint[] = [];
+    for (const o of await this.storage.list(prefix)) {
+      const rel = o.key.slice(prefix.length);
+      const name = rel.split('/').pop()!;
+      if (!patterns.some((re) => re.test(rel)) || seen.has(name)) continue;
+      seen.add(name);
+      out.push({ name, size: o.size, modified_at: o.modifiedAt.toISOString() });
+    }
+    return out.sort((a, b) => b.modified_at.localeCompare(a.modified_at) || a.name.localeCompare(b.name));
+  }
+
   /** The name the trained model downloads under (the file the worker reported as best), or null. */
   modelName(job: JobRef): string | null {
     const best = (job.model as { best?: unknown } | null)?.best;
