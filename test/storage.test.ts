@@ -289,6 +289,33 @@ test('a file past the single-PUT size goes up to S3 in parts, whole', async () =
   storage.destroy();
 });
 
+test('uploads keep to their CPU budget between epochs (coalescing last.pt), and flush() does not wait for it', async () => {
+  const storage = new LocalStorage(tempDir('trainhook-storage-budget-'), true);
+  const files = new JobFiles(tempDir('trainhook-node-budget-'), new Engines(BUILTIN_ENGINES), storage);
+  const job = { id: crypto.randomUUID(), engine: 'ultralytics' };
+  const weights = path.join(files.dir(job.id), 'weights');
+  fs.mkdirSync(weights, { recursive: true });
+  const { JobFileSync } = await import('../src/jobs/file-sync.js');
+  // A budget so small that any upload's CPU means a wait of seconds.
+  const sync = new JobFileSync({ storage, jobId: job.id, dir: files.dir(job.id), logFile: files.logFile(job.id), checkpoints: ['weights/*.pt'], logger, cpuBudget: 1e-5 });
+  fs.writeFileSync(path.join(weights, 'last.pt'), crypto.randomBytes(4_000_000));
+  sync.scan();
+  const key = `jobs/${job.id}/files/weights/last.pt`;
+  const deadline = Date.now() + 5000;
+  while (!(await storage.head(key)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(sync.stats.byFile['weights/last.pt'], 1, 'the first upload starts at once');
+  for (let epoch = 2; epoch <= 4; epoch++) {
+    fs.writeFileSync(path.join(weights, 'last.pt'), Buffer.alloc(1000 + epoch, epoch));
+    sync.scan();
+  }
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(sync.stats.byFile['weights/last.pt'], 1, 'epochs 2-4 wait for the budget');
+  await sync.flush();
+  assert.equal(sync.stats.byFile['weights/last.pt'], 2, 'then go up once, coalesced');
+  assert.equal((await storage.head(key))?.size, 1004, "the latest epoch's");
+  sync.close();
+});
+
 test('an upload that keeps failing is retried, then reported by flush(); the next flush sends it', async () => {
   // A bucket that does not exist: every put fails until it is created.
   const storage = s3Storage({ bucket: `missing-${crypto.randomBytes(4).toString('hex')}` });

@@ -26,6 +26,14 @@ const STATE_FILE_MAX_BYTES = 64 * 1024 * 1024;
 const LOCAL_ONLY = new Set(['worker.log', 'worker-spec.json', 'dataset-info.json', 'data.yaml']);
 const RETRY_DELAYS_MS = [1000, 5000, 30_000];
 /**
+ * The share of this process's CPU time the uploads of one job may take, averaged: after an
+ * upload that cost C ms of CPU, the next waits until C / CPU_BUDGET ms have passed since it
+ * began. With epochs longer than that every epoch's last.pt goes up; with shorter ones (a
+ * 20 MB checkpoint every 2 s) the queue coalesces and last.pt goes up every few epochs instead
+ * of taking the trainer's cores. flush() ignores it: completion waits for nothing else.
+ */
+export const CPU_BUDGET = 0.02;
+/**
  * Past this many log parts the whole log goes up again as one part at offset 0 and the others
  * are deleted: a reader lists and fetches a handful of objects, not one per 15 s of a long job.
  */
@@ -75,6 +83,8 @@ export interface FileSyncOptions {
   /** Bytes of the log already in storage (a resumed job's restored log). */
   logUploaded?: number;
   retryDelaysMs?: readonly number[];
+  /** CPU_BUDGET unless set (tests). */
+  cpuBudget?: number;
 }
 
 type Item = { kind: 'file'; rel: string } | { kind: 'log' };
@@ -91,7 +101,10 @@ export class JobFileSync {
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   /** Bytes and milliseconds spent uploading (bench/storage.ts reads them). */
-  readonly stats = { uploads: 0, bytes: 0, ms: 0, failures: 0 };
+  readonly stats = { uploads: 0, bytes: 0, ms: 0, cpuMs: 0, failures: 0, byFile: {} as Record<string, number> };
+  /** When the next upload may start (the CPU budget); 0 while flushing. */
+  private notBefore = 0;
+  private flushing = 0;
 
   constructor(private readonly opts: FileSyncOptions) {
     this.logUploaded = opts.logUploaded ?? 0;
@@ -123,8 +136,14 @@ export class JobFileSync {
    */
   async flush(extra: readonly string[] = []): Promise<void> {
     this.failed.clear();
-    this.scan(extra);
-    while (this.running) await this.running;
+    this.flushing++;
+    try {
+      this.wake?.();
+      this.scan(extra);
+      while (this.running) await this.running;
+    } finally {
+      this.flushing--;
+    }
     if (this.failed.size) {
       throw new Error(`could not upload ${[...this.failed].join(', ')} to ${this.opts.storage.location}`);
     }
@@ -188,13 +207,36 @@ export class JobFileSync {
     });
   }
 
+  /** Ends the budget's wait early (a flush). */
+  private wake: (() => void) | null = null;
+
   private async drain(): Promise<void> {
     for (;;) {
+      const wait = this.flushing ? 0 : this.notBefore - performance.now();
+      if (wait > 0) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, wait);
+          timer.unref();
+          this.wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.wake = null;
+      }
       const next = this.pending.entries().next();
       if (next.done) return;
       const [id, item] = next.value;
       this.pending.delete(id);
+      const started = performance.now();
+      const cpu0 = process.cpuUsage();
       await this.withRetries(id, () => (item.kind === 'log' ? this.uploadLog() : this.uploadFile(item.rel)));
+      // The whole process's CPU meanwhile: an overestimate when it also served requests, so
+      // the budget errs on the trainer's side.
+      const cpu = process.cpuUsage(cpu0);
+      const cpuMs = (cpu.user + cpu.system) / 1000;
+      this.stats.cpuMs += cpuMs;
+      this.notBefore = started + cpuMs / (this.opts.cpuBudget ?? CPU_BUDGET);
     }
   }
 
@@ -228,6 +270,8 @@ export class JobFileSync {
     this.stats.ms += performance.now() - t0;
     this.stats.uploads++;
     this.stats.bytes += before.size;
+    this.stats.byFile[rel] = (this.stats.byFile[rel] ?? 0) + 1;
+    this.opts.logger.debug({ file: rel, bytes: before.size, ms: Math.round(performance.now() - t0) }, 'uploaded to storage');
     const after = fs.statSync(file, { throwIfNoEntry: false });
     // Rewritten while it went up (the worker saves in place): what is stored may be torn, send it again.
     if (after && `${after.size}:${after.mtimeMs}` !== stamp) {
