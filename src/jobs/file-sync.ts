@@ -101,7 +101,7 @@ export class JobFileSync {
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   /** Bytes and milliseconds spent uploading (bench/storage.ts reads them). */
-  readonly stats = { uploads: 0, bytes: 0, ms: 0, cpuMs: 0, failures: 0, byFile: {} as Record<string, number> };
+  readonly stats = { uploads: 0, bytes: 0, ms: 0, cpuMs: 0, flushCpuMs: 0, failures: 0, byFile: {} as Record<string, number> };
   /** When the next upload may start (the CPU budget); 0 while flushing. */
   private notBefore = 0;
   private flushing = 0;
@@ -139,8 +139,10 @@ export class JobFileSync {
     this.flushing++;
     try {
       this.wake?.();
+      const cpu0 = this.stats.cpuMs;
       this.scan(extra);
       while (this.running) await this.running;
+      this.stats.flushCpuMs += this.stats.cpuMs - cpu0;
     } finally {
       this.flushing--;
     }

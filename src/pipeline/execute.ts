@@ -393,7 +393,7 @@ export function createExecutor(ctx: PipelineContext): Executor {
     } finally {
       limitTimer.clear();
       sync?.close();
-      if (sync?.stats.uploads) log.info({ uploads: sync.stats.uploads, upload_bytes: sync.stats.bytes, upload_ms: Math.round(sync.stats.ms), upload_cpu_ms: Math.round(sync.stats.cpuMs), upload_failures: sync.stats.failures, uploads_by_file: sync.stats.byFile }, 'job files uploaded to storage');
+      if (sync?.stats.uploads) log.info({ uploads: sync.stats.uploads, upload_bytes: sync.stats.bytes, upload_ms: Math.round(sync.stats.ms), upload_cpu_ms: Math.round(sync.stats.cpuMs), flush_cpu_ms: Math.round(sync.stats.flushCpuMs), upload_failures: sync.stats.failures, uploads_by_file: sync.stats.byFile }, 'job files uploaded to storage');
     }
   };
 }
