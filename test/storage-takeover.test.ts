@@ -96,7 +96,11 @@ describe('takeover of a dead node\'s job from the bucket', { skip: !process.env[
     assert.equal(r.status, 202, r.text);
     const id = r.json.job_id;
     await waitFor('epoch 2 on node A', async () => (await callA(`/api/v1/jobs/${id}`)).json.current_epoch >= 2, 8 * 60_000);
-    await waitFor('a last.pt in the bucket', async () => !!(await bucket.head(`jobs/${id}/files/weights/last.pt`)));
+    // last.pt goes up first, then at once the state files describing it and the log.
+    await waitFor('last.pt and its state files in the bucket', async () => {
+      const keys = (await bucket.list(`jobs/${id}/`)).map((o) => o.key);
+      return ['files/weights/last.pt', 'files/results.csv', 'files/trainhook-state.json'].every((k) => keys.includes(`jobs/${id}/${k}`)) && keys.some((k) => k.includes('/log/'));
+    });
     await a.kill('SIGKILL');
     a = undefined;
     fs.rmSync(workdirA, { recursive: true, force: true });

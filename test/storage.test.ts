@@ -302,17 +302,24 @@ test('uploads keep to their CPU budget between epochs (coalescing last.pt), and 
   sync.scan();
   const key = `jobs/${job.id}/files/weights/last.pt`;
   const deadline = Date.now() + 5000;
-  while (!(await storage.head(key)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  while (!sync.stats.byFile['weights/last.pt'] && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   assert.equal(sync.stats.byFile['weights/last.pt'], 1, 'the first upload starts at once');
   for (let epoch = 2; epoch <= 4; epoch++) {
-    fs.writeFileSync(path.join(weights, 'last.pt'), Buffer.alloc(1000 + epoch, epoch));
+    fs.writeFileSync(path.join(weights, 'last.pt'), Buffer.alloc(1_200_000 + epoch, epoch));
     sync.scan();
   }
   await new Promise((r) => setTimeout(r, 300));
   assert.equal(sync.stats.byFile['weights/last.pt'], 1, 'epochs 2-4 wait for the budget');
+  // A state file does not wait behind it (it is queued after last.pt, and small).
+  fs.writeFileSync(path.join(files.dir(job.id), 'results.csv'), 'epoch\n1\n');
+  sync.scan();
+  const csvDeadline = Date.now() + 5000;
+  while (!sync.stats.byFile['results.csv'] && Date.now() < csvDeadline) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(sync.stats.byFile['results.csv'], 1, 'small files go up at once');
+  assert.equal(sync.stats.byFile['weights/last.pt'], 1);
   await sync.flush();
   assert.equal(sync.stats.byFile['weights/last.pt'], 2, 'then go up once, coalesced');
-  assert.equal((await storage.head(key))?.size, 1004, "the latest epoch's");
+  assert.equal((await storage.head(key))?.size, 1_200_004, "the latest epoch's");
   sync.close();
 });
 

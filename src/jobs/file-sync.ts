@@ -30,9 +30,12 @@ const RETRY_DELAYS_MS = [1000, 5000, 30_000];
  * upload that cost C ms of CPU, the next waits until C / CPU_BUDGET ms have passed since it
  * began. With epochs longer than that every epoch's last.pt goes up; with shorter ones (a
  * 20 MB checkpoint every 2 s) the queue coalesces and last.pt goes up every few epochs instead
- * of taking the trainer's cores. flush() ignores it: completion waits for nothing else.
+ * of taking the trainer's cores. Small files do not wait (see small()); flush() ignores it:
+ * completion waits for nothing else.
  */
 export const CPU_BUDGET = 0.02;
+/** Files up to this size are not held back by the budget. */
+const SMALL_FILE_BYTES = 1024 * 1024;
 /**
  * Past this many log parts the whole log goes up again as one part at offset 0 and the others
  * are deleted: a reader lists and fetches a handful of objects, not one per 15 s of a long job.
@@ -160,8 +163,12 @@ export class JobFileSync {
 
   private candidates(extra: readonly string[]): string[] {
     const { dir } = this.opts;
-    const out = new Set<string>(extra);
-    for (const pattern of this.opts.checkpoints) for (const f of matchGlob(dir, pattern)) out.add(f);
+    // In the order they go up: the checkpoint a resume starts from (last.pt, last.ckpt…), the
+    // small state files that describe it (results.csv…), then the other checkpoints (best.pt),
+    // which wait for the CPU budget after last.pt's upload, and artifacts.
+    const checkpoints = this.opts.checkpoints.flatMap((pattern) => matchGlob(dir, pattern));
+    const isResume = (f: string) => /^last([._-]|$)/i.test(path.basename(f));
+    const out = new Set<string>(checkpoints.filter(isResume));
     let entries: fs.Dirent[] = [];
     try {
       entries = fs.readdirSync(dir, { withFileTypes: true });
@@ -174,6 +181,8 @@ export class JobFileSync {
       const size = fs.statSync(file, { throwIfNoEntry: false })?.size ?? Infinity;
       if (size <= STATE_FILE_MAX_BYTES) out.add(file);
     }
+    for (const f of checkpoints) out.add(f);
+    for (const f of extra) out.add(f);
     return [...out];
   }
 
@@ -201,7 +210,9 @@ export class JobFileSync {
   }
 
   private kick(): void {
-    if (this.running || this.pending.size === 0) return;
+    // A drain waiting for the budget looks again: what was just queued may be small.
+    if (this.running) return this.wake?.();
+    if (this.pending.size === 0) return;
     this.running = this.drain().finally(() => {
       this.running = null;
       // Something queued while the last upload finished.
@@ -209,26 +220,43 @@ export class JobFileSync {
     });
   }
 
+  /**
+   * State files, plots and log parts cost next to nothing: they go up at once, right behind the
+   * checkpoint they describe, and only checkpoints wait for the budget.
+   */
+  private small(item: Item | undefined): boolean {
+    if (!item || item.kind === 'log') return true;
+    const size = fs.statSync(path.join(this.opts.dir, ...item.rel.split('/')), { throwIfNoEntry: false })?.size ?? 0;
+    return size <= SMALL_FILE_BYTES;
+  }
+
   /** Ends the budget's wait early (a flush). */
   private wake: (() => void) | null = null;
 
   private async drain(): Promise<void> {
     for (;;) {
-      const wait = this.flushing ? 0 : this.notBefore - performance.now();
-      if (wait > 0) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, wait);
-          timer.unref();
-          this.wake = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
-        this.wake = null;
+      const first = this.pending.entries().next();
+      if (first.done) return;
+      let entry = first.value;
+      const wait = this.notBefore - performance.now();
+      if (!this.flushing && wait > 0) {
+        // Checkpoints wait for the budget; small files queued meanwhile go up at once.
+        const small = [...this.pending.entries()].find(([, item]) => this.small(item));
+        if (!small) {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, wait);
+            timer.unref();
+            this.wake = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+          });
+          this.wake = null;
+          continue;
+        }
+        entry = small;
       }
-      const next = this.pending.entries().next();
-      if (next.done) return;
-      const [id, item] = next.value;
+      const [id, item] = entry;
       this.pending.delete(id);
       const started = performance.now();
       const cpu0 = process.cpuUsage();
@@ -238,7 +266,7 @@ export class JobFileSync {
       const cpu = process.cpuUsage(cpu0);
       const cpuMs = (cpu.user + cpu.system) / 1000;
       this.stats.cpuMs += cpuMs;
-      this.notBefore = started + cpuMs / (this.opts.cpuBudget ?? CPU_BUDGET);
+      this.notBefore = Math.max(this.notBefore, started + cpuMs / (this.opts.cpuBudget ?? CPU_BUDGET));
     }
   }
 
