@@ -60,6 +60,8 @@ interface Result {
   epochs: number[];
   wall: number;
   serverCpu: number;
+  /** CPU of the S3 server itself (moto, on this machine only in the bench: it competes with the trainer here). */
+  motoCpu: number;
   uploaded: number;
 }
 
@@ -117,8 +119,10 @@ async function main() {
       const server = await startChildServer(env);
       try {
         const before = cpuOf(server.child.pid!);
+        const motoBefore = cpuOf(s3.pid);
         const run = await runTrainhookJob(server, workdir, request, 500);
         const after = cpuOf(server.child.pid!);
+        const motoAfter = cpuOf(s3.pid);
         const epochs = ((await api(server.url)(`/api/v1/jobs/${run.id}/metrics`)).json.epochs as { epoch_seconds: number }[]).map((e) => e.epoch_seconds);
         const uploaded = mode === 's3' ? (await bucket.list(`${path.basename(workdir)}/`)).reduce((n, o) => n + o.size, 0) : 0;
         // Logged as the attempt ends, just after the job reads completed.
@@ -142,11 +146,12 @@ async function main() {
           epochS: median(epochs.slice(1)),
           wall: run.wall,
           serverCpu: before && after ? after.own - before.own : NaN,
+          motoCpu: motoBefore && motoAfter ? motoAfter.own - motoBefore.own : NaN,
           uploaded,
         };
         results.push(r);
         console.log(
-          `${mode.padEnd(5)} epoch ${r.epochS.toFixed(3)} s (each: ${epochs.map((e) => e.toFixed(2)).join(' ')})  worker wall ${r.wall.toFixed(2)} s  server CPU ${r.serverCpu.toFixed(2)} s  uploaded ${(uploaded / 1e6).toFixed(1)} MB`,
+          `${mode.padEnd(5)} epoch ${r.epochS.toFixed(3)} s (each: ${epochs.map((e) => e.toFixed(2)).join(' ')})  worker wall ${r.wall.toFixed(2)} s  server CPU ${r.serverCpu.toFixed(2)} s  moto CPU ${r.motoCpu.toFixed(2)} s  uploaded ${(uploaded / 1e6).toFixed(1)} MB`,
         );
       } finally {
         await server.kill('SIGTERM');
@@ -164,6 +169,8 @@ async function main() {
     console.log(`worker wall  s3/local = ${wallRatio.toFixed(4)}`);
     console.log(`server CPU   +${extraCpu.toFixed(2)} s over ${s3EpochTime.toFixed(1)} s of epochs = ${((100 * extraCpu) / s3EpochTime).toFixed(2)} % (includes the one-off: loading the SDK, the dataset archive, the final flush)`);
 
+    const moto = med('s3', (r) => r.motoCpu);
+    console.log(`S3 server    moto took ${moto.toFixed(2)} s of CPU per s3 run = ${((100 * moto) / s3EpochTime).toFixed(2)} % of epoch time, on the trainer's cores here (a real bucket is on other machines)`);
     const up = of('s3').map((r) => r.uploader).filter((u): u is Uploader => !!u);
     if (up.length) {
       const epochSeconds = (i: number) => of('s3')[i]!.epochs.reduce((a, b) => a + b, 0);

@@ -319,6 +319,7 @@ test('uploads keep to their CPU budget between epochs (coalescing last.pt), and 
   assert.equal(sync.stats.byFile['weights/last.pt'], 1);
   await sync.flush();
   assert.equal(sync.stats.byFile['weights/last.pt'], 2, 'then go up once, coalesced');
+  assert.ok(sync.stats.flushCpuMs > 0 && sync.stats.flushCpuMs <= sync.stats.cpuMs, 'the flush counted apart');
   assert.equal((await storage.head(key))?.size, 1_200_004, "the latest epoch's");
   sync.close();
 });

@@ -18,6 +18,8 @@ export const S3_TEST_CREDENTIALS = { accessKeyId: 'testing', secretAccessKey: 't
 export interface S3Server {
   endpoint: string;
   port: number;
+  /** The moto_server process (benches read its CPU). */
+  pid: number;
   close(): Promise<void>;
 }
 
@@ -95,6 +97,7 @@ export async function startS3Server(): Promise<S3Server> {
   return {
     endpoint,
     port,
+    pid: child.pid!,
     close: async () => {
       if (child.exitCode === null) child.kill('SIGTERM');
       await exited;
