@@ -1,5 +1,6 @@
 /**
- * Storage bench: `npx tsx bench/storage.ts [--epochs N] [--runs N]`. Not a test.
+ * Storage bench: `npx tsx bench/storage.ts [--epochs N] [--runs N] [--images N]` (or
+ * BENCH_STORAGE_EPOCHS, BENCH_STORAGE_RUNS, BENCH_STORAGE_IMAGES). Not a test.
  *
  * What does copying checkpoints to S3 while a job trains cost the training? The same small
  * Ultralytics job (generated detect dataset, yolo11n.yaml, 64 px, CPU) runs through a real
@@ -32,14 +33,16 @@ import { writeSyntheticDataset, zipDirectory } from '../test/helpers/synthetic-d
 import { cleanUp, cpuOf, median } from './lib/proc.js';
 import { runTrainhookJob } from './lib/trainhook-job.js';
 
+/** BENCH_STORAGE_<NAME>, or --<name> on the command line. */
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
+  const env = process.env[`BENCH_STORAGE_${name.toUpperCase()}`];
+  return i >= 0 ? Number(process.argv[i + 1]) : env ? Number(env) : dflt;
 };
 const EPOCHS = arg('epochs', 6);
 const RUNS = arg('runs', 2);
 /** Training images: enough for epochs of a few seconds on a CPU (checkpoints do not grow with it). */
-const IMAGES = arg('images', 96);
+const IMAGES = arg('images', 256);
 const BUCKET = 'trainhook-bench';
 
 type Mode = 'local' | 's3';
