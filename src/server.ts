@@ -18,6 +18,7 @@ import type { Config } from './core/config.js';
 import { BUILTIN_ENGINES, Engines } from './engines/index.js';
 import type { AnyEngine } from './engines/types.js';
 import { JobFiles } from './jobs/files.js';
+import { createStorage } from './storage/index.js';
 import { createJobStore, type JobStore } from './jobs/store.js';
 import type { PipelineContext } from './pipeline/execute.js';
 import { openDatabase } from './db/client.js';
@@ -106,7 +107,9 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
   // Where this server listens, once it does: the base of links when PUBLIC_URL is unset.
   let listenUrl = `http://${config.host}:${config.port}`;
   const engines = new Engines(overrides.engines ?? BUILTIN_ENGINES);
-  const files = new JobFiles(config.workdir, engines);
+  const storage = createStorage(config);
+  if (storage.remote) logger.info({ storage: storage.location, public: config.storage.kind === 's3' ? config.storage.public : false }, 'job files, models and datasets are kept in remote storage');
+  const files = new JobFiles(config.workdir, engines, storage);
   const queueSize = async () => {
     const [row] = await database.db.select({ n: count() }).from(jobs).where(eq(jobs.state, 'queued'));
     return row?.n ?? 0;

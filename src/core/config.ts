@@ -131,6 +131,24 @@ const EnvSchema = z.object({
   RETENTION_SWEEP_SECONDS: z.coerce.number().positive().max(7 * 24 * 3600).default(3600),
   /** Days callback delivery attempts are kept once their event is no longer pending (fractions allowed). */
   CALLBACK_HISTORY_DAYS: z.coerce.number().positive().max(36500).default(30),
+  /**
+   * Where job files, registered models and dataset archives are kept: `local` (the workdir,
+   * nothing copied), `file:///path` (a folder every node mounts) or `s3://bucket/prefix`.
+   */
+  STORAGE_URL: z
+    .string()
+    .regex(/^(local|file:\/\/\/.+|s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?)$/, 'must be local, file:///path or s3://bucket/prefix')
+    .default('local'),
+  /** An S3-compatible endpoint other than AWS (MinIO, Ceph, R2), e.g. http://10.0.0.5:9000. */
+  S3_ENDPOINT: z.string().url().refine((u) => /^https?:\/\//.test(u), 'must be an http(s) URL').optional(),
+  /** Bucket in the path (http://host/bucket/key) instead of the host name; default true with S3_ENDPOINT. */
+  S3_FORCE_PATH_STYLE: bool.optional(),
+  /** true: downloads redirect to presigned bucket URLs; false: trainhook streams them (clients cannot reach the bucket). */
+  STORAGE_PUBLIC: bool.default(true),
+  AWS_ACCESS_KEY_ID: z.string().optional(),
+  AWS_SECRET_ACCESS_KEY: z.string().optional(),
+  AWS_SESSION_TOKEN: z.string().optional(),
+  AWS_REGION: z.string().default('us-east-1'),
   /** Alerts: where fired/resolved events go (a Standard Webhooks receiver, or a Slack incoming webhook). */
   ALERT_WEBHOOK_URL: z.string().url().refine((u) => /^https?:\/\//.test(u), 'must be an http(s) URL').optional(),
   /** Signs alert events as callbacks are signed (`whsec_…` or a plain string of 24+ characters). */
@@ -211,6 +229,7 @@ export type Config = Readonly<{
     dbSlowMs: number;
   }>;
   retention: Readonly<{ days: number; sweepMs: number; callbackHistoryDays: number }>;
+  storage: StorageConfig;
   alerts: Readonly<{
     webhookUrl: string | undefined;
     webhookSecret: string | undefined;
@@ -224,6 +243,21 @@ export type Config = Readonly<{
     callbackFailingHours: number;
   }>;
 }>;
+
+export type StorageConfig = Readonly<
+  | { kind: 'local'; /** Unset: the workdir itself. */ path: string | undefined }
+  | {
+      kind: 's3';
+      bucket: string;
+      prefix: string;
+      endpoint: string | undefined;
+      region: string;
+      forcePathStyle: boolean;
+      /** Unset: the SDK's default chain (instance role, shared config files). */
+      credentials: { accessKeyId: string; secretAccessKey: string; sessionToken: string | undefined } | undefined;
+      public: boolean;
+    }
+>;
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -319,6 +353,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       sweepMs: Math.round(e.RETENTION_SWEEP_SECONDS * 1000),
       callbackHistoryDays: e.CALLBACK_HISTORY_DAYS,
     }),
+    storage: storageConfig(e),
     alerts: Object.freeze({
       webhookUrl: e.ALERT_WEBHOOK_URL,
       webhookSecret: e.ALERT_WEBHOOK_SECRET,
@@ -349,4 +384,33 @@ function alertEmailTo(smtpUrl: string | undefined, to: string[] | undefined): st
   }
   if (user.includes('@')) return [user];
   throw new ConfigError('invalid configuration:\n  ALERT_EMAIL_TO: required when SMTP_URL is set and its user name is not an email address');
+}
+
+function storageConfig(e: z.infer<typeof EnvSchema>): StorageConfig {
+  const url = e.STORAGE_URL;
+  if (url === 'local') return Object.freeze({ kind: 'local', path: undefined });
+  if (url.startsWith('file://')) return Object.freeze({ kind: 'local', path: path.resolve(decodeURIComponent(url.slice('file://'.length))) });
+  const rest = url.slice('s3://'.length);
+  const slash = rest.indexOf('/');
+  const bucket = slash < 0 ? rest : rest.slice(0, slash);
+  const prefix = slash < 0 ? '' : rest.slice(slash + 1).replace(/^\/+|\/+$/g, '');
+  if (prefix && !prefix.split('/').every((p) => /^[\w][\w.=-]{0,199}$/.test(p))) {
+    throw new ConfigError('invalid configuration:\n  STORAGE_URL: the prefix may hold only letters, digits and . _ = - between slashes');
+  }
+  if (!!e.AWS_ACCESS_KEY_ID !== !!e.AWS_SECRET_ACCESS_KEY) {
+    throw new ConfigError('invalid configuration:\n  AWS_SECRET_ACCESS_KEY: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are set together');
+  }
+  return Object.freeze({
+    kind: 's3',
+    bucket,
+    prefix,
+    endpoint: e.S3_ENDPOINT,
+    region: e.AWS_REGION,
+    forcePathStyle: e.S3_FORCE_PATH_STYLE ?? !!e.S3_ENDPOINT,
+    credentials:
+      e.AWS_ACCESS_KEY_ID && e.AWS_SECRET_ACCESS_KEY
+        ? Object.freeze({ accessKeyId: e.AWS_ACCESS_KEY_ID, secretAccessKey: e.AWS_SECRET_ACCESS_KEY, sessionToken: e.AWS_SESSION_TOKEN })
+        : undefined,
+    public: e.STORAGE_PUBLIC,
+  });
 }

@@ -19,6 +19,8 @@ export const JOB_ERROR_CODES = [
   'WORKER_CRASHED',
   'WORKER_STALLED',
   'JOB_TIMEOUT',
+  /** Remote storage (STORAGE_URL) could not be read or written: transient, the job is retried. */
+  'STORAGE_UNAVAILABLE',
   'UNKNOWN_ERROR',
 ] as const;
 export type JobErrorCode = (typeof JOB_ERROR_CODES)[number];

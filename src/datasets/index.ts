@@ -137,12 +137,12 @@ const rebase = (from: string, to: string, p: string) => path.resolve(to, path.re
 async function fetchArchive(source: DatasetSource, opts: PrepareOptions, progress: (f: number) => void): Promise<string> {
   const { store, limits } = opts;
   if ('stored' in source) {
-    if (!(await store.available(source.stored))) {
+    if (!(await store.available(source.stored)) && !(await store.fetchRemote(source.stored, limits, { signal: opts.signal }))) {
       throw new JobError('DATASET_INVALID', 'the uploaded dataset is no longer stored (it was deleted); upload it again', { sha256: source.stored });
     }
     return source.stored;
   }
-  if (source.sha256 && (await store.available(source.sha256))) return source.sha256;
+  if (source.sha256 && ((await store.available(source.sha256)) || (await store.fetchRemote(source.sha256, limits, { signal: opts.signal })))) return source.sha256;
   const { url } = source;
   return store.shared(`url:${url}\n${source.sha256 ?? ''}`, async () => {
     // The archive this URL gave before, unless the server says it changed (a 304 costs no body).

@@ -12,6 +12,10 @@
  *                                       Last-Modified it came with (named by a hash of the URL:
  *                                       a signed URL's token is never written down)
  *
+ * With remote storage (STORAGE_URL), every archive adopted here is also kept there as
+ * datasets/<sha256>.zip, and one missing here is fetched from there (fetchRemote): an upload
+ * received by an API-only node, or an archive another node downloaded, trains anywhere.
+ *
  * Work on one archive is serialised in this process (one workdir belongs to one process: see
  * core/workdir-lock.ts): concurrent jobs on the same archive wait for the one that extracts or
  * checks it and then reuse its result; concurrent downloads of the same URL share one transfer.
@@ -24,6 +28,7 @@ import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { JobError } from '../core/errors.js';
+import { storageKey, type Storage } from '../storage/index.js';
 import type { Validators } from './download.js';
 import { extractZip, type ExtractLimits } from './extract.js';
 
@@ -63,7 +68,37 @@ export class DatasetStore {
   /** Preparations under way (see preparing()). */
   private active = 0;
 
-  constructor(readonly root: string) {}
+  /** Remote storage, when archives are shared with other nodes through it. */
+  constructor(
+    readonly root: string,
+    private readonly remote?: Storage,
+  ) {}
+
+  /** An archive's key in remote storage. */
+  static archiveKey(sha256: string): string {
+    if (!SHA256_RE.test(sha256)) throw new Error(`not a sha256: ${sha256}`);
+    return storageKey('datasets', `${sha256}.zip`);
+  }
+
+  /**
+   * Gets an archive this node lacks from remote storage and adopts it (extracted as if
+   * downloaded); false when there is no remote storage or it does not hold the archive.
+   */
+  async fetchRemote(sha256: string, limits: ExtractLimits, opts: { signal?: AbortSignal | undefined } = {}): Promise<boolean> {
+    if (!this.remote || !SHA256_RE.test(sha256)) return false;
+    if (await this.available(sha256)) return true;
+    const zip = this.tmpPath('.zip');
+    if (!(await this.remote.getToFile(DatasetStore.archiveKey(sha256), zip))) return false;
+    // Stored under its hash by trainhook itself, but checked: a bucket is not a trusted disk.
+    const hash = crypto.createHash('sha256');
+    await pipeline(fs.createReadStream(zip), hash);
+    if (hash.digest('hex') !== sha256) {
+      await rm(zip, { force: true });
+      throw new JobError('DATASET_CORRUPTED', `the archive ${sha256} in storage does not have that sha256`, { sha256 });
+    }
+    await this.adopt(zip, sha256, limits, opts);
+    return true;
+  }
 
   dir(sha256: string): string {
     if (!SHA256_RE.test(sha256)) throw new Error(`not a sha256: ${sha256}`);
@@ -216,7 +251,7 @@ export class DatasetStore {
     opts: { signal?: AbortSignal | undefined; onProgress?: (done: number, total: number) => void } = {},
   ): Promise<{ extracted: boolean }> {
     try {
-      return await this.exclusive(`archive:${sha256}`, async () => {
+      const result = await this.exclusive(`archive:${sha256}`, async () => {
         if (await this.has(sha256)) return { extracted: false };
         const tmp = this.tmpPath('.d');
         try {
@@ -230,8 +265,21 @@ export class DatasetStore {
         }
         return { extracted: true };
       });
+      // Extracted without a refusal: kept in remote storage by its hash for the other nodes.
+      if (this.remote) await this.keepRemote(zipPath, sha256);
+      return result;
     } finally {
       await rm(zipPath, { force: true });
+    }
+  }
+
+  private async keepRemote(zipPath: string, sha256: string): Promise<void> {
+    const key = DatasetStore.archiveKey(sha256);
+    try {
+      if (!(await this.remote!.head(key))) await this.remote!.putFile(key, zipPath, { contentType: 'application/zip' });
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      throw new JobError('STORAGE_UNAVAILABLE', `could not keep the dataset archive in ${this.remote!.location}: ${message}`, { sha256 }, { cause: err });
     }
   }
 

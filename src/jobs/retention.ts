@@ -100,6 +100,8 @@ export class Retention {
 
   private async removeFiles(id: string): Promise<JobRow | undefined> {
     const left = this.opts.files.removeFiles(id);
+    // Remote storage keeps the log, as the disk does.
+    await this.opts.files.removeRemote(id).catch((err) => this.opts.logger.warn({ err, job_id: id }, 'job files not removed from storage'));
     const row = await setDiskUsage(this.opts.database.db, id, left, true);
     if (row) this.opts.changed(row);
     return row;

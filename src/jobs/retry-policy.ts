@@ -18,6 +18,7 @@ export function isTransient(err: JobError): boolean {
   switch (err.code) {
     case 'WORKER_CRASHED':
     case 'WORKER_STALLED':
+    case 'STORAGE_UNAVAILABLE':
       return true;
     case 'DATASET_DOWNLOAD_FAILED':
     case 'MODEL_DOWNLOAD_FAILED':

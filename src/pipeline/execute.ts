@@ -24,6 +24,7 @@ import { prepareDataset, type DatasetSource } from '../datasets/index.js';
 import type { Engines } from '../engines/index.js';
 import type { JobChange, JobChangeEvent } from '../jobs/events.js';
 import type { JobFiles } from '../jobs/files.js';
+import type { JobFileSync } from '../jobs/file-sync.js';
 import { better, jobMetrics, pick } from '../jobs/metrics.js';
 import { jobRequest } from '../jobs/request.js';
 import { retryDecision } from '../jobs/retry-policy.js';
@@ -149,11 +150,17 @@ export function createExecutor(ctx: PipelineContext): Executor {
     attemptLog = running.attemptLog;
     const dir = files.dir(running.id);
     fs.mkdirSync(dir, { recursive: true });
+    /** Copies checkpoints, state files and the log to remote storage as they change (none in local mode). */
+    let sync: JobFileSync | null = null;
     const deadline = (running.startedAt ?? new Date()).getTime() + config.retries.jobMaxMs;
     const limitTimer = armDeadline(deadline, () => timeLimit.abort('timeout'));
 
     try {
       if (stop.aborted) return stopped();
+      // A job another node ran (it died, or stopped) resumes from what it left in storage.
+      const restored = await storageStep('restore', () => files.restore(running));
+      if (restored.files) log.info({ files: restored.files, log_bytes: restored.logBytes, storage: files.storage.location }, 'job files restored from storage');
+      sync = files.sync(running, log, restored.logBytes)?.start() ?? null;
       const request = jobRequest(running, engines);
       const { engine, modelConfig } = request;
       const spec = jobMetrics(engines, running);
@@ -325,6 +332,8 @@ export function createExecutor(ctx: PipelineContext): Executor {
               'epoch',
               { epoch: e.epoch, metrics: e.metrics, epochSeconds: e.epoch_seconds },
             );
+            // last.pt (and best.pt when it improved) go up in the background: the epoch never waits.
+            sync?.scan();
             return;
           }
           case 'checkpoint':
@@ -334,6 +343,7 @@ export function createExecutor(ctx: PipelineContext): Executor {
             return;
           case 'artifacts':
             await record({ artifacts: e.items }, 'progress');
+            sync?.add(e.items.map((a) => a.path).filter((p): p is string => typeof p === 'string'));
             return;
           default:
             return; // done / error / stopped are the outcome, handled below
@@ -352,9 +362,15 @@ export function createExecutor(ctx: PipelineContext): Executor {
         guard: { intervalMs: GUARD_INTERVAL_MS, check: workerLimits({ workdir: config.workdir, maxMemoryBytes, limits }) },
       });
 
-      if (outcome.kind === 'stopped' || stop.aborted) return stopped();
+      if (outcome.kind === 'stopped' || stop.aborted) {
+        // A stop for shutdown hands the job to whichever node claims it next: it needs last.pt.
+        await flushSoon(sync, log);
+        return stopped();
+      }
       if (outcome.kind === 'done') {
         const e = outcome.event;
+        // Completion means the files are in storage: a failed upload retries the job instead.
+        await storageStep('upload', async () => sync?.flush([e.best, e.last]));
         const size = fs.existsSync(e.best) ? fs.statSync(e.best).size : null;
         phase = 'finalizing';
         // The final validation carries no training losses: the last epoch's fill them in.
@@ -371,14 +387,40 @@ export function createExecutor(ctx: PipelineContext): Executor {
         log.info({ epochs: e.epochs_completed }, 'job completed');
         return;
       }
+      await flushSoon(sync, log);
       await fail(await diskFullOr(outcome.error));
     } catch (err) {
       if (stop.aborted) return stopped();
       await fail(await diskFullOr(toJobError(err)));
     } finally {
       limitTimer.clear();
+      sync?.close();
+      if (sync?.stats.uploads) log.info({ uploads: sync.stats.uploads, upload_bytes: sync.stats.bytes, upload_ms: Math.round(sync.stats.ms), upload_cpu_ms: Math.round(sync.stats.cpuMs), flush_cpu_ms: Math.round(sync.stats.flushCpuMs), upload_failures: sync.stats.failures, uploads_by_file: sync.stats.byFile }, 'job files uploaded to storage');
     }
   };
+}
+
+/** What remote storage could not do is a transient failure: the job is retried (from its checkpoint). */
+async function storageStep<T>(step: 'restore' | 'upload', fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof JobError) throw err;
+    const message = err instanceof Error ? err.message : String(err);
+    throw new JobError('STORAGE_UNAVAILABLE', `could not ${step} the job's files ${step === 'restore' ? 'from' : 'to'} storage: ${message}`, { step }, { cause: err });
+  }
+}
+
+/** Uploads what changed before a job leaves this node unfinished; bounded, and never fails the job. */
+async function flushSoon(sync: JobFileSync | null, log: Logger, timeoutMs = 60_000): Promise<void> {
+  if (!sync) return;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, timeoutMs);
+    timer.unref();
+  });
+  await Promise.race([sync.flush().catch((err) => log.warn({ err }, 'files not all uploaded before the job left this node')), timeout]);
+  clearTimeout(timer);
 }
 
 /**

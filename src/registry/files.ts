@@ -8,6 +8,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import { storageKey } from '../storage/index.js';
 
 const ID_RE = /^[\w-]{1,100}$/;
 
@@ -51,4 +52,14 @@ export function openableModelFile(workdir: string, id: string, fileName: string)
   } catch {
     return null;
   }
+}
+
+/** A model's file in storage: `models/<model id>/<file name>` (as in the workdir). */
+export function modelFileKey(id: string, fileName: string): string {
+  if (!ID_RE.test(id)) throw new Error(`invalid model id ${JSON.stringify(id)}`);
+  return storageKey('models', id, fileName);
+}
+
+export function modelPrefix(id: string): string {
+  return `${storageKey('models', id)}/`;
 }

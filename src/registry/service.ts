@@ -22,7 +22,7 @@ import { getJob } from '../jobs/queries.js';
 import { resolvePython } from '../worker/python.js';
 import { PythonServer } from '../worker/serve.js';
 import { runPythonTool, ToolError } from '../worker/tool.js';
-import { modelDir, openableModelFile, sha256File } from './files.js';
+import { modelDir, modelFileKey, modelPrefix, openableModelFile, sha256File } from './files.js';
 import type { ImageResult, PredictionRun } from './formats.js';
 import { completedJobsWithoutModel, deleteModelRow, exportsOf, getModel, jobsUsingModel, upsertExport } from './queries.js';
 import { registerModelFromJob } from './register.js';
@@ -121,11 +121,42 @@ export class ModelRegistry {
     return engine;
   }
 
+  private get storage() {
+    return this.opts.files.storage;
+  }
+
+  /**
+   * A file of a model: on this disk, else fetched from remote storage into the model's folder
+   * (a model trained or exported on another node); null when neither has it.
+   */
+  async modelFile(id: string, fileName: string): Promise<{ path: string; size: number } | null> {
+    const local = openableModelFile(this.workdir, id, fileName);
+    if (local || !this.storage.remote || !/^[\w.-]{1,200}$/.test(fileName) || fileName.startsWith('.')) return local;
+    const fetched = await this.storage.getToFile(modelFileKey(id, fileName), path.join(modelDir(this.workdir, id), fileName));
+    return fetched ? openableModelFile(this.workdir, id, fileName) : null;
+  }
+
+  /** A presigned link to a model's file in remote storage, when it is there and clients may reach it. */
+  async remoteLink(id: string, fileName: string, ttlSeconds: number): Promise<string | null> {
+    if (!this.storage.remote) return null;
+    const key = modelFileKey(id, fileName);
+    if (!(await this.storage.head(key))) return null;
+    return this.storage.link(key, { fileName, contentType: 'application/octet-stream', ttlSeconds });
+  }
+
+  /** Copies a model's file to remote storage (a no-op in local mode). */
+  private async upload(id: string, fileName: string): Promise<void> {
+    if (!this.storage.remote) return;
+    await this.storage.putFile(modelFileKey(id, fileName), path.join(modelDir(this.workdir, id), fileName));
+  }
+
   /** Registers a completed job's best model; logs instead of throwing (a job's completion stands). */
   async register(job: JobRow): Promise<ModelRow | null> {
     try {
       const row = await registerModelFromJob(this.opts.database.db, job, this.workdir, this.opts.engines);
       if (row) this.opts.logger.info({ job_id: job.id, model_id: row.id }, 'model registered');
+      // Other nodes fine-tune from it, export it and predict with it: it goes to storage.
+      if (row && this.storage.remote && !(await this.storage.head(modelFileKey(row.id, row.fileName)))) await this.upload(row.id, row.fileName);
       return row;
     } catch (err) {
       this.opts.logger.error({ err, job_id: job.id }, 'model registration failed');
@@ -149,7 +180,7 @@ export class ModelRegistry {
     if (!row) return { problem: `registered model ${id} not found (deleted, or registered on another node)` };
     if (row.framework !== engine) return { problem: `registered model ${id} was trained by ${row.framework}, not ${engine}` };
     if (row.task !== task) return { problem: `registered model ${id} is a ${row.task} model; this job's task is ${task}` };
-    const file = openableModelFile(this.workdir, row.id, row.fileName);
+    const file = await this.modelFile(row.id, row.fileName).catch(() => null);
     return file ? file.path : { problem: `the weights of registered model ${id} are missing on this server (${path.join(modelDir(this.workdir, row.id), row.fileName)})` };
   }
 
@@ -216,6 +247,7 @@ export class ModelRegistry {
     const row = await deleteModelRow(db, id);
     if (!row) return 'not_found';
     await fs.promises.rm(modelDir(this.workdir, id), { recursive: true, force: true });
+    if (this.storage.remote) await this.storage.deletePrefix(modelPrefix(id)).catch((err) => this.opts.logger.warn({ err, model_id: id }, 'model files not deleted from storage'));
     return row;
   }
 
@@ -234,7 +266,7 @@ export class ModelRegistry {
     if (running) return { row: await running, created: false };
     if (!force) {
       const [done] = (await this.exports([model.id])).filter((e) => e.format === format);
-      if (done && openableModelFile(this.workdir, model.id, done.fileName)) return { row: done, created: false };
+      if (done && (await this.modelFile(model.id, done.fileName))) return { row: done, created: false };
     }
     const work = this.slots.run(() => this.runExport(engine, model, format));
     this.exporting.set(key, work);
@@ -252,7 +284,7 @@ export class ModelRegistry {
   }
 
   private async runExport(engine: AnyEngine, model: ModelRow, format: string): Promise<ModelExportRow> {
-    const weights = openableModelFile(this.workdir, model.id, model.fileName);
+    const weights = await this.modelFile(model.id, model.fileName);
     if (!weights) throw new ToolError('MODEL_NOT_FOUND', `the weights of model ${model.id} are missing on this server`);
     const dir = modelDir(this.workdir, model.id);
     const result = await runPythonTool<{ file: string; format: string; check: Record<string, unknown> }>({
@@ -285,6 +317,7 @@ export class ModelRegistry {
       await fs.promises.rm(file.path, { force: true });
       throw new ToolError('EXPORT_CHECK_FAILED', `the exported ${format} model does not predict like the original`, result.check);
     }
+    await this.upload(model.id, fileName);
     return upsertExport(this.opts.database.db, {
       modelId: model.id,
       format,
@@ -323,7 +356,7 @@ export class ModelRegistry {
     if (!takesImage && opts.image) {
       throw new ToolError('IMAGE_UNSUPPORTED', `${engine.label} ${model.task} models take text only: leave image out`);
     }
-    const weights = openableModelFile(this.workdir, model.id, model.fileName);
+    const weights = await this.modelFile(model.id, model.fileName);
     if (!weights) throw new ToolError('MODEL_NOT_FOUND', `the weights of model ${model.id} are missing on this server`);
     // The image goes to the worker as a file of our own name, checked by its header first.
     const tmp = opts.image ? path.join(this.workdir, 'tmp', `generate-${crypto.randomUUID()}`) : null;
@@ -363,7 +396,7 @@ export class ModelRegistry {
     if (engine.generates?.(model.task)) {
       throw new ToolError('PREDICT_UNSUPPORTED', `${engine.label} ${model.task} models generate text: use POST /api/v1/models/${model.id}/generate`);
     }
-    const weights = openableModelFile(this.workdir, model.id, model.fileName);
+    const weights = await this.modelFile(model.id, model.fileName);
     if (!weights) throw new ToolError('MODEL_NOT_FOUND', `the weights of model ${model.id} are missing on this server`);
     const tmp = path.join(this.workdir, 'tmp', `predict-${crypto.randomUUID()}`);
     await fs.promises.mkdir(tmp, { recursive: true });

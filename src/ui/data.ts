@@ -161,8 +161,9 @@ function pageSigner(deps: AppDeps): LinkSigner {
   return { key: deps.secrets.linkSigningKey, baseUrl: '', ttlSeconds: deps.config.downloadLinkTtlSeconds };
 }
 
-export function jobFileLink(deps: AppDeps, row: JobRow, name: string): { url: string; expires_at: string; size: number } | null {
-  const file = deps.files.open(row, name);
+export async function jobFileLink(deps: AppDeps, row: JobRow, name: string): Promise<{ url: string; expires_at: string; size: number } | null> {
+  // On this disk, or in remote storage when another node ran the job.
+  const file = await deps.files.locate(row, name);
   if (!file) return null;
   const s = pageSigner(deps);
   return { ...signDownloadLink({ key: s.key, baseUrl: s.baseUrl, jobId: row.id, name, ttlSeconds: s.ttlSeconds }), size: file.size };
@@ -193,9 +194,14 @@ export async function jobPageData(deps: AppDeps, row: JobRow, opts: { links: boo
   const logFile = deps.files.logFile(row.id);
   const logSize = fs.existsSync(logFile) ? fs.statSync(logFile).size : null;
   const engine = deps.engines.get(row.engine);
-  const link = (name: string) => (opts.links ? jobFileLink(deps, row, name) : null);
+  const link = (name: string) => (opts.links ? jobFileLink(deps, row, name) : Promise.resolve(null));
   const modelName = deps.files.modelName(row);
   const registered = opts.links && row.state === 'completed' ? await registeredModel(deps, row.id) : null;
+  const [modelLink, artifacts, checkpoints] = await Promise.all([
+    modelName ? link(modelName) : Promise.resolve(null),
+    Promise.all(row.artifacts?.map(async (a) => ({ name: a.name, size: a.size, link: await link(a.name) })) ?? []),
+    deps.files.listCheckpoints(row).then((list) => Promise.all(list.map(async (c) => ({ ...c, link: await link(c.name) })))),
+  ]);
   return {
     job: jobCard(deps.engines, row),
     engine: { name: row.engine, label: engine?.label ?? row.engine, task: row.task },
@@ -211,10 +217,10 @@ export async function jobPageData(deps: AppDeps, row: JobRow, opts: { links: boo
     metricsBest: row.metricsBest ?? null,
     resources: (row.resources ?? null) as Record<string, unknown> | null,
     model: (row.model ?? null) as Record<string, unknown> | null,
-    modelLink: modelName ? link(modelName) : null,
+    modelLink,
     registered,
-    artifacts: row.artifacts?.map((a) => ({ name: a.name, size: a.size, link: link(a.name) })) ?? [],
-    checkpoints: deps.files.checkpoints(row).map((c) => ({ ...c, link: link(c.name) })),
+    artifacts,
+    checkpoints,
     epochs: epochs.map((e) => ({ epoch: e.epoch, metrics: e.metrics, epoch_seconds: e.epochSeconds })),
     callbacks,
     callbackUrl: row.callbackUrl,

@@ -168,6 +168,7 @@ export function registerDatasets(app: OpenAPIHono, deps: AppDeps): void {
       422: { description: 'The archive was refused (DATASET_INVALID, DATASET_CORRUPTED), with the details a job would fail with', content: errorResponses(400)[400]!.content },
       ...errorResponses(400, 401, 413),
       415: { description: 'The body was not sent as application/zip', content: errorResponses(400)[400]!.content },
+      503: { description: 'Remote storage (STORAGE_URL) could not keep the archive (STORAGE_UNAVAILABLE): try again', content: errorResponses(400)[400]!.content },
     },
   });
 
@@ -209,6 +210,7 @@ export function registerDatasets(app: OpenAPIHono, deps: AppDeps): void {
       if (err instanceof TooLargeError) {
         throw new HttpError(413, 'PAYLOAD_TOO_LARGE', `the upload passed DATASET_MAX_DOWNLOAD_BYTES (${maxBytes})`);
       }
+      if (err instanceof JobError && err.code === 'STORAGE_UNAVAILABLE') throw new HttpError(503, err.code, err.message, err.details ?? null);
       if (err instanceof JobError && err.code !== 'CANCELLED' && err.code !== 'UNKNOWN_ERROR') {
         throw new HttpError(422, err.code, err.message, err.details ?? null);
       }

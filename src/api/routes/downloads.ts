@@ -6,12 +6,14 @@
  * /api/v1/jobs/{id}/artifacts lists every file with its link.
  * Without it: GET /downloads/{id}/{name}?exp=…&sig=… (the links in training_completed
  * callbacks) streams the file while the link is valid; expired or edited links get 403.
+ *
+ * A file this node does not have (another node trained the job) comes from remote storage: a
+ * 302 to a presigned bucket URL when STORAGE_PUBLIC, else streamed through here.
  */
-import fs from 'node:fs';
 import { Readable } from 'node:stream';
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
-import { contentType, fileMediaTypes } from '../../jobs/files.js';
+import { contentType, fileMediaTypes, type JobFiles, type LocatedFile } from '../../jobs/files.js';
 import type { JobRow } from '../../db/schema.js';
 import { HttpError } from '../../core/errors.js';
 import { downloadPath, signDownloadLink, verifyDownloadLink } from '../../security/links.js';
@@ -134,15 +136,15 @@ export function registerDownloads(app: OpenAPIHono, deps: AppDeps): void {
     }),
   });
 
-  const answer = (c: Context, job: JobRow, requested: string, download: boolean) => {
+  const answer = async (c: Context, job: JobRow, requested: string, download: boolean) => {
     const name = files.resolveName(job, requested);
-    const file = name ? files.open(job, name) : null;
+    const file = name ? await files.locate(job, name) : null;
     if (!name || !file) {
-      throw new HttpError(404, 'FILE_NOT_FOUND', `job ${job.id} has no file ${requested}`, {
-        available: [...files.downloadable(job).keys()].filter((n) => files.open(job, n)),
-      });
+      const available: string[] = [];
+      for (const n of files.downloadable(job).keys()) if (await files.locate(job, n)) available.push(n);
+      throw new HttpError(404, 'FILE_NOT_FOUND', `job ${job.id} has no file ${requested}`, { available });
     }
-    return download ? sendFile(c, name, file) : c.json(linkFor(c, job, name, file.size), 200);
+    return download ? sendFile(c, files, job.id, name, file, deps.config.downloadLinkTtlSeconds) : c.json(linkFor(c, job, name, file.size), 200);
   };
 
   app.openapi(modelRoute, async (c) => {
@@ -159,10 +161,11 @@ export function registerDownloads(app: OpenAPIHono, deps: AppDeps): void {
 
   app.openapi(artifactsRoute, async (c) => {
     const job = await loadJob(c.req.valid('param').id);
-    const links = [...files.downloadable(job).keys()].flatMap((name) => {
-      const f = files.open(job, name);
-      return f ? [linkFor(c, job, name, f.size)] : [];
-    });
+    const links = [];
+    for (const name of files.downloadable(job).keys()) {
+      const f = await files.locate(job, name);
+      if (f) links.push(linkFor(c, job, name, f.size));
+    }
     return c.json({ job_id: job.id, files: links }, 200);
   });
 
@@ -175,18 +178,18 @@ export function registerDownloads(app: OpenAPIHono, deps: AppDeps): void {
       throw new HttpError(403, 'LINK_INVALID', 'this download link is not valid (missing, malformed or altered signature)');
     }
     const job = await loadJob(id);
-    const file = files.open(job, name);
+    const file = await files.locate(job, name);
     if (!file) throw new HttpError(404, 'FILE_NOT_FOUND', `job ${id} has no file ${name}`);
-    return sendFile(c, name, file) as never;
+    return (await sendFile(c, files, id, name, file, deps.config.downloadLinkTtlSeconds)) as never;
   });
 }
 
-function sendFile(c: Context, name: string, file: { path: string; size: number }): Response {
+async function sendFile(c: Context, files: JobFiles, jobId: string, name: string, file: LocatedFile, ttlSeconds: number): Promise<Response> {
+  // In a bucket clients can reach: they fetch it from there, not through this node.
+  const direct = await files.remoteLink(file, name, ttlSeconds);
+  if (direct) return c.redirect(direct, 302);
   // Bounded to the size announced: a log still being written must not outgrow Content-Length.
-  const body =
-    file.size === 0
-      ? ''
-      : (Readable.toWeb(fs.createReadStream(file.path, { start: 0, end: file.size - 1 })) as unknown as ReadableStream);
+  const body = file.size === 0 ? '' : (Readable.toWeb(await files.readLocated(jobId, file)) as unknown as ReadableStream);
   return c.body(body, 200, {
     'Content-Type': contentType(name),
     'Content-Length': String(file.size),
@@ -195,3 +198,4 @@ function sendFile(c: Context, name: string, file: { path: string; size: number }
     'X-Content-Type-Options': 'nosniff',
   });
 }
+

@@ -148,7 +148,7 @@ export function registerJobs(app: OpenAPIHono, deps: AppDeps): void {
     const { id } = c.req.valid('param');
     const job = UUID_RE.test(id) ? await deps.jobs.get(id) : undefined;
     if (!job) throw notFound(id);
-    return c.json({ job_id: id, checkpoints: deps.files.checkpoints(job) }, 200);
+    return c.json({ job_id: id, checkpoints: await deps.files.listCheckpoints(job) }, 200);
   });
 
   app.openapi(getRoute, async (c) => {

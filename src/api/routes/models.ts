@@ -503,7 +503,12 @@ export function registerModels(app: OpenAPIHono, deps: AppDeps): void {
     }
     const row = await load(id);
     const names = new Set([row.fileName, ...(await registry.exports([row.id])).map((e) => e.fileName)]);
-    const file = names.has(name) ? openableModelFile(registry.workdir, row.id, name) : null;
+    if (!names.has(name)) throw new HttpError(404, 'FILE_NOT_FOUND', `model ${id} has no file ${name}`);
+    const local = openableModelFile(registry.workdir, row.id, name);
+    // Not on this node: a presigned bucket URL when clients can reach the bucket, else fetched here first.
+    const direct = local ? null : await registry.remoteLink(row.id, name, deps.config.downloadLinkTtlSeconds);
+    if (direct) return c.redirect(direct, 302) as never;
+    const file = local ?? (await registry.modelFile(row.id, name));
     if (!file) throw new HttpError(404, 'FILE_NOT_FOUND', `model ${id} has no file ${name}`);
     const body =
       file.size === 0 ? '' : (Readable.toWeb(fs.createReadStream(file.path, { start: 0, end: file.size - 1 })) as unknown as ReadableStream);
