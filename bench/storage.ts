@@ -25,9 +25,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { setupPython } from '../scripts/setup-python.mjs';
-import { S3Storage } from '../src/storage/index.js';
 import { serveFile, startFileServer } from '../test/helpers/file-server.js';
-import { S3_TEST_CREDENTIALS, startS3Server } from '../test/helpers/s3-server.js';
+import { startS3Server } from '../test/helpers/s3-server.js';
 import { api, startChildServer, TOKEN, tempDir, trainBody } from '../test/helpers/server.js';
 import { writeSyntheticDataset, zipDirectory } from '../test/helpers/synthetic-dataset.js';
 import { cleanUp, cpuOf, median } from './lib/proc.js';
@@ -74,15 +73,7 @@ async function main() {
     const python = await setupPython();
     const s3 = await startS3Server();
     steps.push(() => s3.close());
-    const bucket = new S3Storage({
-      bucket: BUCKET,
-      prefix: '',
-      endpoint: s3.endpoint,
-      region: S3_TEST_CREDENTIALS.region,
-      forcePathStyle: true,
-      credentials: S3_TEST_CREDENTIALS,
-      public: true,
-    });
+    const bucket = s3.storage(BUCKET, '');
     await bucket.ensureBucket();
     const dir = tempDir('trainhook-bench-storage-');
     await writeSyntheticDataset(path.join(dir, 'src'), { task: 'detect', train: IMAGES, val: 8, imgsz: 64, classes: ['red-box', 'green-disc'], seed: 7 });
@@ -111,12 +102,7 @@ async function main() {
         // info: startChildServer waits for the 'trainhook listening' line.
         LOG_LEVEL: 'info',
         ...(mode === 's3'
-          ? {
-              STORAGE_URL: `s3://${BUCKET}/${path.basename(workdir)}`,
-              S3_ENDPOINT: s3.endpoint,
-              AWS_ACCESS_KEY_ID: S3_TEST_CREDENTIALS.accessKeyId,
-              AWS_SECRET_ACCESS_KEY: S3_TEST_CREDENTIALS.secretAccessKey,
-            }
+          ? s3.env(BUCKET, path.basename(workdir))
           : {}),
       };
       const server = await startChildServer(env);

@@ -22,10 +22,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { setupPython } from '../scripts/setup-python.mjs';
-import { S3Storage } from '../src/storage/index.js';
 import { startFileServer } from './helpers/file-server.js';
 import { startReceiver, type Received } from './helpers/receiver.js';
-import { S3_TEST_CREDENTIALS, startS3Server } from './helpers/s3-server.js';
+import { startS3Server } from './helpers/s3-server.js';
 import { TOKEN, api, backendEnv, startChildServer, tempDir, type ChildServer } from './helpers/server.js';
 import { writeSyntheticDataset, zipDirectory } from './helpers/synthetic-dataset.js';
 
@@ -100,24 +99,12 @@ async function main(): Promise<string[]> {
   const files = await startFileServer();
   files.route('/data.zip', (_req, res) => res.writeHead(200, { 'content-type': 'application/zip', 'content-length': zip.length }).end(zip));
   const bucketName = `drill-${crypto.randomBytes(4).toString('hex')}`;
-  const bucket = new S3Storage({
-    bucket: bucketName,
-    prefix: 'cluster',
-    endpoint: s3.endpoint,
-    region: S3_TEST_CREDENTIALS.region,
-    forcePathStyle: true,
-    credentials: S3_TEST_CREDENTIALS,
-    public: true,
-  });
+  const bucket = s3.storage(bucketName, 'cluster');
   await bucket.ensureBucket();
 
   const shared: Record<string, string> = {
     ...db.env,
-    STORAGE_URL: `s3://${bucketName}/cluster`,
-    S3_ENDPOINT: s3.endpoint,
-    AWS_ACCESS_KEY_ID: S3_TEST_CREDENTIALS.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: S3_TEST_CREDENTIALS.secretAccessKey,
-    AWS_REGION: S3_TEST_CREDENTIALS.region,
+    ...s3.env(bucketName, 'cluster'),
     STORAGE_PUBLIC: 'false',
     API_TOKEN: TOKEN,
     LINK_SIGNING_KEY: crypto.randomBytes(32).toString('hex'),

@@ -11,11 +11,11 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setupPython } from '../scripts/setup-python.mjs';
 import { BUILTIN_ENGINES } from '../src/engines/index.js';
-import { S3Storage } from '../src/storage/index.js';
+import type { S3Storage } from '../src/storage/index.js';
 import { toyEngine } from './engines/toy/index.js';
 import { backends } from './helpers/database.js';
 import { serveFile, startFileServer, type FileServer } from './helpers/file-server.js';
-import { S3_TEST_CREDENTIALS, startS3Server, type S3Server } from './helpers/s3-server.js';
+import { startS3Server, type S3Server } from './helpers/s3-server.js';
 import { api, startTestServer, tempDir, type TestServer } from './helpers/server.js';
 import { writeSyntheticClassifyDataset, zipDirectory } from './helpers/synthetic-dataset.js';
 import { waitFor } from './helpers/wait.js';
@@ -47,24 +47,13 @@ for (const backend of backends()) {
     const prefix = `srv-${backend}-${crypto.randomBytes(3).toString('hex')}`;
 
     before(async () => {
-      bucket = new S3Storage({
-        bucket: BUCKET,
-        prefix,
-        endpoint: s3.endpoint,
-        region: S3_TEST_CREDENTIALS.region,
-        forcePathStyle: true,
-        credentials: S3_TEST_CREDENTIALS,
-        public: true,
-      });
+      bucket = s3.storage(BUCKET, prefix);
       await bucket.ensureBucket();
       server = await startTestServer({
         backend,
         env: {
           DEVICES: 'cpu',
-          STORAGE_URL: `s3://${BUCKET}/${prefix}`,
-          S3_ENDPOINT: s3.endpoint,
-          AWS_ACCESS_KEY_ID: S3_TEST_CREDENTIALS.accessKeyId,
-          AWS_SECRET_ACCESS_KEY: S3_TEST_CREDENTIALS.secretAccessKey,
+          ...s3.env(BUCKET, prefix),
         },
         overrides: { engines: [...BUILTIN_ENGINES, toyEngine] },
       });

@@ -16,8 +16,8 @@ import { createLoggers } from '../src/core/logger.js';
 import { BUILTIN_ENGINES, Engines } from '../src/engines/index.js';
 import { jobFilesPrefix, jobLogPrefix } from '../src/jobs/file-sync.js';
 import { JobFiles } from '../src/jobs/files.js';
-import { createStorage, LocalStorage, S3Storage, type Storage } from '../src/storage/index.js';
-import { S3_TEST_CREDENTIALS, startS3Server, type S3Server } from './helpers/s3-server.js';
+import { createStorage, LocalStorage, type S3Storage, type Storage } from '../src/storage/index.js';
+import { startS3Server, type S3Server } from './helpers/s3-server.js';
 import { tempDir } from './helpers/server.js';
 import { zipDirectory } from './helpers/synthetic-dataset.js';
 
@@ -38,15 +38,7 @@ after(async () => {
 });
 
 function s3Storage(opts: { bucket?: string; prefix?: string; public?: boolean } = {}): S3Storage {
-  return new S3Storage({
-    bucket: opts.bucket ?? 'trainhook-test',
-    prefix: opts.prefix ?? 'cluster-a',
-    endpoint: s3.endpoint,
-    region: S3_TEST_CREDENTIALS.region,
-    forcePathStyle: true,
-    credentials: { accessKeyId: S3_TEST_CREDENTIALS.accessKeyId, secretAccessKey: S3_TEST_CREDENTIALS.secretAccessKey },
-    public: opts.public ?? true,
-  });
+  return s3.storage(opts.bucket ?? 'trainhook-test', opts.prefix ?? 'cluster-a', { public: opts.public ?? true });
 }
 
 const BACKENDS: { name: string; make: () => Promise<Storage> }[] = [
@@ -268,16 +260,7 @@ for (const backend of BACKENDS) {
 }
 
 test('a file past the single-PUT size goes up to S3 in parts, whole', async () => {
-  const storage = new S3Storage({
-    bucket: 'trainhook-test',
-    prefix: 'multipart',
-    endpoint: s3.endpoint,
-    region: S3_TEST_CREDENTIALS.region,
-    forcePathStyle: true,
-    credentials: S3_TEST_CREDENTIALS,
-    public: true,
-    singlePutMaxBytes: 1024 * 1024,
-  });
+  const storage = s3.storage('trainhook-test', 'multipart', { singlePutMaxBytes: 1024 * 1024 });
   await storage.ensureBucket();
   const dir = tempDir('trainhook-storage-mp-');
   const big = crypto.randomBytes(20 * 1024 * 1024);

@@ -10,7 +10,7 @@ import type { Storage } from './types.js';
 export type { LinkOptions, Storage, StoredObject } from './types.js';
 export { storageKey } from './types.js';
 export { LocalStorage } from './local.js';
-export { S3Storage } from './s3.js';
+export { S3Storage, type S3Options } from './s3.js';
 
 export function createStorage(config: Config): Storage {
   const s = config.storage;

@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { S3Storage, type S3Options } from '../../src/storage/index.js';
 
 export const MOTO_PIN = 'moto[server]==5.2.5';
 /** moto accepts any credentials; the SDK insists on some. */
@@ -18,6 +19,10 @@ export const S3_TEST_CREDENTIALS = { accessKeyId: 'testing', secretAccessKey: 't
 export interface S3Server {
   endpoint: string;
   port: number;
+  /** A client of one bucket and prefix on this server (ensureBucket() creates the bucket). */
+  storage(bucket: string, prefix: string, opts?: Partial<S3Options>): S3Storage;
+  /** What a trainhook node needs to keep its files under s3://bucket/prefix on this server. */
+  env(bucket: string, prefix: string): Record<string, string>;
   /** The moto_server process (benches read its CPU). */
   pid: number;
   close(): Promise<void>;
@@ -98,6 +103,15 @@ export async function startS3Server(): Promise<S3Server> {
     endpoint,
     port,
     pid: child.pid!,
+    storage: (bucket, prefix, opts = {}) =>
+      new S3Storage({ bucket, prefix, endpoint, region: S3_TEST_CREDENTIALS.region, forcePathStyle: true, credentials: { ...S3_TEST_CREDENTIALS }, public: true, ...opts }),
+    env: (bucket, prefix) => ({
+      STORAGE_URL: `s3://${bucket}/${prefix}`,
+      S3_ENDPOINT: endpoint,
+      AWS_ACCESS_KEY_ID: S3_TEST_CREDENTIALS.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: S3_TEST_CREDENTIALS.secretAccessKey,
+      AWS_REGION: S3_TEST_CREDENTIALS.region,
+    }),
     close: async () => {
       if (child.exitCode === null) child.kill('SIGTERM');
       await exited;
