@@ -7,8 +7,6 @@
  * DATASET_CORRUPTED / DATASET_INVALID (the ZIP guards), SPLIT_IMPOSSIBLE, DATASET_NOT_JSONL,
  * BASE_MODEL_NOT_FOUND.
  */
-import { Readable } from 'node:stream';
-import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import { HttpError, JobError } from '../../core/errors.js';
 import type { DatasetFormat } from '../../datasets/formats.js';
@@ -22,9 +20,8 @@ import { requireBody } from '../../http/body.js';
 import { requestLog } from '../../http/context.js';
 import type { AppDeps } from '../../http/deps.js';
 import { UUID_RE, errorResponses } from '../../http/schemas.js';
-import { CONVERT_PATH, DatasetSchema, IdParam, datasetView, notFound } from './datasets.js';
+import { CONVERT_PATH, DatasetSchema, IdParam, ZIP_BODY, datasetView, notFound, zipBodyStream } from './datasets.js';
 
-const ZIP_TYPES = /^(application\/zip|application\/x-zip-compressed|application\/octet-stream)\s*(;|$)/i;
 
 /** The task a converted dataset is checked for: vision-lm where an engine has it, else the first task trained on jsonl. */
 function jsonlTarget(engines: Engines): PreparedTarget | null {
@@ -172,13 +169,7 @@ export function registerDataPrep(app: OpenAPIHono, deps: AppDeps): void {
     security: [{ bearer: [] }],
     request: {
       query: ConvertQuery,
-      body: {
-        required: true,
-        content: {
-          'application/zip': { schema: z.string().openapi({ format: 'binary' }) },
-          'application/octet-stream': { schema: z.string().openapi({ format: 'binary' }) },
-        },
-      },
+      body: ZIP_BODY,
     },
     responses: {
       201: { description: 'Converted and stored', content: { 'application/json': { schema: ConvertResponse } } },
@@ -196,17 +187,8 @@ export function registerDataPrep(app: OpenAPIHono, deps: AppDeps): void {
     const templates = parseTemplates(parsed.data.templates);
     const target = jsonlTarget(deps.engines);
     if (!target) throw new HttpError(400, 'VALIDATION_ERROR', 'no engine of this server trains on jsonl datasets');
-    if (!ZIP_TYPES.test(c.req.header('content-type') ?? '')) {
-      throw new HttpError(415, 'UNSUPPORTED_MEDIA_TYPE', 'send the export ZIP as the raw body with Content-Type: application/zip (curl --data-binary @export.zip)');
-    }
-    const declared = Number(c.req.header('content-length'));
-    if (Number.isFinite(declared) && declared > maxBytes) {
-      throw new HttpError(413, 'PAYLOAD_TOO_LARGE', `the upload is ${declared} bytes, over DATASET_MAX_DOWNLOAD_BYTES (${maxBytes})`);
-    }
-    const raw = c.req.raw.body;
-    if (!raw) throw new HttpError(400, 'VALIDATION_ERROR', 'the body is empty: send the export ZIP');
     const result = await deps.prepared
-      .convert(Readable.fromWeb(raw as unknown as WebReadableStream<Uint8Array>), { ...target, name: parsed.data.name ?? null, templates, signal: c.req.raw.signal })
+      .convert(zipBodyStream(c, maxBytes, 'export ZIP'), { ...target, name: parsed.data.name ?? null, templates, signal: c.req.raw.signal })
       .catch((err: unknown) => refusal(err, maxBytes));
     requestLog(c).info({ dataset_id: result.row.id, samples: result.stats['samples'], created: result.created }, 'SAM2 export converted');
     return c.json({ dataset: datasetView(result.row), statistics: result.stats }, result.created ? 201 : 200);

@@ -10,6 +10,7 @@
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
+import type { Context } from 'hono';
 import { HttpError, JobError } from '../../core/errors.js';
 import type { DatasetRow } from '../../db/schema.js';
 import { DATASET_FORMATS } from '../../datasets/formats.js';
@@ -23,6 +24,33 @@ const UPLOAD_PATH = '/api/v1/datasets';
 /** POST /api/v1/datasets/convert (routes/dataprep.ts) takes a raw ZIP body too. */
 export const CONVERT_PATH = '/api/v1/datasets/convert';
 const ZIP_TYPES = /^(application\/zip|application\/x-zip-compressed|application\/octet-stream)\s*(;|$)/i;
+
+/** The OpenAPI body of a route that takes a ZIP as its raw body (an upload, a SAM2 export). */
+export const ZIP_BODY = {
+  required: true,
+  content: {
+    'application/zip': { schema: z.string().openapi({ format: 'binary' }) },
+    'application/octet-stream': { schema: z.string().openapi({ format: 'binary' }) },
+  },
+};
+
+/**
+ * A raw ZIP body as a stream, refused before a byte is read when it is sent as another type
+ * (415), announces more than maxBytes (413) or is missing (400). What the stream then carries
+ * is capped again by its reader, which cannot trust Content-Length.
+ */
+export function zipBodyStream(c: Context, maxBytes: number, what: string): Readable {
+  if (!ZIP_TYPES.test(c.req.header('content-type') ?? '')) {
+    throw new HttpError(415, 'UNSUPPORTED_MEDIA_TYPE', `send the ${what} as the raw body with Content-Type: application/zip (curl --data-binary @file.zip)`);
+  }
+  const declared = Number(c.req.header('content-length'));
+  if (Number.isFinite(declared) && declared > maxBytes) {
+    throw new HttpError(413, 'PAYLOAD_TOO_LARGE', `the upload is ${declared} bytes, over DATASET_MAX_DOWNLOAD_BYTES (${maxBytes})`);
+  }
+  const raw = c.req.raw.body;
+  if (!raw) throw new HttpError(400, 'VALIDATION_ERROR', `the body is empty: send the ${what}`);
+  return Readable.fromWeb(raw as unknown as WebReadableStream<Uint8Array>);
+}
 
 /** app.ts: this request is a dataset upload (its own body limit applies, not MAX_BODY_BYTES). */
 export function isDatasetUpload(method: string, path: string): boolean {
@@ -154,13 +182,7 @@ export function registerDatasets(app: OpenAPIHono, deps: AppDeps): void {
     security: [{ bearer: [] }],
     request: {
       query: UploadQuery,
-      body: {
-        required: true,
-        content: {
-          'application/zip': { schema: z.string().openapi({ format: 'binary' }) },
-          'application/octet-stream': { schema: z.string().openapi({ format: 'binary' }) },
-        },
-      },
+      body: ZIP_BODY,
     },
     responses: {
       201: { description: 'Stored and checked', content: { 'application/json': { schema: DatasetSchema } } },
@@ -188,18 +210,10 @@ export function registerDatasets(app: OpenAPIHono, deps: AppDeps): void {
     if (!engine.tasks.includes(q.task)) {
       throw new HttpError(400, 'VALIDATION_ERROR', `task ${q.task} is not one of ${engine.name}'s: ${engine.tasks.join(', ')}`);
     }
-    if (!ZIP_TYPES.test(c.req.header('content-type') ?? '')) {
-      throw new HttpError(415, 'UNSUPPORTED_MEDIA_TYPE', 'send the ZIP as the raw body with Content-Type: application/zip (curl --data-binary @file.zip)');
-    }
-    const declared = Number(c.req.header('content-length'));
-    if (Number.isFinite(declared) && declared > maxBytes) {
-      throw new HttpError(413, 'PAYLOAD_TOO_LARGE', `the upload is ${declared} bytes, over DATASET_MAX_DOWNLOAD_BYTES (${maxBytes})`);
-    }
-    const raw = c.req.raw.body;
-    if (!raw) throw new HttpError(400, 'VALIDATION_ERROR', 'the body is empty: send the ZIP file');
+    const body = zipBodyStream(c, maxBytes, 'ZIP');
     let result;
     try {
-      result = await deps.datasets.upload(Readable.fromWeb(raw as unknown as WebReadableStream<Uint8Array>), {
+      result = await deps.datasets.upload(body, {
         name: q.name ?? null,
         task: q.task,
         formats: engine.datasetFormats(q.task),
