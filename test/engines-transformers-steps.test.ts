@@ -26,6 +26,7 @@ import { api, startTestServer, tempDir, trainBody, type TestServer } from './hel
 import { zipDirectory } from './helpers/synthetic-dataset.js';
 import { readScalars } from './helpers/tfevents.js';
 import { waitFor } from './helpers/wait.js';
+import { workerPid } from './helpers/worker-pid.js';
 
 const SECRET = `whsec_${Buffer.alloc(32, 9).toString('base64')}`;
 const MAKE_MODEL = fileURLToPath(new URL('./engines/transformers/make_tiny_llama.py', import.meta.url));
@@ -40,20 +41,6 @@ const ARGS = {
 };
 
 const jsonl = (rows: unknown[]) => rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
-
-/** The training worker of a job: the python process whose command line names the job's folder. */
-function workerPid(jobId: string): number | null {
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const cmd = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8');
-      if (cmd.includes('main.py') && cmd.includes(jobId)) return Number(entry);
-    } catch {
-      /* gone */
-    }
-  }
-  return null;
-}
 
 describe('transformers: save_steps, mid-epoch resume, TensorBoard events', { timeout: 15 * 60_000 }, () => {
   let files: string;
