@@ -271,8 +271,8 @@ def run(spec: dict[str, Any], rt: Any) -> None:
             try:
                 rt.check_stop()
             except StopRequested:
+                tb.close()  # the events first: see the save_steps save below
                 save_last()
-                tb.close()
                 drop_save_dir(run_dir)
                 rt.stopped_state = {"epochs_completed": state["epochs_completed"], "last": str(last)}
                 raise
@@ -301,8 +301,11 @@ def run(spec: dict[str, Any], rt: Any) -> None:
             tb.step(state["global_step"], group_loss, sum(counts), scheduler.get_last_lr()[0])
             if save_steps and state["global_step"] % save_steps == 0 and g + 1 < len(groups):
                 # A resume point mid-epoch (the epoch's end saves anyway): a crash loses at most save_steps steps.
-                save_last()
+                # The events reach the disk before last.pt moves on: killed between the two, the next
+                # worker resumes before them and its purge_step drops them; the other way round, it
+                # would resume after steps whose events were never written.
                 tb.flush()
+                save_last()
                 rt.stopped_state = {"epochs_completed": state["epochs_completed"], "last": str(last)}
                 rt.log(f"saved last.pt at step {state['global_step']} (epoch {epoch}, batch group {g + 1}/{len(groups)})")
             pct = 100 * (g + 1) / len(groups)
