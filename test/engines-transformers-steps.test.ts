@@ -180,8 +180,9 @@ describe('transformers: save_steps, mid-epoch resume, TensorBoard events', { tim
     assert.equal(job.status, 'completed', JSON.stringify(job.error));
     assert.deepEqual(job.attempts.map((a: { outcome: string }) => a.outcome), ['cancelled', 'completed']);
     const resumed = await resumedAt(id);
-    assert.equal(resumed.epoch, 2);
-    assert.ok(resumed.step > STEPS_PER_EPOCH && resumed.step < 2 * STEPS_PER_EPOCH, `resumed mid-epoch 2 at step ${resumed.step}`);
+    // Asked early in epoch 2; on a loaded machine the stop may land in epoch 3: mid-epoch either way.
+    assert.ok(resumed.epoch >= 2, `resumed in epoch ${resumed.epoch}`);
+    assert.ok(resumed.step > (resumed.epoch - 1) * STEPS_PER_EPOCH && resumed.step < resumed.epoch * STEPS_PER_EPOCH, `resumed mid-epoch ${resumed.epoch} at step ${resumed.step}`);
     await epochsOnce(id);
   });
 });
