@@ -24,6 +24,10 @@
  *
  * Environment (all optional):
  *   BENCH_EPOCHS=150  BENCH_LR=0.005  BENCH_BATCH=8
+ *   BENCH_REPEAT=4    the 8 pairs this many times for train (4: 32 samples, 4 steps an epoch at batch 8);
+ *                     trainhook's cost is per epoch (last.pt, a checkpoint ZIP, events), so longer
+ *                     epochs (e.g. BENCH_REPEAT=40 BENCH_EPOCHS=15: the same 600 steps) show it at a
+ *                     realistic share
  *   BENCH_ORDER=AB    A = trainhook, B = bare, in this order (ABBA cancels warm-up)
  *   BENCH_KEEP=1      keep the temp folder
  */
@@ -48,6 +52,7 @@ const envNum = (name: string, def: number) => {
 const EPOCHS = envNum('BENCH_EPOCHS', 150);
 const LR = envNum('BENCH_LR', 0.005);
 const BATCH = envNum('BENCH_BATCH', 8);
+const REPEAT = envNum('BENCH_REPEAT', 4);
 const ORDER = (process.env['BENCH_ORDER'] ?? 'AB').toUpperCase();
 const KEEP = process.env['BENCH_KEEP'] === '1';
 const THREADS = { OMP_NUM_THREADS: '1' };
@@ -118,7 +123,7 @@ async function runBare(python: string, tmp: string, data: string, base: string, 
 export async function main(): Promise<void> {
   if (!/^[AB]+$/.test(ORDER) || !ORDER.includes('A')) throw new Error(`BENCH_ORDER must be made of A and B and hold an A, got ${ORDER}`);
   const python = await setupPython({ requirementsFile: transformersEngine.python.requirements });
-  say(`${SAMPLES.length * 4} train / ${SAMPLES.length} val samples, ${EPOCHS} epochs, lr ${LR}, batch ${BATCH}, order ${ORDER}, ${os.availableParallelism()} CPUs; load: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+  say(`${SAMPLES.length * REPEAT} train / ${SAMPLES.length} val samples, ${EPOCHS} epochs, lr ${LR}, batch ${BATCH}, order ${ORDER}, ${os.availableParallelism()} CPUs; load: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'trainhook-overhead-transformers-'));
   const cleanup: (() => unknown)[] = [];
   try {
@@ -131,7 +136,7 @@ export async function main(): Promise<void> {
     const data = path.join(tmp, 'data');
     fs.mkdirSync(data);
     const jsonl = (rows: unknown[]) => rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
-    fs.writeFileSync(path.join(data, 'train.jsonl'), jsonl([...SAMPLES, ...SAMPLES, ...SAMPLES, ...SAMPLES]));
+    fs.writeFileSync(path.join(data, 'train.jsonl'), jsonl(Array.from({ length: REPEAT }, () => SAMPLES).flat()));
     fs.writeFileSync(path.join(data, 'val.jsonl'), jsonl(SAMPLES));
     const zip = path.join(tmp, 'dataset.zip');
     await zipDirectory(data, zip);
@@ -190,7 +195,7 @@ export async function main(): Promise<void> {
     const B = runs.filter((r) => r.kind === 'bare');
     const lines = [
       '',
-      `tiny LLaMA (2 layers, hidden 64) + LoRA r16 on all linear layers and lm_head, ${SAMPLES.length * 4}/${SAMPLES.length} samples, ${EPOCHS} epochs, batch ${BATCH}; args ${JSON.stringify(args)}`,
+      `tiny LLaMA (2 layers, hidden 64) + LoRA r16 on all linear layers and lm_head, ${SAMPLES.length * REPEAT}/${SAMPLES.length} samples, ${EPOCHS} epochs, batch ${BATCH}; args ${JSON.stringify(args)}`,
       `| side | runs | wall s (median) | steps | steps/s | train CPU s | CPU wait s | final train_loss | final val_loss | final val_token_accuracy |`,
       `| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |`,
       ...[A, B]

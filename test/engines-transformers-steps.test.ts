@@ -26,6 +26,7 @@ import { api, startTestServer, tempDir, trainBody, type TestServer } from './hel
 import { zipDirectory } from './helpers/synthetic-dataset.js';
 import { readScalars } from './helpers/tfevents.js';
 import { waitFor } from './helpers/wait.js';
+import { workerPid } from './helpers/worker-pid.js';
 
 const SECRET = `whsec_${Buffer.alloc(32, 9).toString('base64')}`;
 const MAKE_MODEL = fileURLToPath(new URL('./engines/transformers/make_tiny_llama.py', import.meta.url));
@@ -40,20 +41,6 @@ const ARGS = {
 };
 
 const jsonl = (rows: unknown[]) => rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
-
-/** The training worker of a job: the python process whose command line names the job's folder. */
-function workerPid(jobId: string): number | null {
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const cmd = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8');
-      if (cmd.includes('main.py') && cmd.includes(jobId)) return Number(entry);
-    } catch {
-      /* gone */
-    }
-  }
-  return null;
-}
 
 describe('transformers: save_steps, mid-epoch resume, TensorBoard events', { timeout: 15 * 60_000 }, () => {
   let files: string;
@@ -193,8 +180,9 @@ describe('transformers: save_steps, mid-epoch resume, TensorBoard events', { tim
     assert.equal(job.status, 'completed', JSON.stringify(job.error));
     assert.deepEqual(job.attempts.map((a: { outcome: string }) => a.outcome), ['cancelled', 'completed']);
     const resumed = await resumedAt(id);
-    assert.equal(resumed.epoch, 2);
-    assert.ok(resumed.step > STEPS_PER_EPOCH && resumed.step < 2 * STEPS_PER_EPOCH, `resumed mid-epoch 2 at step ${resumed.step}`);
+    // Asked early in epoch 2; on a loaded machine the stop may land in epoch 3: mid-epoch either way.
+    assert.ok(resumed.epoch >= 2, `resumed in epoch ${resumed.epoch}`);
+    assert.ok(resumed.step > (resumed.epoch - 1) * STEPS_PER_EPOCH && resumed.step < resumed.epoch * STEPS_PER_EPOCH, `resumed mid-epoch ${resumed.epoch} at step ${resumed.step}`);
     await epochsOnce(id);
   });
 });

@@ -12,6 +12,9 @@
  *   its epochs carry the causal-lm metrics, the best epoch is the lowest val_loss, the signed
  *   callbacks verify, the status page charts the losses, and the model is registered as vision-lm;
  * - a cancelled job resumes from last.pt on retry and completes, every epoch recorded once;
+ * - the training loop is the causal-lm one: with save_steps a worker killed mid-epoch (SIGKILL) is
+ *   retried and resumes from the last save_steps step, and the run's TensorBoard events are an
+ *   artifact holding every optimizer step once;
  * - lines whose image is missing, outside the archive (.., absolute), not an image, or absent fail
  *   the job with DATASET_INVALID naming file and line;
  * - a causal-LM folder for vision-lm, and a vision-language folder for causal-lm, fail the job
@@ -38,7 +41,9 @@ import { serveFile, startFileServer, type FileServer } from './helpers/file-serv
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { api, startTestServer, tempDir, trainBody, type TestServer } from './helpers/server.js';
 import { zipDirectory } from './helpers/synthetic-dataset.js';
+import { readScalars } from './helpers/tfevents.js';
 import { waitFor } from './helpers/wait.js';
+import { workerPid } from './helpers/worker-pid.js';
 
 const execFileAsync = promisify(execFile);
 const SECRET = `whsec_${Buffer.alloc(32, 9).toString('base64')}`;
@@ -94,6 +99,8 @@ function prepare() {
     // The converter's LLaVA conversation file rides along; the engine ignores it.
     const llava = SAMPLES.map((s, i) => ({ id: String(i), image: s.image, conversations: [{ from: 'human', value: `<image>\n${s.prompt}` }, { from: 'gpt', value: s.completion }] }));
     write('colours', { ...images, 'train.jsonl': jsonl([...SAMPLES, ...SAMPLES, ...SAMPLES, ...SAMPLES]), 'val.jsonl': jsonl(SAMPLES), 'llava.json': JSON.stringify(llava) });
+    // 64 lines at batch 1: 64 optimizer steps an epoch, for save_steps to land inside epochs.
+    write('colours-long', { ...images, 'train.jsonl': jsonl(Array.from({ length: 16 }, () => SAMPLES).flat()), 'val.jsonl': jsonl(SAMPLES) });
     write('bad', {
       ...images,
       'images/notes.png': 'not an image at all',
@@ -108,7 +115,7 @@ function prepare() {
       'val.jsonl': jsonl([SAMPLES[2]]),
     });
     const host = await startFileServer();
-    for (const name of ['colours', 'bad']) {
+    for (const name of ['colours', 'colours-long', 'bad']) {
       await zipDirectory(path.join(files, name), path.join(files, `${name}.zip`));
       host.route(`/${name}.zip`, serveFile(path.join(files, `${name}.zip`)));
     }
@@ -146,7 +153,7 @@ for (const [index, backend] of backends().entries()) {
     before(async () => {
       ({ files, python, host } = await prepare());
       receiver = await startReceiver();
-      server = await startTestServer({ backend, env: { DEVICES: 'cpu', HF_MODELS_DIR: path.join(files, 'hf-models') } });
+      server = await startTestServer({ backend, env: { DEVICES: 'cpu', HF_MODELS_DIR: path.join(files, 'hf-models'), JOB_RETRY_BACKOFF_SECONDS: '0.5' } });
       call = api(server.url);
     });
     after(async () => {
@@ -262,6 +269,52 @@ for (const [index, backend] of backends().entries()) {
         assert.ok(Number(resumed[1]) >= 3 && Number(resumed[2]) > 0, resumed[0]);
         const epochs = (await call(`/api/v1/jobs/${id}/metrics`)).json.epochs;
         assert.deepEqual(epochs.map((e: any) => e.epoch), Array.from({ length: 150 }, (_, i) => i + 1));
+      });
+    }
+
+    if (index === 0) {
+      test('save_steps: a worker killed mid-epoch resumes from the last save; the TensorBoard events are an artifact', async () => {
+        const steps = 64, every = 5, epochs = 4; // 64 and its multiples are no multiple of 5: a save_steps step is mid-epoch
+        const r = await submit({ name: 'vlm-save-steps', ...FAST, batch_size: 1, epochs, save_steps: every, learning_rate: 0.001 }, 'colours-long.zip', 'vlm-steps');
+        assert.equal(r.status, 202, r.text);
+        const id = r.json.job_id;
+        const log = async () => (await call(`/api/v1/jobs/${id}/logs/download`)).text;
+        // A save early in an epoch after the first, so the worker is still well inside that epoch when killed.
+        const saved = await waitFor('a save_steps save early in epoch 2 or later', async () => {
+          const m = [...(await log()).matchAll(/saved last\.pt at step (\d+) \(epoch (\d+), batch group (\d+)\/(\d+)\)/g)].at(-1);
+          return m && Number(m[2]) >= 2 && Number(m[3]) <= 30 && Number(m[1]);
+        }, 240_000);
+        const pid = workerPid(id);
+        assert.ok(pid, 'the worker process of the job');
+        process.kill(pid, 'SIGKILL');
+
+        const job = await finished(id);
+        assert.equal(job.status, 'completed', JSON.stringify(job.error));
+        assert.deepEqual(job.attempts.map((a: { outcome: string }) => a.outcome), ['retrying', 'completed']);
+        const resumed = /resuming from \S+last\.pt: epoch (\d+), step (\d+)/.exec(await log());
+        assert.ok(resumed, 'the second attempt resumed from last.pt');
+        const [epoch, step] = [Number(resumed[1]), Number(resumed[2])];
+        assert.equal(step % every, 0, `step ${step} is a save_steps step`);
+        assert.ok(step >= saved && step > (epoch - 1) * steps && step < epoch * steps, `resumed mid-epoch ${epoch} at step ${step} (seen saved at ${saved})`);
+        const recorded = (await call(`/api/v1/jobs/${id}/metrics`)).json.epochs;
+        assert.deepEqual(recorded.map((e: any) => e.epoch), Array.from({ length: epochs }, (_, i) => i + 1), 'every epoch recorded once');
+
+        await receiver.waitFor((all) => all.some((x) => x.path === '/vlm-steps' && x.json?.type === 'training_completed'), 60_000, 'completion');
+        const done = receiver.received.find((x) => x.path === '/vlm-steps' && x.json?.type === 'training_completed')!;
+        assert.ok(done.json.artifacts.tensorboard, JSON.stringify(done.json.artifacts));
+        const res = await fetch(done.json.artifacts.tensorboard);
+        assert.equal(res.status, 200);
+        const zip = path.join(files, 'vlm-tensorboard.zip');
+        fs.writeFileSync(zip, Buffer.from(await res.arrayBuffer()));
+        const out = path.join(files, 'vlm-tensorboard');
+        await execFileAsync(python, ['-m', 'zipfile', '-e', zip, out]);
+        const events = fs.readdirSync(path.join(out, 'tensorboard')).filter((f) => f.startsWith('events.out.tfevents.'));
+        assert.equal(events.length, 2, `one events file per worker process: ${events.join(', ')}`);
+        const scalars = readScalars(events.map((f) => path.join(out, 'tensorboard', f)));
+        const at = (tag: string) => (scalars.get(tag) ?? []).map(([s]) => s).sort((a, b) => a - b);
+        // Every optimizer step once, though the killed worker logged some past its last save.
+        assert.deepEqual(at('train/loss'), Array.from({ length: epochs * steps }, (_, i) => i + 1));
+        assert.deepEqual(at('val/loss'), Array.from({ length: epochs }, (_, i) => (i + 1) * steps));
       });
     }
 

@@ -1,8 +1,8 @@
 /**
  * Hugging Face transformers (+ peft) as a trainhook engine: causal language models (causal-lm)
- * and LLaVA-style vision-language models (vision-lm: image + text → text, worker/engines/
- * transformers/vlm.py) fine-tuned with a LoRA adapter or in full, trained by
- * worker/engines/transformers/ in its own venv with a plain PyTorch loop. The trained model is a ZIP of a save_pretrained folder: adapter.zip (the
+ * and LLaVA-style vision-language models (vision-lm: image + text → text) fine-tuned with a LoRA
+ * adapter or in full, trained by worker/engines/transformers/ in its own venv with one plain
+ * PyTorch loop (train.py) and a module per task (text.py, vlm.py). The trained model is a ZIP of a save_pretrained folder: adapter.zip (the
  * LoRA adapter: adapter_model.safetensors + adapter_config.json) or model.zip (method full).
  * A registered model exports to adapter, merged or int8 (worker/engines/transformers/export.py:
  * a ZIP with a model card and a deployment package) and generates text through
@@ -24,7 +24,7 @@ function pinnedVersion(): string {
   return /^transformers==(\S+)$/m.exec(text)?.[1] ?? 'unknown';
 }
 
-/** The worker's metric names (worker/engines/transformers/train.py; vlm.py the same). */
+/** The worker's metric names (worker/engines/transformers/train.py, for both tasks). */
 const METRICS: MetricsSpec = {
   fields: [
     { key: 'train_loss', label: 'Train loss', goal: 'min', kind: 'loss' },

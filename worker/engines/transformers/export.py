@@ -44,6 +44,8 @@ os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATAS
 
 from runtime import JobFailure  # noqa: E402
 
+from engines.transformers.model_zip import extract_into  # noqa: E402
+
 FORMATS = ("adapter", "merged", "int8")
 MAX_ABS_DIFF = 1e-3
 MIN_INT8_AGREEMENT = 0.8
@@ -55,48 +57,47 @@ HERE = Path(__file__).resolve().parent
 def extract(zip_path: str | Path, dest: Path) -> Path:
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
-    with zipfile.ZipFile(zip_path) as z:
-        for info in z.infolist():
-            target = (dest / info.filename).resolve()
-            if not str(target).startswith(str(dest.resolve()) + os.sep):
-                raise JobFailure("UNKNOWN_ERROR", f"unsafe path {info.filename!r} in the model ZIP")
-        z.extractall(dest)
-    return dest
+    return extract_into(zip_path, dest)
+
+
+def first_sample(data: Any, with_image: bool) -> dict[str, Any] | None:
+    """The first dataset line with a prompt (and an image inside the dataset folder, with_image),
+    validation files first; None when there is none."""
+    if not (isinstance(data, str) and data):
+        return None
+    root = Path(data).resolve()
+    for name in ("val.jsonl", "valid.jsonl", "validation.jsonl", "train.jsonl", "data.jsonl"):
+        f = Path(data) / name
+        if not f.is_file():
+            continue
+        for line in f.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if not (isinstance(row, dict) and isinstance(row.get("prompt"), str) and row["prompt"]):
+                continue
+            if not with_image:
+                return row
+            if isinstance(row.get("image"), str):
+                image = (root / row["image"]).resolve()
+                if image.is_file() and str(image).startswith(str(root) + os.sep):
+                    return {**row, "image": str(image)}
+    return None
 
 
 def check_prompt(data: Any) -> str:
-    if isinstance(data, str) and data:
-        for name in ("val.jsonl", "valid.jsonl", "validation.jsonl", "train.jsonl", "data.jsonl"):
-            f = Path(data) / name
-            if f.is_file():
-                for line in f.read_text(encoding="utf-8").splitlines():
-                    try:
-                        row = json.loads(line)
-                    except ValueError:
-                        continue
-                    if isinstance(row, dict) and isinstance(row.get("prompt"), str) and row["prompt"]:
-                        return row["prompt"]
-    return FALLBACK_PROMPT
+    row = first_sample(data, with_image=False)
+    return row["prompt"] if row else FALLBACK_PROMPT
 
 
 def check_sample(data: Any) -> tuple[str, Any]:
     """The prompt and image (PIL) of the first sample with both (vision-lm), else a fixed one."""
     from engines.transformers import vlm_inference
 
-    if isinstance(data, str) and data:
-        for name in ("val.jsonl", "valid.jsonl", "validation.jsonl", "train.jsonl", "data.jsonl"):
-            f = Path(data) / name
-            if not f.is_file():
-                continue
-            for line in f.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(row, dict) and isinstance(row.get("prompt"), str) and isinstance(row.get("image"), str):
-                    image = (Path(data) / row["image"]).resolve()
-                    if image.is_file() and str(image).startswith(str(Path(data).resolve()) + os.sep):
-                        return row["prompt"], vlm_inference.read_image(image)
+    row = first_sample(data, with_image=True)
+    if row:
+        return row["prompt"], vlm_inference.read_image(row["image"])
     from PIL import Image
 
     return FALLBACK_VLM_PROMPT, Image.new("RGB", (64, 64), (128, 128, 128))

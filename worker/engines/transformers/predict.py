@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,8 @@ os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATAS
                    "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"})
 
 from runtime import JobFailure  # noqa: E402
+
+from engines.transformers.model_zip import extract_into  # noqa: E402
 
 MODEL_CACHE_SIZE = 2
 _cache: dict[tuple[str, float, str], tuple[Any, Any]] = {}
@@ -84,11 +85,7 @@ def _model_for(request: dict[str, Any], vision: bool = False) -> tuple[Any, Any]
         if not folder.is_dir():
             tmp = folder.with_name(folder.name + f".{os.getpid()}.tmp")
             tmp.mkdir(parents=True, exist_ok=True)
-            with zipfile.ZipFile(path) as z:
-                for info in z.infolist():
-                    if not str((tmp / info.filename).resolve()).startswith(str(tmp.resolve()) + os.sep):
-                        raise JobFailure("UNKNOWN_ERROR", f"unsafe path {info.filename!r} in the model ZIP")
-                z.extractall(tmp)
+            extract_into(path, tmp)
             os.replace(tmp, folder)
         if kind_of(folder) == "adapter" and not (isinstance(base, str) and (Path(base) / "config.json").is_file()):
             raise JobFailure("MODEL_DOWNLOAD_FAILED",

@@ -1,5 +1,7 @@
-"""transformers engine: causal-LM fine-tuning (LoRA with peft, or full), `run(spec, rt)` for the
-shared worker runtime.
+"""transformers engine: fine-tuning (LoRA with peft, or full), `run(spec, rt)` for the shared worker
+runtime. One training loop for every task of the engine; what a task does differently (loading its
+model and its tokenizer or processor, encoding its samples and building batches, which modules LoRA
+adapts, what method full freezes) is the task's module: text.py (causal-lm), vlm.py (vision-lm).
 
 A plain PyTorch loop, not HF Trainer: the runtime's contract (a stop check at every optimizer step,
 one `epoch` event per epoch with trainhook's metric names, resume from trainhook's own checkpoint,
@@ -25,11 +27,9 @@ save (save_steps, or a stop) records the epoch, the batch group reached in it an
 step; a resumed worker skips the groups already done (each epoch's order is fixed by the seed
 and the epoch) and sends no epoch twice.
 
-Samples (datasets/jsonl.ts checked every line): {"prompt", "completion"} → BOS + prompt +
-completion + EOS, the loss on completion + EOS only; {"messages": [...]} → each message as
-"<|role|>\\n" + content + "\\n", the loss on the assistant's contents (+ EOS). Samples longer than
-max_length are cut (a warning says how many). val_token_accuracy: the share of those same target
-tokens that the model's argmax predicts, on the validation split.
+The loss is the next-token cross-entropy over each sample's target tokens (the task's encoding
+labels them); val_token_accuracy: the share of those same target tokens that the model's argmax
+predicts, on the validation split.
 
 The worker never reaches the network: the Hugging Face offline switches are set before
 transformers is imported, and the base model is a local folder (spec.model).
@@ -51,6 +51,10 @@ from typing import Any
 from runtime import JobFailure, StopRequested, is_out_of_memory
 from tensorboard_log import TB_DIR, TB_ZIP, TrainingLog, zip_events
 
+from engines.transformers import text, vlm
+from engines.transformers.text import IGNORE
+from engines.transformers.vlm_inference import is_vlm_folder
+
 # Set at import, before anything imports huggingface_hub or transformers (they read them once).
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
@@ -62,12 +66,6 @@ OFFLINE_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
 }
 os.environ.update(OFFLINE_ENV)
-
-# A single data.jsonl's split: the service's rule (src/datasets/jsonl.ts SPLIT, valCount).
-SPLIT_SEED = 0
-SPLIT_VAL_FRACTION = 0.1
-VAL_FILES = ("val.jsonl", "valid.jsonl", "validation.jsonl")
-IGNORE = -100
 
 DEFAULTS: dict[str, Any] = {
     "method": "lora", "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": None,
@@ -85,70 +83,7 @@ def classify(exc: BaseException) -> tuple[str, str] | None:
     return None
 
 
-# --- data ---------------------------------------------------------------------------------------
-
-
-def val_count(n: int) -> int:
-    """JavaScript's Math.round (half up), as the service counts it: not Python's round (half even)."""
-    return min(n - 1, max(1, int(math.floor(n * SPLIT_VAL_FRACTION + 0.5))))
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def load_splits(data_dir: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    root = Path(data_dir)
-    train = root / "train.jsonl"
-    if train.is_file():
-        for name in VAL_FILES:
-            if (root / name).is_file():
-                return read_jsonl(train), read_jsonl(root / name)
-    data = root / "data.jsonl"
-    if not data.is_file():
-        raise JobFailure("DATASET_INVALID", f"no train.jsonl + val.jsonl or data.jsonl in {root}")
-    samples = read_jsonl(data)
-    order = list(range(len(samples)))
-    random.Random(SPLIT_SEED).shuffle(order)
-    val = set(order[: val_count(len(samples))])
-    return [s for i, s in enumerate(samples) if i not in val], [s for i, s in enumerate(samples) if i in val]
-
-
-def encode(sample: dict[str, Any], tok: Any, max_length: int) -> tuple[list[int], list[int], bool]:
-    """Token ids and labels (IGNORE where no loss falls), cut to max_length; and whether it was cut."""
-    def ids(text: str) -> list[int]:
-        return list(tok(text, add_special_tokens=False)["input_ids"])
-
-    bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
-    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
-    if "messages" in sample and "prompt" not in sample:
-        input_ids, labels = list(bos), [IGNORE] * len(bos)
-        for m in sample["messages"]:
-            head, body = ids(f"<|{m['role']}|>\n"), ids(m["content"] + "\n")
-            input_ids += head + body
-            labels += [IGNORE] * len(head) + (body if m["role"] == "assistant" else [IGNORE] * len(body))
-        input_ids += eos
-        labels += eos
-    else:
-        prompt, completion = ids(sample["prompt"]), ids(sample["completion"]) + eos
-        input_ids = bos + prompt + completion
-        labels = [IGNORE] * (len(bos) + len(prompt)) + completion
-    cut = len(input_ids) > max_length
-    return input_ids[:max_length], labels[:max_length], cut
-
-
-def collate(items: list[tuple[list[int], list[int]]], pad_id: int, device: str) -> dict[str, Any]:
-    import torch
-
-    width = max(len(i) for i, _ in items)
-    input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(items), width), dtype=torch.long)
-    for r, (ids, lab) in enumerate(items):
-        input_ids[r, : len(ids)] = torch.tensor(ids)
-        labels[r, : len(lab)] = torch.tensor(lab)
-        mask[r, : len(ids)] = 1
-    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+# --- training ----------------------------------------------------------------------------------
 
 
 def token_loss(logits: Any, labels: Any) -> tuple[Any, Any, Any]:
@@ -192,13 +127,9 @@ def run(spec: dict[str, Any], rt: Any) -> None:
         raise JobFailure("MODEL_DOWNLOAD_FAILED",
                          f"base model folder {model_dir!r} has no config.json: place a save_pretrained folder there",
                          {"path": model_dir})
-    # vision-lm: its own loop (vlm.py), the same contract; each task refuses the other's base model.
-    from engines.transformers import vlm
-
-    if spec.get("task") == "vision-lm":
-        return vlm.run(spec, rt, args, model_dir)
-    if vlm.inf.is_vlm_folder(model_dir):
-        raise vlm.mismatch(model_dir, "causal-lm")
+    task: Any = vlm if spec.get("task") == "vision-lm" else text
+    if is_vlm_folder(model_dir) != task.VISION:
+        raise mismatch(model_dir, task.TASK)
 
     import torch
 
@@ -233,44 +164,22 @@ def run(spec: dict[str, Any], rt: Any) -> None:
         shutil.rmtree(run_dir / TB_DIR, ignore_errors=True)
         drop_save_dir(run_dir)
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer, get_linear_schedule_with_warmup
+    from transformers import get_linear_schedule_with_warmup
 
     seed = int(args["seed"])
     torch.manual_seed(seed)
     random.seed(seed)
+    # The tokenizer (causal-lm) or processor (vision-lm): it encodes the samples and builds the
+    # batches, and a full model's checkpoints hold it.
+    tok = task.load_processor(model_dir)
     try:
-        tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    except Exception as e:  # noqa: BLE001 - a folder without a usable tokenizer
-        raise JobFailure("MODEL_DOWNLOAD_FAILED", f"the base model folder has no tokenizer that loads: {type(e).__name__}: {e}",
-                         {"path": model_dir}) from e
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    if tok.eos_token_id is None:
-        raise JobFailure("MODEL_DOWNLOAD_FAILED", "the base model's tokenizer has no EOS token", {"path": model_dir})
-    try:
-        train_samples, val_samples = load_splits(spec["data"])
+        splits = text.load_splits(spec["data"])
     except (OSError, ValueError) as e:
         raise JobFailure("DATASET_INVALID", f"cannot read the dataset: {e}") from e
-    max_length = int(args["max_length"])
-    cut = 0
-    train_data: list[tuple[list[int], list[int]]] = []
-    val_data: list[tuple[list[int], list[int]]] = []
-    for samples, out in ((train_samples, train_data), (val_samples, val_data)):
-        for s in samples:
-            ids, labels, was_cut = encode(s, tok, max_length)
-            cut += was_cut
-            out.append((ids, labels))
-    if cut:
-        rt.emit("warning", message=f"{cut} samples are longer than max_length={max_length} tokens and were cut")
-    if not any(any(x != IGNORE for x in lab[1:]) for _, lab in train_data):
-        raise JobFailure("DATASET_INVALID", f"no training sample keeps a target token within max_length={max_length}")
+    train_data, val_data = task.build_data(splits, tok, spec["data"], int(args["max_length"]), rt)
     rt.check_stop()
 
-    try:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32)
-    except Exception as e:  # noqa: BLE001
-        raise JobFailure("MODEL_DOWNLOAD_FAILED", f"the base model does not load as a causal LM: {type(e).__name__}: {e}",
-                         {"path": model_dir}) from e
+    model = task.load_model(model_dir)
     model.config.use_cache = False
     if args["gradient_checkpointing"]:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -282,16 +191,18 @@ def run(spec: dict[str, Any], rt: Any) -> None:
         try:
             model = get_peft_model(model, LoraConfig(
                 r=int(args["lora_r"]), lora_alpha=float(args["lora_alpha"]), lora_dropout=float(args["lora_dropout"]),
-                target_modules=args["target_modules"], task_type="CAUSAL_LM"))
+                target_modules=task.lora_targets(args["target_modules"]), task_type="CAUSAL_LM"))
         except ValueError as e:
             raise JobFailure("UNKNOWN_ERROR", f"LoRA cannot wrap this model: {e}",
                              {"argument": "target_modules"}) from e
+    else:
+        task.freeze(model)
     model.to(device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     trainable = sum(p.numel() for p in params)
     total = sum(p.numel() for p in model.parameters())
-    rt.log(f"{method}: {trainable:,} trainable parameters of {total:,} ({100 * trainable / max(1, total):.2f} %)")
+    rt.log(f"{method}: {trainable:,} trainable parameters of {total:,} ({100 * trainable / max(1, total):.2f} %){task.FROZEN_NOTE}")
 
     epochs, batch_size, accum = int(args["epochs"]), int(args["batch_size"]), int(args["grad_accum_steps"])
     batches_per_epoch = math.ceil(len(train_data) / batch_size)
@@ -360,18 +271,18 @@ def run(spec: dict[str, Any], rt: Any) -> None:
             try:
                 rt.check_stop()
             except StopRequested:
+                tb.close()  # the events first: see the save_steps save below
                 save_last()
-                tb.close()
                 drop_save_dir(run_dir)
                 rt.stopped_state = {"epochs_completed": state["epochs_completed"], "last": str(last)}
                 raise
-            micro = [collate([train_data[i] for i in b], tok.pad_token_id, device) for b in groups[g]]
+            micro = [task.collate([train_data[i] for i in b], tok, device) for b in groups[g]]
             counts = [int((m["labels"][:, 1:] != IGNORE).sum()) for m in micro]
             group_tokens = max(1, sum(counts))
             group_loss = 0.0
             for m, n in zip(micro, counts):
                 with autocast(device_type, autocast_dtype):
-                    logits = model(input_ids=m["input_ids"], attention_mask=m["attention_mask"]).logits
+                    logits = forward(model, m)
                 loss_sum, _n, _c = token_loss(logits, m["labels"])
                 loss = loss_sum / group_tokens
                 (scaler.scale(loss) if scaler is not None else loss).backward()
@@ -390,8 +301,11 @@ def run(spec: dict[str, Any], rt: Any) -> None:
             tb.step(state["global_step"], group_loss, sum(counts), scheduler.get_last_lr()[0])
             if save_steps and state["global_step"] % save_steps == 0 and g + 1 < len(groups):
                 # A resume point mid-epoch (the epoch's end saves anyway): a crash loses at most save_steps steps.
-                save_last()
+                # The events reach the disk before last.pt moves on: killed between the two, the next
+                # worker resumes before them and its purge_step drops them; the other way round, it
+                # would resume after steps whose events were never written.
                 tb.flush()
+                save_last()
                 rt.stopped_state = {"epochs_completed": state["epochs_completed"], "last": str(last)}
                 rt.log(f"saved last.pt at step {state['global_step']} (epoch {epoch}, batch group {g + 1}/{len(groups)})")
             pct = 100 * (g + 1) / len(groups)
@@ -399,7 +313,7 @@ def run(spec: dict[str, Any], rt: Any) -> None:
                 shown = pct
                 rt.emit("batch", epoch=epoch, epochs=epochs, batch=g + 1, batches=len(groups))
 
-        val_loss, accuracy = validate(model, val_data, tok.pad_token_id, device, batch_size, device_type, autocast_dtype)
+        val_loss, accuracy = validate(model, task, val_data, tok, device, batch_size, device_type, autocast_dtype)
         train_loss = state["loss_sum"] / max(1, state["tokens"])
         metrics = {"train_loss": train_loss, "val_loss": val_loss, "val_token_accuracy": accuracy,
                    "learning_rate": scheduler.get_last_lr()[0]}
@@ -431,7 +345,7 @@ def run(spec: dict[str, Any], rt: Any) -> None:
     finish(rt, run_dir, state)
 
 
-def validate(model: Any, data: list[tuple[list[int], list[int]]], pad_id: int, device: str, batch_size: int,
+def validate(model: Any, task: Any, data: list[Any], tok: Any, device: str, batch_size: int,
              device_type: str, autocast_dtype: Any) -> tuple[float, float]:
     import torch
 
@@ -439,13 +353,29 @@ def validate(model: Any, data: list[tuple[list[int], list[int]]], pad_id: int, d
     loss_sum, tokens, correct = 0.0, 0, 0
     with torch.no_grad():
         for i in range(0, len(data), batch_size):
-            m = collate(data[i:i + batch_size], pad_id, device)
+            m = task.collate(data[i:i + batch_size], tok, device)
             with autocast(device_type, autocast_dtype):
-                logits = model(input_ids=m["input_ids"], attention_mask=m["attention_mask"]).logits
+                logits = forward(model, m)
             s, n, c = token_loss(logits, m["labels"])
             loss_sum, tokens, correct = loss_sum + float(s), tokens + int(n), correct + int(c)
     model.train()
     return loss_sum / max(1, tokens), correct / max(1, tokens)
+
+
+def forward(model: Any, batch: dict[str, Any]) -> Any:
+    """The logits of a batch: every input the task's collate built (input_ids, attention_mask, and
+    pixel_values for vision-lm), the labels aside."""
+    return model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+
+
+def mismatch(model_dir: str, task: str) -> JobFailure:
+    found = "vision-language" if task == "causal-lm" else "causal language"
+    want = "vision-lm" if task == "causal-lm" else "causal-lm"
+    return JobFailure("MODEL_DOWNLOAD_FAILED",
+                      f"the base model folder {model_dir} holds a {found} model, and task {task} needs "
+                      f"{'a causal language model' if task == 'causal-lm' else 'a vision-language model (a config with vision_config, and a processor)'}: "
+                      f"use task {want} with this folder, or name another base_model",
+                      {"path": model_dir, "reason": "BASE_MODEL_TASK_MISMATCH", "task": task})
 
 
 def autocast(device_type: str, dtype: Any) -> Any:
