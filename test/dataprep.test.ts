@@ -5,7 +5,8 @@
  * on by id and deleted like uploads.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -212,12 +213,14 @@ for (const backend of backends()) {
       const tight = await validate(id, { level: 'strict', base_model: 'tiny-llama', max_tokens: 16, image_tokens: 0 });
       const first = check(tight, 'token_lengths').details.examples[0];
       const line = readLines(path.join(files(converted), 'data.jsonl'))[first.line - 1]!;
-      const counted = spawnSync(
+      // Asynchronously: a synchronous child would block this process for seconds, past the
+      // server's keep-alive timeout, and the next request would go out on a connection the
+      // server had already closed (ECONNRESET under load).
+      const counted = await promisify(execFile)(
         python,
         ['-c', 'import sys, json; from transformers import AutoTokenizer; t = AutoTokenizer.from_pretrained(sys.argv[1]); print(len(t(json.loads(sys.argv[2]))["input_ids"]))', path.join(dir, 'hf-models', 'tiny-llama'), JSON.stringify(line.prompt + line.completion)],
         { encoding: 'utf8', env: { ...process.env, HF_HUB_OFFLINE: '1', TRANSFORMERS_OFFLINE: '1' } },
       );
-      assert.equal(counted.status, 0, counted.stderr);
       assert.equal(first.tokens, Number(counted.stdout.trim()));
       assert.notEqual(first.tokens, Math.ceil(line.prompt.length / 4) + Math.ceil(line.completion.length / 4), 'measured, not the estimate');
       // A folder without a tokenizer cannot be measured with.
