@@ -34,7 +34,7 @@ const EnvSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 
   MAX_BODY_BYTES: int(1024).default(1024 * 1024),
-  /** Body limit of POST /api/v1/models/{id}/predict (image uploads), instead of MAX_BODY_BYTES. */
+  /** Body limit of POST /api/v1/models/{id}/predict and …/generate (images), instead of MAX_BODY_BYTES. */
   PREDICT_MAX_BYTES: int(1024).default(64 * 1024 * 1024),
   MAX_QUEUE_LENGTH: int(1).default(100),
   /** How long GET /jobs/{id} may serve a job read before (changes made on this node show at once). */
