@@ -216,6 +216,7 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
   const retention = new Retention({
     database,
     files,
+    engines,
     logger,
     nodeId,
     days: config.retention.days,

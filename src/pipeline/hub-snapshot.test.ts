@@ -153,8 +153,12 @@ describe('hubSnapshot against a Hub on 127.0.0.1', () => {
       assert.equal(got.bytes, 4096 + 23 + 2);
       assert.equal(got.dir, hubCacheDir(workdir, ref));
       assert.deepEqual(fs.readdirSync(got.dir).sort(), ['.trainhook-snapshot.json', 'config.json', 'model.safetensors', 'tokenizer.json']);
+      const record = path.join(got.dir, '.trainhook-snapshot.json');
+      const longAgo = new Date(Date.now() - 30 * 24 * 3600 * 1000);
+      fs.utimesSync(record, longAgo, longAgo);
       const again = await hubSnapshot(ref, options(workdir, { offline: true }));
       assert.equal(again.downloaded, false, 'the cached snapshot, even offline');
+      assert.ok(Date.now() - fs.statSync(record).mtimeMs < 60_000, 'each use marks it used (the retention sweep reads when)');
       assert.equal(requests.length, 4, 'one listing and three files, once');
     } finally {
       fs.rmSync(workdir, { recursive: true, force: true });

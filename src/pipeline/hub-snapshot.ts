@@ -25,7 +25,7 @@ import path from 'node:path';
 import { request, type Dispatcher } from 'undici';
 import { JobError } from '../core/errors.js';
 import { downloadToFile, redactUrl } from '../datasets/download.js';
-import { hubCacheDir, type HubRef } from '../engines/hub.js';
+import { SNAPSHOT_RECORD, hubCacheDir, type HubRef } from '../engines/hub.js';
 
 export interface HubOptions {
   workdir: string;
@@ -55,8 +55,6 @@ export interface HubSnapshot {
   downloaded: boolean;
 }
 
-/** Written last into a complete snapshot folder. */
-export const SNAPSHOT_RECORD = '.trainhook-snapshot.json';
 
 /** One top-level file name of a repo (no folder, no hidden file). */
 const FILE_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}$/;
@@ -201,7 +199,16 @@ async function listFiles(ref: HubRef, opts: HubOptions): Promise<{ sha: string |
 
 async function fetchSnapshot(ref: HubRef, dir: string, opts: HubOptions): Promise<HubSnapshot> {
   const have = cached(dir);
-  if (have) return have;
+  if (have) {
+    // Used now: the retention sweep keeps a snapshot for RETENTION_DAYS after its last use.
+    const now = new Date();
+    try {
+      fs.utimesSync(path.join(dir, SNAPSHOT_RECORD), now, now);
+    } catch {
+      // A read-only cache placed by hand is still a cache.
+    }
+    return have;
+  }
   if (opts.offline) {
     throw fail(ref, opts, `HF_HUB_OFFLINE is set and the snapshot is not in the cache (${dir}); unset it, or place the snapshot there`, {
       expected_path: dir,
