@@ -27,7 +27,7 @@ import { registerHealth } from './api/routes/health.js';
 import { registerJobs } from './api/routes/jobs.js';
 import { registerLogs } from './api/routes/logs.js';
 import { registerNodes } from './api/routes/nodes.js';
-import { isPredictUpload, registerModels } from './api/routes/models.js';
+import { isModelUpload, registerModels } from './api/routes/models.js';
 import { registerTrain } from './api/routes/train.js';
 import { isDatasetUpload, registerDatasets } from './api/routes/datasets.js';
 import { registerDataPrep } from './api/routes/dataprep.js';
@@ -70,11 +70,12 @@ export function createApp(deps: AppDeps): OpenAPIHono {
       throw new HttpError(413, 'PAYLOAD_TOO_LARGE', `request body over ${deps.config.maxBodyBytes} bytes`);
     },
   });
-  // Prediction uploads get their own limit (PREDICT_MAX_BYTES) in routes/models.ts, after auth.
+  // Prediction uploads and generate requests (images) get their own limit (PREDICT_MAX_BYTES) in
+  // routes/models.ts, after auth.
   // GET and HEAD carry no body: skipping the limiter there also spares building a full
   // Request per read (a third of a status read's CPU in bench/api.ts).
   app.use('/api/*', (c, next) =>
-    c.req.method === 'GET' || c.req.method === 'HEAD' || isPredictUpload(c.req.method, c.req.path) || isDatasetUpload(c.req.method, c.req.path)
+    c.req.method === 'GET' || c.req.method === 'HEAD' || isModelUpload(c.req.method, c.req.path) || isDatasetUpload(c.req.method, c.req.path)
       ? next()
       : apiBodyLimit(c, next),
   );

@@ -145,9 +145,10 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
   const streams = new StreamHub({
     events,
     engines,
-    modelUrl: (job) => {
+    // Where the download routes look: this disk, else remote storage (a job another node trained).
+    modelUrl: async (job) => {
       const name = files.modelName(job);
-      return name && files.open(job, name)
+      return name && (await files.locate(job, name))
         ? signDownloadLink({
             key: secrets.linkSigningKey,
             baseUrl: config.publicUrl ?? listenUrl,
@@ -215,6 +216,7 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
   const retention = new Retention({
     database,
     files,
+    engines,
     logger,
     nodeId,
     days: config.retention.days,

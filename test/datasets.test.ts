@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { sql } from 'drizzle-orm';
-import { callbackAttempts, callbackEvents, seenSignatures } from '../src/db/schema.js';
+import { callbackAttempts, callbackEvents, models, seenSignatures } from '../src/db/schema.js';
 import { backends } from './helpers/database.js';
 import { jobDriver } from './helpers/job-driver.js';
 import { rawZip } from './helpers/raw-zip.js';
@@ -253,6 +253,69 @@ for (const backend of backends()) {
       report = await server.deps.retention.sweep(new Date(Date.now() + 2 * DAY));
       assert.equal(report.jobs, 0);
       assert.equal(report.archives, 0);
+    });
+
+    test('the sweep removes Hub snapshots unused for RETENTION_DAYS that no unfinished job and no registered model uses', async () => {
+      const cache = path.join(server.workdir, 'hf-cache');
+      /** A snapshot folder as hub-snapshot.ts leaves it, last used `daysAgo` days ago. */
+      const snapshot = (owner: string, folder: string, daysAgo: number) => {
+        const dir = path.join(cache, owner, folder);
+        fs.mkdirSync(dir, { recursive: true });
+        fs.writeFileSync(path.join(dir, 'config.json'), '{}');
+        const record = path.join(dir, '.trainhook-snapshot.json');
+        fs.writeFileSync(record, '{}');
+        const at = new Date(Date.now() - daysAgo * DAY);
+        fs.utimesSync(record, at, at);
+        return dir;
+      };
+      const hubJob = (baseModel: string) =>
+        call('/api/v1/train', {
+          method: 'POST',
+          json: trainBody({
+            model_config: { framework: 'transformers', task: 'causal-lm', base_model: baseModel, name: `hub-${baseModel}`, epochs: 1 },
+            dataset: { url: 'http://127.0.0.1:9/never.zip' },
+          }),
+        });
+      const dirs = {
+        old: snapshot('org', 'old@main', 3),
+        finished: snapshot('org', 'finished@main', 3),
+        queued: snapshot('org', 'queued@main', 3),
+        registered: snapshot('org', 'registered@v1', 3),
+        recent: snapshot('org', 'recent@main', 0.5),
+        noRecord: path.join(cache, 'org', 'partial@main'),
+        download: path.join(cache, 'org', '.busy@main.tmp-1-abcd'),
+      };
+      fs.mkdirSync(dirs.noRecord);
+      fs.mkdirSync(dirs.download);
+      // A job that trained from org/finished has ended; one from org/queued waits its turn.
+      const finished = await hubJob('org/finished');
+      assert.equal(finished.status, 202, finished.text);
+      const driver = jobDriver(server, server.store.nodeId);
+      await driver.finish((await driver.start()).id, 'completed');
+      assert.equal((await hubJob('org/queued')).status, 202);
+      await server.deps.database.db.insert(models).values({
+        id: crypto.randomUUID(),
+        name: 'adapter',
+        framework: 'transformers',
+        task: 'causal-lm',
+        fileName: 'adapter.zip',
+        classes: [],
+        sizeBytes: 1,
+        sha256: '0'.repeat(64),
+        baseModel: 'org/registered@v1',
+      });
+
+      const report = await server.deps.retention.sweep();
+      assert.equal(report.hubSnapshots, 2, JSON.stringify(report));
+      const left = (dir: string) => fs.existsSync(dir);
+      assert.equal(left(dirs.old), false, 'used by nothing');
+      assert.equal(left(dirs.finished), false, 'used by a finished job only');
+      assert.equal(left(dirs.queued), true, 'an unfinished job trains from it');
+      assert.equal(left(dirs.registered), true, 'a registered model names it');
+      assert.equal(left(dirs.recent), true, 'used less than RETENTION_DAYS ago');
+      assert.equal(left(dirs.noRecord) && left(dirs.download), true, 'not a complete snapshot: left alone');
+      assert.deepEqual(fs.readdirSync(path.join(cache, 'org')).filter((f) => f.includes('.removing-')), []);
+      assert.equal((await server.deps.retention.sweep()).hubSnapshots, 0);
     });
   });
 }

@@ -103,8 +103,11 @@ print('RESULT ' + json.dumps(out))
    * A POST whose answer may come before the body is read (413): fetch would fail on the
    * closed socket, and poison its keep-alive pool for the next requests.
    */
-  async function rawPost(pathname: string, form: FormData): Promise<{ status: number; json: any }> {
-    const request = new Request('http://x/', { method: 'POST', body: form });
+  async function rawPost(pathname: string, form: FormData | { json: unknown }): Promise<{ status: number; json: any }> {
+    const request =
+      form instanceof FormData
+        ? new Request('http://x/', { method: 'POST', body: form })
+        : new Request('http://x/', { method: 'POST', body: JSON.stringify(form.json), headers: { 'content-type': 'application/json' } });
     const body = Buffer.from(await request.arrayBuffer());
     return new Promise((resolve, reject) => {
       let answered = false;
@@ -396,7 +399,7 @@ print('RESULT ' + json.dumps(out))
     }
   });
 
-  test('prediction uploads: their own body limit, and refusals', async () => {
+  test('prediction uploads and generate requests: their own body limit, and refusals', async () => {
     // A noisy 720x720 PNG is ~1.5 MB: over MAX_BODY_BYTES (1 MiB), under PREDICT_MAX_BYTES (3 MiB).
     const png = new PNG({ width: 720, height: 720 });
     crypto.randomFillSync(png.data);
@@ -433,6 +436,15 @@ print('RESULT ' + json.dumps(out))
     const generate = await call(`/api/v1/models/${model.model_id}/generate`, { method: 'POST', json: { prompt: 'hello' } });
     assert.equal(generate.status, 409, generate.text);
     assert.equal(generate.json.error.code, 'GENERATE_UNSUPPORTED');
+    // Generate's image (base64) has the same limit: ~2 MB of body reaches the model's own check, not 413.
+    const generateUrl = `/api/v1/models/${model.model_id}/generate`;
+    const withImage = await rawPost(generateUrl, { json: { prompt: 'what is this?', image: big.toString('base64') } });
+    assert.equal(withImage.status, 409, JSON.stringify(withImage.json));
+    assert.equal(withImage.json.error.code, 'GENERATE_UNSUPPORTED');
+    const generateTooBig = await rawPost(generateUrl, { json: { prompt: 'what is this?', image: Buffer.concat([big, big]).toString('base64') } });
+    assert.equal(generateTooBig.status, 413);
+    assert.equal(generateTooBig.json.error.code, 'PAYLOAD_TOO_LARGE');
+    assert.match(generateTooBig.json.error.message, /^generate request over 3145728 bytes \(PREDICT_MAX_BYTES\)$/);
   });
 
   test('a job fine-tunes from the registry (base_model "model:<id>"), and the model stays while it trains', async () => {

@@ -2,7 +2,8 @@
  * A server with its files in S3 (moto on 127.0.0.1), on PGlite and PostgreSQL: a job trains
  * (the toy engine, real torch), its checkpoints, artifacts, log and registered model land in
  * the bucket before it is marked completed, and once this node's copies are gone the API still
- * serves them from the bucket (302 to a presigned URL: STORAGE_PUBLIC defaults to true).
+ * serves them from the bucket (302 to a presigned URL: STORAGE_PUBLIC defaults to true), and
+ * the job stream's completed frame still links to the model.
  */
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -16,7 +17,7 @@ import { toyEngine } from './engines/toy/index.js';
 import { backends } from './helpers/database.js';
 import { serveFile, startFileServer, type FileServer } from './helpers/file-server.js';
 import { startS3Server, type S3Server } from './helpers/s3-server.js';
-import { api, startTestServer, tempDir, type TestServer } from './helpers/server.js';
+import { TOKEN, api, startTestServer, tempDir, type TestServer } from './helpers/server.js';
 import { writeSyntheticClassifyDataset, zipDirectory } from './helpers/synthetic-dataset.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -39,6 +40,27 @@ after(async () => {
 });
 
 const sha256 = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
+
+/** The data of the first `completed` frame of an SSE stream (the wire format read by hand). */
+async function completedFrame(url: string): Promise<any> {
+  const ac = new AbortController();
+  const res = await fetch(url, { headers: { authorization: `Bearer ${TOKEN}`, accept: 'text/event-stream' }, signal: AbortSignal.any([ac.signal, AbortSignal.timeout(20_000)]) });
+  assert.equal(res.status, 200);
+  let buf = '';
+  try {
+    for await (const chunk of res.body!.pipeThrough(new TextDecoderStream())) {
+      buf += chunk;
+      for (const block of buf.split('\n\n').slice(0, -1)) {
+        const lines = block.split('\n');
+        if (!lines.includes('event: completed')) continue;
+        return JSON.parse(lines.filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n'));
+      }
+    }
+  } finally {
+    ac.abort();
+  }
+  throw new Error(`no completed frame in ${buf}`);
+}
 
 for (const backend of backends()) {
   describe(`a server keeping its files in S3, on ${backend}`, { timeout: 5 * 60_000 }, () => {
@@ -107,6 +129,13 @@ for (const backend of backends()) {
       assert.ok(location.startsWith(`${s3.endpoint}/${BUCKET}/${prefix}/jobs/${id}/files/best.pt?`), location);
       const fetched = Buffer.from(await (await fetch(location)).arrayBuffer());
       assert.equal(sha256(fetched), sha256(localBest));
+
+      // The stream's completed frame (what a client connecting now gets) links to the model too.
+      const completed = await completedFrame(`${server.url}/stream/progress/${id}`);
+      assert.match(completed.model_url ?? '', /\/downloads\/.+\/best\.pt\?exp=\d+&sig=/, JSON.stringify(completed));
+      const streamLink = await fetch(completed.model_url, { redirect: 'manual' });
+      assert.equal(streamLink.status, 302, 'the stream\'s link redirects to the bucket');
+      assert.equal(sha256(Buffer.from(await (await fetch(streamLink.headers.get('location')!)).arrayBuffer())), sha256(localBest));
 
       const link = await call(`/api/v1/jobs/${id}/artifacts/metrics.csv`);
       assert.equal(link.status, 200, link.text);

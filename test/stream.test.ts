@@ -316,7 +316,7 @@ describe('SSE streams', () => {
 });
 
 describe('the completed frame', () => {
-  test('carries model_url, a signed link that downloads the model', async () => {
+  test('carries model_url, a signed link that downloads the model, in the order of the events', async () => {
     const server = await startTestServer({ env: { RUN_JOBS: 'false' } });
     try {
       const drive = jobDriver(server, NODE);
@@ -333,6 +333,15 @@ describe('the completed frame', () => {
       assert.equal(done.event, 'completed');
       assert.match(done.data.model_url, /^http:\/\/127\.0\.0\.1:\d+\/downloads\/.+\/best\.pt\?exp=\d+&sig=/);
       assert.equal(await (await fetch(done.data.model_url)).text(), 'the weights');
+      // The completed frame waits for its link (looked up where the file is); a change right
+      // behind it still arrives after it.
+      const row = (await server.deps.jobs.get(job.id))!;
+      server.deps.events.emit({ job: row, change: 'completed' });
+      server.deps.events.emit({ job: { ...row, state: 'running' }, change: 'progress' });
+      const again = await es.nextData();
+      assert.equal(again.event, 'completed');
+      assert.match(again.data.model_url, /\/best\.pt\?exp=/);
+      assert.equal((await es.nextData()).event, 'progress');
       es.close();
     } finally {
       await server.stop();

@@ -34,7 +34,7 @@ const EnvSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 
   MAX_BODY_BYTES: int(1024).default(1024 * 1024),
-  /** Body limit of POST /api/v1/models/{id}/predict (image uploads), instead of MAX_BODY_BYTES. */
+  /** Body limit of POST /api/v1/models/{id}/predict and …/generate (images), instead of MAX_BODY_BYTES. */
   PREDICT_MAX_BYTES: int(1024).default(64 * 1024 * 1024),
   MAX_QUEUE_LENGTH: int(1).default(100),
   /** How long GET /jobs/{id} may serve a job read before (changes made on this node show at once). */
@@ -68,6 +68,8 @@ const EnvSchema = z.object({
     .default('https://huggingface.co'),
   /** A Hub access token for private or gated repos: sent as a bearer token to HF_ENDPOINT only. */
   HF_TOKEN: z.string().min(1).optional(),
+  /** The Hub's older name for HF_TOKEN, read when HF_TOKEN is unset. */
+  HUGGING_FACE_HUB_TOKEN: z.string().min(1).optional(),
   /** Hub ids are then only served from the cache (workdir/hf-cache/); anything else fails with MODEL_DOWNLOAD_FAILED. */
   HF_HUB_OFFLINE: bool.default(false),
   /** The most bytes of one Hub snapshot, all its files together. */
@@ -306,7 +308,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     ),
     baseModelMirror: e.BASE_MODEL_MIRROR,
     hfModelsDir: path.resolve(e.HF_MODELS_DIR ?? path.join(e.WORKDIR, 'hf-models')),
-    hub: Object.freeze({ endpoint: e.HF_ENDPOINT.replace(/\/+$/, ''), token: e.HF_TOKEN, offline: e.HF_HUB_OFFLINE, maxBytes: e.HF_DOWNLOAD_MAX_BYTES }),
+    hub: Object.freeze({ endpoint: e.HF_ENDPOINT.replace(/\/+$/, ''), token: e.HF_TOKEN ?? e.HUGGING_FACE_HUB_TOKEN, offline: e.HF_HUB_OFFLINE, maxBytes: e.HF_DOWNLOAD_MAX_BYTES }),
     dataset: Object.freeze({
       maxDownloadBytes: e.DATASET_MAX_DOWNLOAD_BYTES,
       maxUncompressedBytes: e.DATASET_MAX_UNCOMPRESSED_BYTES,

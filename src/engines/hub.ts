@@ -35,6 +35,12 @@ export function parseHubId(text: string): HubRef | null {
   return { repo: `${m[1]}/${m[2]}`, revision: m[3] ?? 'main' };
 }
 
+/**
+ * Written last into a complete snapshot folder; its mtime is when the snapshot was last used
+ * (downloaded, or found in the cache by a job), which the retention sweep reads.
+ */
+export const SNAPSHOT_RECORD = '.trainhook-snapshot.json';
+
 /** Where a snapshot of the repo at that revision is kept (one folder per repo and revision). */
 export function hubCacheDir(workdir: string, ref: HubRef): string {
   const [owner, name] = ref.repo.split('/') as [string, string];

@@ -6,13 +6,21 @@
  * attempts, replay-guard signatures) through the pruners it is handed. A purge does the same
  * for one finished job at once.
  *
- * Each node sweeps the jobs it ran (their folders are on its disk).
+ * The Hugging Face Hub snapshots in workdir/hf-cache/ go too once unused for RETENTION_DAYS,
+ * unless an unfinished job trains from one (a queued job would download it again; a running
+ * job's worker reads it) or a registered model names it as its base model (an adapter loads on it
+ * to predict, generate and export).
+ *
+ * Each node sweeps the jobs it ran and its own snapshots (their folders are on its disk).
  */
-import { and, eq, inArray, isNull, lt } from 'drizzle-orm';
+import { and, eq, inArray, isNull, lt, notInArray } from 'drizzle-orm';
 import type { Database } from '../db/client.js';
-import { datasets, jobs, type JobRow } from '../db/schema.js';
+import { datasets, jobs, models, type JobRow } from '../db/schema.js';
 import type { Logger } from '../core/logger.js';
+import type { Engines } from '../engines/index.js';
+import { hubCacheDir } from '../engines/hub.js';
 import type { JobFiles } from './files.js';
+import { hubSnapshotDir, listHubSnapshots, removeHubSnapshot } from './hub-cache.js';
 import { setDiskUsage } from './transitions.js';
 
 const FINISHED = ['completed', 'failed', 'cancelled'] as const;
@@ -21,7 +29,7 @@ const DAY_MS = 24 * 3600 * 1000;
 
 export type Pruner = { name: string; prune: (now: Date) => Promise<number> };
 
-export type SweepReport = { jobs: number; archives: number; pruned: Record<string, number> };
+export type SweepReport = { jobs: number; archives: number; hubSnapshots: number; pruned: Record<string, number> };
 
 export class Retention {
   private timer: NodeJS.Timeout | null = null;
@@ -31,6 +39,8 @@ export class Retention {
     private readonly opts: {
       database: Database;
       files: JobFiles;
+      /** Which Hub snapshot an unfinished job's request trains from (each engine says). */
+      engines: Engines;
       logger: Logger;
       nodeId: string;
       /** 0: finished jobs keep their files. */
@@ -66,7 +76,7 @@ export class Retention {
 
   private async runSweep(now: Date): Promise<SweepReport> {
     const { database, files, logger, days } = this.opts;
-    const report: SweepReport = { jobs: 0, archives: 0, pruned: {} };
+    const report: SweepReport = { jobs: 0, archives: 0, hubSnapshots: 0, pruned: {} };
     if (days > 0) {
       const cutoff = new Date(now.getTime() - days * DAY_MS);
       for (;;) {
@@ -88,11 +98,12 @@ export class Retention {
         }
         if (expired.length < BATCH) break;
       }
+      report.hubSnapshots = await this.collectHubSnapshots(cutoff);
     }
     report.archives = await this.collectArchives(files.datasets.list());
     if (report.archives) await files.datasets.forgetStaleUrls();
     for (const p of this.opts.pruners) report.pruned[p.name] = await p.prune(now);
-    if (report.jobs || report.archives || Object.values(report.pruned).some((n) => n > 0)) {
+    if (report.jobs || report.archives || report.hubSnapshots || Object.values(report.pruned).some((n) => n > 0)) {
       logger.info({ retention_days: days, ...report }, 'retention sweep removed old files and rows');
     }
     return report;
@@ -118,6 +129,49 @@ export class Retention {
     const row = (await this.removeFiles(id)) ?? job;
     if (job.datasetSha256) await this.collectArchives([job.datasetSha256]);
     return row;
+  }
+
+  /** Deletes the Hub snapshots last used before `cutoff` that nothing uses; answers how many. */
+  private async collectHubSnapshots(cutoff: Date): Promise<number> {
+    const { workdir } = this.opts.files;
+    const unused = listHubSnapshots(workdir).filter((s) => s.lastUsed < cutoff);
+    if (!unused.length) return 0;
+    const inUse = await this.hubSnapshotsInUse();
+    let removed = 0;
+    for (const s of unused) {
+      if (inUse.has(s.dir) || !removeHubSnapshot(s.dir, cutoff)) continue;
+      this.opts.logger.info({ base_model: s.id, last_used: s.lastUsed.toISOString() }, 'unused Hub snapshot removed');
+      removed++;
+    }
+    return removed;
+  }
+
+  /** The snapshot folders unfinished jobs and registered models use. */
+  private async hubSnapshotsInUse(): Promise<Set<string>> {
+    const { db } = this.opts.database;
+    const { workdir } = this.opts.files;
+    const used = new Set<string>();
+    const add = (id: string | null | undefined) => {
+      const dir = id ? hubSnapshotDir(workdir, id) : null;
+      if (dir) used.add(dir);
+    };
+    const unfinished = await db
+      .select({ engine: jobs.engine, request: jobs.request, baseModel: jobs.baseModel })
+      .from(jobs)
+      .where(notInArray(jobs.state, [...FINISHED]));
+    for (const job of unfinished) {
+      add(job.baseModel?.name);
+      const modelConfig = (job.request as { model_config?: unknown } | null)?.model_config;
+      try {
+        const source = modelConfig ? this.opts.engines.get(job.engine)?.baseModel(modelConfig as never) : undefined;
+        if (source?.kind === 'hub') used.add(hubCacheDir(workdir, source));
+      } catch {
+        // A request its engine no longer reads names no snapshot it could use.
+      }
+    }
+    const registered = await db.selectDistinct({ baseModel: models.baseModel }).from(models);
+    for (const m of registered) add(m.baseModel);
+    return used;
   }
 
   /** Deletes the archives among these that nothing refers to any more; answers how many. */

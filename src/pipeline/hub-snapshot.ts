@@ -3,14 +3,16 @@
  * worker never downloads: it runs with HF_HUB_OFFLINE=1 and loads the folder this writes).
  *
  * 1. `GET {HF_ENDPOINT}/api/models/{repo}/revision/{revision}`: the commit sha and the repo's
- *    files (siblings).
+ *    files (siblings). A few redirects are followed (a renamed repo answers 307 to its new
+ *    name; its file URLs under the old name redirect the same way), each hop SSRF-guarded.
  * 2. Only the files a model needs (`selectHubFiles`): configs and tokenizer/processor files,
  *    *.safetensors, tokenizer.model and the like; pickled *.bin weights only when the repo has no
  *    safetensors; nothing in subfolders (other formats, original checkpoints), no code.
  * 3. Each file from `{HF_ENDPOINT}/{repo}/resolve/{sha}/{file}` (the commit, so that every file
  *    is of the same one), through the guarded downloader (SSRF guard, retries), with
- *    `Authorization: Bearer $HF_TOKEN` when a token is set (sent to the endpoint only: a redirect
- *    to a CDN of another origin goes without it), under one byte cap for the whole snapshot.
+ *    `Authorization: Bearer $HF_TOKEN` when a token is set (HUGGING_FACE_HUB_TOKEN, its older
+ *    name, otherwise; sent to the endpoint only: a redirect to a CDN of another origin goes
+ *    without it, here as for the model info), under one byte cap for the whole snapshot.
  * 4. Into a temporary folder beside the target, renamed into place with a record of what it
  *    holds: a half-downloaded snapshot is never seen, and the next job reuses the folder.
  *
@@ -23,13 +25,13 @@ import path from 'node:path';
 import { request, type Dispatcher } from 'undici';
 import { JobError } from '../core/errors.js';
 import { downloadToFile, redactUrl } from '../datasets/download.js';
-import { hubCacheDir, type HubRef } from '../engines/hub.js';
+import { SNAPSHOT_RECORD, hubCacheDir, type HubRef } from '../engines/hub.js';
 
 export interface HubOptions {
   workdir: string;
   /** HF_ENDPOINT, without a trailing slash. */
   endpoint: string;
-  /** HF_TOKEN: sent as a bearer token to the endpoint; never logged. */
+  /** HF_TOKEN (or HUGGING_FACE_HUB_TOKEN): sent as a bearer token to the endpoint's origin only; never logged. */
   token?: string | undefined;
   /** HF_HUB_OFFLINE: only snapshots already in the cache are used. */
   offline: boolean;
@@ -53,8 +55,6 @@ export interface HubSnapshot {
   downloaded: boolean;
 }
 
-/** Written last into a complete snapshot folder. */
-export const SNAPSHOT_RECORD = '.trainhook-snapshot.json';
 
 /** One top-level file name of a repo (no folder, no hidden file). */
 const FILE_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}$/;
@@ -121,24 +121,53 @@ function fail(ref: HubRef, opts: HubOptions, cause: string, details: Record<stri
 
 const authHeaders = (opts: HubOptions): Record<string, string> => (opts.token ? { authorization: `Bearer ${opts.token}` } : {});
 
-/** The repo's commit and file names at the revision (the Hub's model info API). */
+/** Redirects the model info request follows (the Hub answers a renamed repo with a 307 to its new name). */
+export const MAX_INFO_REDIRECTS = 5;
+
+/**
+ * The repo's commit and file names at the revision (the Hub's model info API). Redirects are
+ * followed by hand, each hop through the same guarded dispatcher (the SSRF guard judges every
+ * address), with the token only while the hop is on the endpoint's own origin.
+ */
 async function listFiles(ref: HubRef, opts: HubOptions): Promise<{ sha: string | null; siblings: string[] }> {
   const url = `${opts.endpoint}/api/models/${ref.repo}/revision/${encodeURIComponent(ref.revision)}`;
+  const origin = new URL(opts.endpoint).origin;
+  let current = new URL(url);
   let res: Dispatcher.ResponseData;
-  try {
-    res = await request(url, {
-      dispatcher: opts.dispatcher,
-      method: 'GET',
-      headersTimeout: opts.timeoutMs,
-      bodyTimeout: opts.timeoutMs,
-      signal: opts.signal,
-      headers: { accept: 'application/json', 'user-agent': 'trainhook', ...authHeaders(opts) },
-    });
-  } catch (err) {
-    const code = (err as { code?: string }).code;
-    const message = err instanceof Error ? err.message : String(err);
-    // The SSRF guard's refusal would come back the same; anything else on the wire may not.
-    throw fail(ref, opts, `network error: ${code ? `${code} ` : ''}${message}`, { url: redactUrl(url), transient: code !== 'SSRF_BLOCKED' }, err);
+  for (let hop = 0; ; hop++) {
+    try {
+      res = await request(current, {
+        dispatcher: opts.dispatcher,
+        method: 'GET',
+        headersTimeout: opts.timeoutMs,
+        bodyTimeout: opts.timeoutMs,
+        signal: opts.signal,
+        headers: { accept: 'application/json', 'user-agent': 'trainhook', ...(current.origin === origin ? authHeaders(opts) : {}) },
+      });
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      const message = err instanceof Error ? err.message : String(err);
+      // The SSRF guard's refusal would come back the same; anything else on the wire may not.
+      throw fail(ref, opts, `network error: ${code ? `${code} ` : ''}${message}`, { url: redactUrl(current.href), transient: code !== 'SSRF_BLOCKED' }, err);
+    }
+    const status = res.statusCode;
+    if (status < 300 || status >= 400 || status === 304) break;
+    await res.body.dump().catch(() => {});
+    const location = Array.isArray(res.headers.location) ? res.headers.location[0] : res.headers.location;
+    if (!location) throw fail(ref, opts, `HTTP ${status} redirect without a Location header from the model info API`, { url: redactUrl(current.href), status });
+    if (hop >= MAX_INFO_REDIRECTS) {
+      throw fail(ref, opts, `too many redirects from the model info API (more than ${MAX_INFO_REDIRECTS})`, { url: redactUrl(url), status });
+    }
+    let next: URL;
+    try {
+      next = new URL(location, current);
+    } catch (err) {
+      throw fail(ref, opts, `HTTP ${status} redirect to an invalid URL`, { url: redactUrl(current.href), status }, err);
+    }
+    if (next.protocol !== 'http:' && next.protocol !== 'https:') {
+      throw fail(ref, opts, `HTTP ${status} redirect to an unsupported scheme ${next.protocol}`, { url: redactUrl(current.href), status });
+    }
+    current = next;
   }
   if (res.statusCode !== 200) {
     await res.body.dump().catch(() => {});
@@ -170,7 +199,16 @@ async function listFiles(ref: HubRef, opts: HubOptions): Promise<{ sha: string |
 
 async function fetchSnapshot(ref: HubRef, dir: string, opts: HubOptions): Promise<HubSnapshot> {
   const have = cached(dir);
-  if (have) return have;
+  if (have) {
+    // Used now: the retention sweep keeps a snapshot for RETENTION_DAYS after its last use.
+    const now = new Date();
+    try {
+      fs.utimesSync(path.join(dir, SNAPSHOT_RECORD), now, now);
+    } catch {
+      // A read-only cache placed by hand is still a cache.
+    }
+    return have;
+  }
   if (opts.offline) {
     throw fail(ref, opts, `HF_HUB_OFFLINE is set and the snapshot is not in the cache (${dir}); unset it, or place the snapshot there`, {
       expected_path: dir,

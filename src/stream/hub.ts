@@ -38,7 +38,7 @@ export interface StreamHubOptions {
   events: JobEvents;
   /** Each job's engine declares which metrics its frames carry. */
   engines: Engines;
-  /** The `completed` frame's model_url: a signed download link of the job's model. */
+  /** The `completed` frame's model_url: a signed download link of the job's model, wherever it is kept. */
   modelUrl?: ModelUrl;
   monitor?: { onSample(l: (s: ResourceSample) => void): () => void; latest(): ResourceSample | null } | undefined;
   loadSnapshot(jobId: string): Promise<JobSnapshot | null>;
@@ -67,6 +67,8 @@ export class StreamHub {
   private readonly cleanups: Array<() => void> = [];
   private timers: NodeJS.Timeout[] = [];
   private closed = false;
+  /** The last change still waiting to be published (behind a completed frame's model link). */
+  private pending: Promise<void> | null = null;
   private counters = { opened: 0, dropped_slow: 0, resumed: 0, snapshots: 0 };
 
   constructor(private readonly opts: StreamHubOptions) {
@@ -181,12 +183,40 @@ export class StreamHub {
     for (const ch of [this.dashboard, ...this.jobs.values()]) for (const client of [...ch.clients]) client.close('shutdown');
   }
 
+  /**
+   * A completed frame waits for its model link (the file may have to be looked up in remote
+   * storage); the frames after it wait behind it, so every channel keeps the order of the events.
+   */
   private onJobChange(e: JobChangeEvent): void {
+    if (this.closed) return;
+    const link = e.change === 'completed' && this.opts.modelUrl ? this.modelLink(e.job) : null;
+    if (!link && !this.pending) return this.publishChange(e, null);
+    const before = this.pending ?? Promise.resolve();
+    const mine: Promise<void> = before
+      .then(async () => this.publishChange(e, await link))
+      .catch((err: unknown) => this.opts.logger.error({ err, job_id: e.job.id, change: e.change }, 'a stream frame could not be published'))
+      .finally(() => {
+        if (this.pending === mine) this.pending = null;
+      });
+    this.pending = mine;
+  }
+
+  /** The model link, or null when it cannot be had (logged: a frame without it beats no frame). */
+  private async modelLink(job: JobRow): Promise<string | null> {
+    try {
+      return (await this.opts.modelUrl?.(job)) ?? null;
+    } catch (err) {
+      this.opts.logger.warn({ err, job_id: job.id }, 'the model link of a completed job could not be made');
+      return null;
+    }
+  }
+
+  private publishChange(e: JobChangeEvent, modelUrl: string | null): void {
     if (this.closed) return;
     const channel = this.channel(e.job.id);
     this.snapshots.delete(e.job.id);
     const spec = jobMetrics(this.opts.engines, e.job);
-    const { event, data } = jobStreamEvent(spec, e, this.opts.modelUrl);
+    const { event, data } = jobStreamEvent(spec, e, modelUrl);
     const seq = ++this.seq;
     channel.publish({ seq, bytes: encodeFrame({ id: `${this.boot}-${seq}`, event, data }) });
     const dseq = ++this.seq;
@@ -198,7 +228,7 @@ export class StreamHub {
     const cached = this.snapshots.get(jobId);
     if (cached && cached.atSeq === atSeq) return cached.frames;
     const id = `${this.boot}-${atSeq}`;
-    const frames = this.opts.loadSnapshot(jobId).then((snap) => {
+    const frames = this.opts.loadSnapshot(jobId).then(async (snap) => {
       if (!snap) return null;
       const { job, epochs } = snap;
       const out: Frame[] = [
@@ -216,7 +246,8 @@ export class StreamHub {
         },
       ];
       if (TERMINAL.has(job.state)) {
-        out.push({ seq: 0, bytes: encodeFrame({ id, event: job.state, data: terminalData(jobMetrics(this.opts.engines, job), job, this.opts.modelUrl) }) });
+        const modelUrl = job.state === 'completed' ? await this.modelLink(job) : null;
+        out.push({ seq: 0, bytes: encodeFrame({ id, event: job.state, data: terminalData(jobMetrics(this.opts.engines, job), job, modelUrl) }) });
       }
       return out;
     });

@@ -44,10 +44,15 @@ export function progressData(spec: MetricsSpec, row: JobRow, change: JobChange |
   };
 }
 
-/** A completed job's model as a signed download link (null before completion or without a model). */
-export type ModelUrl = (row: JobRow) => string | null;
+/**
+ * A completed job's model as a signed download link (null before completion or without a
+ * model). Async: the model may be on this disk or, when another node trained the job, only in
+ * remote storage.
+ */
+export type ModelUrl = (row: JobRow) => Promise<string | null>;
 
-export function terminalData(spec: MetricsSpec, row: JobRow, modelUrl?: ModelUrl) {
+/** `modelUrl` is the link ModelUrl gave for this row (only a completed frame carries one). */
+export function terminalData(spec: MetricsSpec, row: JobRow, modelUrl?: string | null) {
   const best = row.metricsBest ?? null;
   const current = row.metricsCurrent ?? null;
   const finals: Record<string, number | null> = {};
@@ -56,7 +61,7 @@ export function terminalData(spec: MetricsSpec, row: JobRow, modelUrl?: ModelUrl
     job_id: row.id,
     ...standing(row),
     ...finals,
-    ...(row.state === 'completed' ? { model_url: modelUrl?.(row) ?? null } : {}),
+    ...(row.state === 'completed' ? { model_url: modelUrl ?? null } : {}),
     metrics: { current, best },
     error: row.error ?? null,
     finished_at: row.finishedAt?.toISOString() ?? null,
@@ -65,7 +70,7 @@ export function terminalData(spec: MetricsSpec, row: JobRow, modelUrl?: ModelUrl
 }
 
 /** The one frame a job change becomes on its job's stream. */
-export function jobStreamEvent(spec: MetricsSpec, e: JobChangeEvent, modelUrl?: ModelUrl): { event: StreamEventName; data: unknown } {
+export function jobStreamEvent(spec: MetricsSpec, e: JobChangeEvent, modelUrl?: string | null): { event: StreamEventName; data: unknown } {
   const event = streamEventName(e.change);
   return { event, data: event === 'progress' ? progressData(spec, e.job, e.change, e.epoch) : terminalData(spec, e.job, modelUrl) };
 }

@@ -22,8 +22,11 @@ import { AnsiStripper, stripAnsi } from './ansi.js';
 export const WORKER_ROOT = fileURLToPath(new URL('../../worker/', import.meta.url));
 export const WORKER_MAIN = path.join(WORKER_ROOT, 'main.py');
 
-/** Variables a child never inherits: credentials that would let a library phone home. */
-const SCRUBBED_ENV = ['ULTRALYTICS_API_KEY', 'ROBOFLOW_API_KEY', 'WANDB_API_KEY', 'HF_TOKEN'];
+/**
+ * Variables a child never inherits: credentials that would let a library phone home. The Hub
+ * tokens under both their names: the service downloads base models, the worker never does.
+ */
+export const SCRUBBED_ENV = ['ULTRALYTICS_API_KEY', 'ROBOFLOW_API_KEY', 'WANDB_API_KEY', 'HF_TOKEN', 'HUGGING_FACE_HUB_TOKEN'];
 
 export interface PythonProcessOptions {
   python: string;

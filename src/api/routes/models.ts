@@ -10,8 +10,9 @@
  *                                         image: base64, required by vision-language models)
  *   GET    /downloads/models/{id}/{name}  a registry file through a signed link (no token)
  *
- * Prediction uploads have their own body limit (PREDICT_MAX_BYTES): app.ts leaves this route
- * out of the MAX_BODY_BYTES limit and the route applies its own after authentication.
+ * Prediction uploads and generate requests (an image in base64) have their own body limit
+ * (PREDICT_MAX_BYTES): app.ts leaves these routes out of the MAX_BODY_BYTES limit and each
+ * applies its own after authentication.
  */
 import fs from 'node:fs';
 import { Readable } from 'node:stream';
@@ -158,10 +159,23 @@ const downloadRoute = createRoute({
   },
 });
 
-const PREDICT_PATH_RE = /^\/api\/v1\/models\/[^/]+\/predict\/?$/;
-/** app.ts: this request is a prediction upload (its own body limit applies, not MAX_BODY_BYTES). */
-export function isPredictUpload(method: string, path: string): boolean {
-  return method === 'POST' && PREDICT_PATH_RE.test(path);
+const UPLOAD_PATH_RE = /^\/api\/v1\/models\/[^/]+\/(predict|generate)\/?$/;
+/**
+ * app.ts: this request carries images, a prediction upload or a generate body with its image in
+ * base64, and gets its own body limit (PREDICT_MAX_BYTES), not MAX_BODY_BYTES.
+ */
+export function isModelUpload(method: string, path: string): boolean {
+  return method === 'POST' && UPLOAD_PATH_RE.test(path);
+}
+
+/** The body limit of the image-carrying routes, applied after authentication. */
+function uploadLimit(maxSize: number, what: string) {
+  return bodyLimit({
+    maxSize,
+    onError: () => {
+      throw new HttpError(413, 'PAYLOAD_TOO_LARGE', `${what} over ${maxSize} bytes (PREDICT_MAX_BYTES)`);
+    },
+  });
 }
 
 const MAX_IMAGES = 100;
@@ -208,7 +222,7 @@ const GenerateBody = z
       .optional()
       .openapi({
         description:
-          'The image a vision-language model (transformers vision-lm) answers about: the file (JPEG, PNG, BMP, TIFF or WebP) in base64, or a data: URL; required by those models, refused (400 IMAGE_UNSUPPORTED) by text-only ones. The whole body must fit MAX_BODY_BYTES.',
+          'The image a vision-language model (transformers vision-lm) answers about: the file (JPEG, PNG, BMP, TIFF or WebP) in base64, or a data: URL; required by those models, refused (400 IMAGE_UNSUPPORTED) by text-only ones. The whole body must fit PREDICT_MAX_BYTES (413 PAYLOAD_TOO_LARGE), the limit of prediction uploads, not MAX_BODY_BYTES.',
       }),
     max_new_tokens: z.number().int().min(1).max(512).default(32),
     temperature: z.number().positive().max(10).default(1).openapi({ description: 'Used when do_sample is true' }),
@@ -239,7 +253,7 @@ const generateRoute = createRoute({
   path: '/api/v1/models/{id}/generate',
   summary: 'Generate text with a text model (transformers engine) in a worker process, offline',
   description:
-    "Runs in the model's engine's prediction worker (the process POST …/predict uses for image models), which keeps the model loaded. A model whose engine does not generate text is 409 GENERATE_UNSUPPORTED (use …/predict); an adapter whose base model folder is missing from HF_MODELS_DIR is 409 MODEL_DOWNLOAD_FAILED. A vision-language model (transformers vision-lm) needs `image` (base64; 400 IMAGE_REQUIRED without it, 422 INVALID_IMAGE when it does not read as an image); a text model refuses one (400 IMAGE_UNSUPPORTED).",
+    "Runs in the model's engine's prediction worker (the process POST …/predict uses for image models), which keeps the model loaded. A model whose engine does not generate text is 409 GENERATE_UNSUPPORTED (use …/predict); an adapter whose base model folder is missing from HF_MODELS_DIR is 409 MODEL_DOWNLOAD_FAILED. A vision-language model (transformers vision-lm) needs `image` (base64; 400 IMAGE_REQUIRED without it, 422 INVALID_IMAGE when it does not read as an image); a text model refuses one (400 IMAGE_UNSUPPORTED). The body limit is PREDICT_MAX_BYTES (the limit of prediction uploads, 64 MiB by default; 413 PAYLOAD_TOO_LARGE above), not MAX_BODY_BYTES.",
   security: [{ bearer: [] }],
   middleware: [requireBody] as const,
   request: {
@@ -325,6 +339,8 @@ export function registerModels(app: OpenAPIHono, deps: AppDeps): void {
     }
   });
 
+  // Ahead of the route's JSON validator: an image in base64 does not fit MAX_BODY_BYTES.
+  app.post('/api/v1/models/:id/generate', uploadLimit(deps.config.predictMaxBytes, 'generate request'));
   app.openapi(generateRoute, async (c) => {
     const row = await load(c.req.valid('param').id);
     const body = c.req.valid('json');
@@ -405,12 +421,7 @@ export function registerModels(app: OpenAPIHono, deps: AppDeps): void {
 
   app.post(
     '/api/v1/models/:id/predict',
-    bodyLimit({
-      maxSize: deps.config.predictMaxBytes,
-      onError: () => {
-        throw new HttpError(413, 'PAYLOAD_TOO_LARGE', `prediction upload over ${deps.config.predictMaxBytes} bytes (PREDICT_MAX_BYTES)`);
-      },
-    }),
+    uploadLimit(deps.config.predictMaxBytes, 'prediction upload'),
     async (c) => {
       const model = await load(c.req.param('id'));
       if (!/^multipart\/form-data/i.test(c.req.header('content-type') ?? '')) {
