@@ -141,12 +141,13 @@ def build_data(splits: tuple[list[dict[str, Any]], list[dict[str, Any]]], tok: A
     return out
 
 
-def load_model(model_dir: str) -> Any:
+def load_model(model_dir: str, **quantized: Any) -> Any:
+    """The base model in float32, or (method qlora) with the quantization_config and device_map given."""
     import torch
     from transformers import AutoModelForCausalLM
 
     try:
-        return AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32)
+        return AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32, **quantized)
     except Exception as e:  # noqa: BLE001
         raise JobFailure("MODEL_DOWNLOAD_FAILED", f"the base model does not load as a causal LM: {type(e).__name__}: {e}",
                          {"path": model_dir}) from e

@@ -116,9 +116,10 @@ def build_data(splits: tuple[list[dict[str, Any]], list[dict[str, Any]]], proces
     return out
 
 
-def load_model(model_dir: str) -> Any:
+def load_model(model_dir: str, **quantized: Any) -> Any:
+    """As text.load_model: float32, or the quantization_config and device_map of method qlora."""
     try:
-        return inf.load_model(model_dir)
+        return inf.load_model(model_dir, **quantized)
     except Exception as e:  # noqa: BLE001
         raise JobFailure("MODEL_DOWNLOAD_FAILED", f"the base model does not load as a vision-language model: {type(e).__name__}: {e}",
                          {"path": model_dir}) from e
