@@ -13,6 +13,8 @@
  *   it), and the export's check (logits of the merged model against the adapter on its base)
  *   passes; the model card says the method was qlora;
  * - gradient_checkpointing with qlora trains the same first epoch as without;
+ * - vision-lm: the language model quantized, the vision tower and projector kept in full precision
+ *   (and trained on images, its loss falls);
  * - the engine's submit-time rule: qlora refused without CUDA, accepted with it.
  */
 import assert from 'node:assert/strict';
@@ -22,6 +24,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { before, describe, test } from 'node:test';
+import { PNG } from 'pngjs';
 import { setupPython } from '../scripts/setup-python.mjs';
 import { transformersEngine } from '../src/engines/transformers/index.js';
 import { TransformersModelConfigSchema } from '../src/engines/transformers/request.js';
@@ -32,6 +35,8 @@ const MAIN = path.join(ROOT, 'worker', 'main.py');
 const TRAIN = transformersEngine.python.train;
 const EXPORT = transformersEngine.python.export!;
 const MAKE_MODEL = fileURLToPath(new URL('./engines/transformers/make_tiny_llama.py', import.meta.url));
+const MAKE_VLM = fileURLToPath(new URL('./engines/transformers/make_tiny_llava.py', import.meta.url));
+const COLOURS: Record<string, [number, number, number]> = { red: [255, 0, 0], blue: [0, 0, 255], green: [0, 255, 0], yellow: [255, 255, 0] };
 const PAIRS = [['cat', 'red'], ['dog', 'blue'], ['fox', 'green'], ['owl', 'yellow'], ['bee', 'purple'], ['cow', 'orange'], ['pig', 'black'], ['hen', 'white']];
 const SAMPLES = PAIRS.map(([a, c]) => ({ prompt: `What colour is the ${a}? `, completion: `The ${a} is ${c}.` }));
 const EPOCHS = 5;
@@ -62,6 +67,13 @@ function runWorker(python: string, entry: string, spec: object, specFile: string
 }
 
 const epochsOf = (events: Event[]) => events.filter((e) => e.type === 'epoch');
+const jsonl = (rows: object[]) => rows.map((r) => JSON.stringify(r) + '\n').join('');
+
+function png([r, g, b]: [number, number, number]): Buffer {
+  const img = new PNG({ width: 32, height: 32 });
+  for (let i = 0; i < img.data.length; i += 4) img.data.set([r, g, b, 255], i);
+  return PNG.sync.write(img);
+}
 
 describe('transformers engine, method qlora (worker level, CPU)', () => {
   let python: string;
@@ -83,7 +95,6 @@ describe('transformers engine, method qlora (worker level, CPU)', () => {
     assert.equal(built.status, 0, built.stderr);
     data = path.join(dir, 'data');
     fs.mkdirSync(data);
-    const jsonl = (rows: object[]) => rows.map((r) => JSON.stringify(r) + '\n').join('');
     fs.writeFileSync(path.join(data, 'train.jsonl'), jsonl([...SAMPLES, ...SAMPLES]));
     fs.writeFileSync(path.join(data, 'val.jsonl'), jsonl(SAMPLES));
   });
@@ -171,5 +182,35 @@ describe('transformers engine, method qlora (worker level, CPU)', () => {
     const [a, b] = [plain, checkpointed].map((r) => epochsOf(r.events)[0]!.metrics);
     // Recomputing the activations in backward gives the same gradients: the same losses.
     assert.ok(Math.abs(a.train_loss - b.train_loss) < 1e-4 && Math.abs(a.val_loss - b.val_loss) < 1e-4, `${JSON.stringify(a)} vs ${JSON.stringify(b)}`);
+  });
+
+  test('vision-lm: the language model in 4-bit, the vision tower and projector in full precision; the loss falls', async () => {
+    const vdir = path.join(dir, 'vlm');
+    const vdata = path.join(vdir, 'data');
+    fs.mkdirSync(path.join(vdata, 'images'), { recursive: true });
+    const rows = Object.entries(COLOURS).map(([c, rgb]) => {
+      fs.writeFileSync(path.join(vdata, 'images', `${c}.png`), png(rgb));
+      return { image: `images/${c}.png`, prompt: 'What colour is this? ', completion: `It is ${c}.` };
+    });
+    fs.writeFileSync(path.join(vdata, 'train.jsonl'), jsonl([...rows, ...rows, ...rows, ...rows]));
+    fs.writeFileSync(path.join(vdata, 'val.jsonl'), jsonl(rows));
+    const texts = path.join(vdir, 'texts.json');
+    fs.writeFileSync(texts, JSON.stringify(rows.map((r) => r.prompt + r.completion)));
+    const vmodel = path.join(vdir, 'tiny-llava');
+    const built = spawnSync(python, [MAKE_VLM, vmodel, texts], { encoding: 'utf8' });
+    assert.equal(built.status, 0, built.stderr);
+    const runDir = path.join(vdir, 'run');
+    const r = await runWorker(python, TRAIN, {
+      run_dir: runDir, model: vmodel, data: vdata, task: 'vision-lm', device: 'cpu',
+      args: { method: 'qlora', lora_r: 8, lora_alpha: 16, lora_dropout: 0, learning_rate: 0.01, batch_size: 4, warmup_ratio: 0, max_length: 128, seed: 1, epochs: 3 },
+    }, path.join(vdir, 'spec.json'));
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.events.at(-1)?.type, 'done', JSON.stringify(r.events.slice(-3)));
+    const config = JSON.parse(fs.readFileSync(path.join(runDir, 'training_config.json'), 'utf8'));
+    // The language model's 2 layers × 7 projections only: quantizing the CLIP tower (2 layers × 6
+    // Linear) and the projector (2) too would make 28.
+    assert.equal(config.quantization.linear4bit_layers, 14);
+    const losses = epochsOf(r.events).map((e) => e.metrics.train_loss as number);
+    assert.ok(losses.every(Number.isFinite) && losses.at(-1)! < losses[0]!, `train_loss falls: ${losses}`);
   });
 });

@@ -78,8 +78,9 @@ export const transformersEngine: Engine<TransformersModelConfig> = {
   },
   datasetFormats: () => ['jsonl'],
   refuse(mc, { gpuAvailable }) {
-    // The worker's bitsandbytes also quantizes on the CPU, but far too slowly to train there: a
-    // CPU-only server says so at submit rather than queue a job that crawls.
+    // QLoRA is a GPU method (4-bit weights to fit a large base in GPU memory). The worker's
+    // bitsandbytes also runs on the CPU, which its tests use on a tiny model, but a CPU-only server
+    // refuses qlora at submit: lora trains there without quantization's dequantize-per-matmul cost.
     if (mc.method === 'qlora' && !gpuAvailable) {
       return { code: 'QLORA_NEEDS_CUDA', message: 'method qlora needs a CUDA GPU (bitsandbytes 4-bit) and this server has none: use method lora' };
     }

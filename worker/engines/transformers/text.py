@@ -4,7 +4,8 @@ train.py's, the same for every task; vlm.py is the vision-lm counterpart of this
 its dataset reading, padding and loss.
 
 A task module exposes: TASK, VISION (whether its base model folder holds a vision-language model),
-load_processor, build_data, load_model, lora_targets, freeze, collate, FROZEN_NOTE.
+load_processor, build_data, load_model, lora_targets, freeze, collate, FROZEN_NOTE, QLORA_KEEP
+(the modules method qlora leaves in full precision, None for transformers' default).
 
 Samples (datasets/jsonl.ts checked every line): {"prompt", "completion"} → BOS + prompt +
 completion + EOS, the loss on completion + EOS only; {"messages": [...]} → each message as
@@ -26,6 +27,8 @@ TASK = "causal-lm"
 VISION = False
 # Said after the trainable parameter count: nothing is frozen beyond what LoRA leaves alone.
 FROZEN_NOTE = ""
+# Method qlora: transformers' own choice of what stays unquantized (the output layer).
+QLORA_KEEP = None
 
 # A single data.jsonl's split: the service's rule (src/datasets/jsonl.ts SPLIT, valCount).
 SPLIT_SEED = 0

@@ -127,9 +127,10 @@ def versions() -> dict[str, str]:
 # --- qlora --------------------------------------------------------------------------------------
 
 
-def qlora_config(device: str) -> Any:
+def qlora_config(device: str, keep: list[str] | None) -> Any:
     """The 4-bit quantization of method qlora: NF4 weights, their scales quantized again (double
-    quantization), matmuls in bf16 where the device supports it, else fp16 (an older GPU).
+    quantization), matmuls in bf16 where the device supports it, else fp16 (an older GPU); the
+    modules named by `keep` (the task's QLORA_KEEP) stay in full precision.
 
     bitsandbytes is imported here, not at the worker's start (nor on the venv's check line): a
     CPU-only node trains lora and full without it, and it only matters once a qlora job runs.
@@ -143,7 +144,8 @@ def qlora_config(device: str) -> Any:
         raise JobFailure("UNKNOWN_ERROR", f"method qlora needs bitsandbytes, which does not import here: {e}") from e
     bf16 = torch.cuda.is_bf16_supported() if device.startswith("cuda") else True
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float16)
+                              bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float16,
+                              llm_int8_skip_modules=keep)
 
 
 def quantization_summary(model: Any, config: Any) -> dict[str, Any]:
@@ -227,7 +229,7 @@ def run(spec: dict[str, Any], rt: Any) -> None:
 
     quantization = None
     if method == "qlora":
-        quantization = qlora_config(device)
+        quantization = qlora_config(device, task.QLORA_KEEP)
         model = task.load_model(model_dir, quantization_config=quantization, device_map={"": device})
         model.config.use_cache = False
         from peft import prepare_model_for_kbit_training

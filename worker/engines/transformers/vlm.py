@@ -38,6 +38,11 @@ FROZEN_NOTE = ", the vision tower frozen"
 IGNORE = text.IGNORE
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 VISION_TOWER = "vision_tower"
+# Method qlora keeps these in full precision (bitsandbytes' skip list, patterns matched against
+# module names): the vision tower (frozen, small next to the language model, and its image
+# features are what every answer rests on), the projector into the language model, and the
+# output layer (what transformers leaves unquantized by default, which naming a list replaces).
+QLORA_KEEP = [rf".*\b{VISION_TOWER}", r".*\bmulti_modal_projector", "lm_head"]
 
 
 def target_pattern(names: list[str] | None) -> str:
