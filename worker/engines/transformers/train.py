@@ -133,7 +133,8 @@ def qlora_config(device: str, keep: list[str] | None) -> Any:
     modules named by `keep` (the task's QLORA_KEEP) stay in full precision.
 
     bitsandbytes is imported here, not at the worker's start (nor on the venv's check line): a
-    CPU-only node trains lora and full without it, and it only matters once a qlora job runs.
+    CPU-only node trains lora and full without it, and on a machine without CUDA its import prints
+    an error about an optional CPU kernel package and takes about 3 s.
     """
     import torch
     from transformers import BitsAndBytesConfig
