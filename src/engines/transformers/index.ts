@@ -55,7 +55,7 @@ function trainArgs(mc: TransformersModelConfig): Record<string, unknown> {
 
 export const transformersEngine: Engine<TransformersModelConfig> = {
   name: 'transformers',
-  label: 'Hugging Face transformers (LoRA)',
+  label: 'Hugging Face transformers (LoRA, QLoRA)',
   license: 'Apache-2.0',
   version: pinnedVersion(),
   tasks: TRANSFORMERS_TASKS,
@@ -68,7 +68,7 @@ export const transformersEngine: Engine<TransformersModelConfig> = {
     userKeys: ['base_model', 'method', 'epochs', 'learning_rate', 'batch_size', 'max_length'],
     notes: {
       base_model: 'a folder name under HF_MODELS_DIR (default <WORKDIR>/hf-models/), or a Hub model id owner/name[@revision]',
-      method: 'qlora needs CUDA (refused on a CPU-only server)',
+      method: 'qlora: LoRA on the base quantized to 4-bit (bitsandbytes nf4); needs CUDA (refused on a CPU-only server)',
     },
   }),
   models: () => [],
@@ -78,10 +78,11 @@ export const transformersEngine: Engine<TransformersModelConfig> = {
   },
   datasetFormats: () => ['jsonl'],
   refuse(mc, { gpuAvailable }) {
-    if (mc.method === 'qlora') {
-      return gpuAvailable
-        ? { code: 'QLORA_UNAVAILABLE', message: 'method qlora needs bitsandbytes, which this server does not install yet: use method lora' }
-        : { code: 'QLORA_NEEDS_CUDA', message: 'method qlora needs a CUDA GPU (bitsandbytes 4-bit) and this server has none: use method lora' };
+    // QLoRA is a GPU method (4-bit weights to fit a large base in GPU memory). The worker's
+    // bitsandbytes also runs on the CPU, which its tests use on a tiny model, but a CPU-only server
+    // refuses qlora at submit: lora trains there without quantization's dequantize-per-matmul cost.
+    if (mc.method === 'qlora' && !gpuAvailable) {
+      return { code: 'QLORA_NEEDS_CUDA', message: 'method qlora needs a CUDA GPU (bitsandbytes 4-bit) and this server has none: use method lora' };
     }
     if (mc.mixed_precision === 'fp16' && !gpuAvailable) {
       return { code: 'FP16_NEEDS_CUDA', message: 'mixed_precision fp16 needs a CUDA GPU and this server has none: use bf16 or no' };

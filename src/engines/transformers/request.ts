@@ -48,7 +48,7 @@ export const TransformersModelConfigSchema = z
         description:
           "The name of a model folder under the server's HF_MODELS_DIR (default <WORKDIR>/hf-models/), or a Hugging Face Hub model id owner/name[@revision] that the server downloads once (HF_ENDPOINT, HF_TOKEN)",
       }),
-    method: z.enum(METHODS).default('lora').openapi({ description: 'lora: a LoRA adapter (peft); full: every weight; qlora needs CUDA and is refused on this server' }),
+    method: z.enum(METHODS).default('lora').openapi({ description: 'lora: a LoRA adapter (peft); qlora: a LoRA adapter on the base model quantized to 4-bit (bitsandbytes nf4), needs CUDA (refused on a CPU-only server); full: every weight' }),
     lora_r: z.number().int().min(1).max(1024).default(8),
     lora_alpha: z.number().positive().max(4096).default(16),
     lora_dropout: z.number().min(0).max(0.9).default(0.05),

@@ -9,7 +9,9 @@ The ZIP (`<out_dir>/export-<format>.zip`) holds:
 - model/: adapter — the LoRA adapter as training delivered it (adapter_model.safetensors +
   adapter_config.json) and the base model's tokenizer; merged — the adapter merged into the base
   (peft merge_and_unload) saved with save_pretrained as safetensors, with config and tokenizer (a
-  model trained in full is re-saved as it is); int8 — the merged model with every Linear layer
+  model trained in full is re-saved as it is). A qlora job's adapter is exported the same way: the
+  base is loaded again in full precision (float32, not the 4-bit weights it trained on) and the
+  adapter merged into it, so the merged model is a plain full-precision model; int8 — the merged model with every Linear layer
   dynamically quantized to qint8 (torch.ao.quantization.quantize_dynamic, CPU), its state dict in
   model_int8.pt (torch.save; quantized packed weights have no safetensors form), with config.json
   and the tokenizer to rebuild it (inference.py shows how);
@@ -215,6 +217,10 @@ def run(spec: dict[str, Any], rt: Any) -> None:
     src = extract(path, work / "src")
     trained_kind = "adapter" if (src / "adapter_config.json").is_file() else "model"
     method = "lora" if trained_kind == "adapter" else "full"
+    if trained_kind == "adapter" and ((spec.get("card") or {}).get("train_args") or {}).get("method") == "qlora":
+        # A qlora adapter is a plain LoRA adapter (trained on the 4-bit base): exported as one, and
+        # merged into the base reloaded in full precision (not into its 4-bit weights).
+        method = "qlora"
     base = spec.get("base_model")
     if trained_kind == "adapter" and not (isinstance(base, str) and (Path(base) / "config.json").is_file()):
         raise JobFailure("MODEL_DOWNLOAD_FAILED",

@@ -4,7 +4,8 @@ train.py's, the same for every task; vlm.py is the vision-lm counterpart of this
 its dataset reading, padding and loss.
 
 A task module exposes: TASK, VISION (whether its base model folder holds a vision-language model),
-load_processor, build_data, load_model, lora_targets, freeze, collate, FROZEN_NOTE.
+load_processor, build_data, load_model, lora_targets, freeze, collate, FROZEN_NOTE, QLORA_KEEP
+(the modules method qlora leaves in full precision, None for transformers' default).
 
 Samples (datasets/jsonl.ts checked every line): {"prompt", "completion"} → BOS + prompt +
 completion + EOS, the loss on completion + EOS only; {"messages": [...]} → each message as
@@ -26,6 +27,8 @@ TASK = "causal-lm"
 VISION = False
 # Said after the trainable parameter count: nothing is frozen beyond what LoRA leaves alone.
 FROZEN_NOTE = ""
+# Method qlora: transformers' own choice of what stays unquantized (the output layer).
+QLORA_KEEP = None
 
 # A single data.jsonl's split: the service's rule (src/datasets/jsonl.ts SPLIT, valCount).
 SPLIT_SEED = 0
@@ -141,12 +144,13 @@ def build_data(splits: tuple[list[dict[str, Any]], list[dict[str, Any]]], tok: A
     return out
 
 
-def load_model(model_dir: str) -> Any:
+def load_model(model_dir: str, **quantized: Any) -> Any:
+    """The base model in float32, or (method qlora) with the quantization_config and device_map given."""
     import torch
     from transformers import AutoModelForCausalLM
 
     try:
-        return AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32)
+        return AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32, **quantized)
     except Exception as e:  # noqa: BLE001
         raise JobFailure("MODEL_DOWNLOAD_FAILED", f"the base model does not load as a causal LM: {type(e).__name__}: {e}",
                          {"path": model_dir}) from e

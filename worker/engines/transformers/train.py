@@ -1,5 +1,5 @@
-"""transformers engine: fine-tuning (LoRA with peft, or full), `run(spec, rt)` for the shared worker
-runtime. One training loop for every task of the engine; what a task does differently (loading its
+"""transformers engine: fine-tuning (LoRA with peft, QLoRA, or full), `run(spec, rt)` for the shared
+worker runtime. One training loop for every task of the engine; what a task does differently (loading its
 model and its tokenizer or processor, encoding its samples and building batches, which modules LoRA
 adapts, what method full freezes) is the task's module: text.py (causal-lm), vlm.py (vision-lm).
 
@@ -15,7 +15,7 @@ Everything lands in spec.run_dir:
   (the LoRA adapter, or every weight with method full), the optimizer, the scheduler, the step,
   the epoch and its position in it, the running sums, the best so far and every epoch's metrics.
   Resume continues from it.
-- adapter.zip (method lora) / model.zip (method full): the save_pretrained folder of the epoch with
+- adapter.zip (method lora or qlora) / model.zip (method full): the save_pretrained folder of the epoch with
   the lowest val_loss (adapter_model.safetensors + adapter_config.json; or the model and its
   tokenizer): what `done.best` names and the registry keeps.
 - checkpoint-<epoch>.zip: the same for each epoch, the newest save_total_limit kept.
@@ -30,6 +30,14 @@ and the epoch) and sends no epoch twice.
 The loss is the next-token cross-entropy over each sample's target tokens (the task's encoding
 labels them); val_token_accuracy: the share of those same target tokens that the model's argmax
 predicts, on the validation split.
+
+Method qlora (qlora_config below): the base model is loaded quantized to 4-bit NF4 by bitsandbytes
+(double quantization, compute in bf16 where the device supports it, else fp16), prepared with
+peft's prepare_model_for_kbit_training, and LoRA trains on top of it exactly as with method lora:
+the same trainable weights in last.pt, the same adapter.zip (a plain LoRA adapter: it loads on the
+base model in full precision, which is how export merges it). The service sends qlora only to a
+CUDA node; the worker itself also runs it on the CPU (bitsandbytes' CPU backend), which is how
+it is tested here.
 
 The worker never reaches the network: the Hugging Face offline switches are set before
 transformers is imported, and the base model is a local folder (spec.model).
@@ -102,11 +110,52 @@ def token_loss(logits: Any, labels: Any) -> tuple[Any, Any, Any]:
 
 
 def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
     import peft
     import torch
     import transformers
 
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
+    out = {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
+    try:
+        out["bitsandbytes"] = md.version("bitsandbytes")
+    except md.PackageNotFoundError:
+        pass
+    return out
+
+
+# --- qlora --------------------------------------------------------------------------------------
+
+
+def qlora_config(device: str, keep: list[str] | None) -> Any:
+    """The 4-bit quantization of method qlora: NF4 weights, their scales quantized again (double
+    quantization), matmuls in bf16 where the device supports it, else fp16 (an older GPU); the
+    modules named by `keep` (the task's QLORA_KEEP) stay in full precision.
+
+    bitsandbytes is imported here, not at the worker's start (nor on the venv's check line): a
+    CPU-only node trains lora and full without it, and on a machine without CUDA its import prints
+    an error about an optional CPU kernel package and takes about 3 s.
+    """
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as e:
+        raise JobFailure("UNKNOWN_ERROR", f"method qlora needs bitsandbytes, which does not import here: {e}") from e
+    bf16 = torch.cuda.is_bf16_supported() if device.startswith("cuda") else True
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float16,
+                              llm_int8_skip_modules=keep)
+
+
+def quantization_summary(model: Any, config: Any) -> dict[str, Any]:
+    """What training_config.json says of the quantized base: how many Linear4bit layers it holds."""
+    import bitsandbytes as bnb
+
+    layers = sum(1 for m in model.modules() if isinstance(m, bnb.nn.Linear4bit))
+    return {"bits": 4, "quant_type": config.bnb_4bit_quant_type, "double_quant": bool(config.bnb_4bit_use_double_quant),
+            "compute_dtype": str(config.bnb_4bit_compute_dtype).removeprefix("torch."), "linear4bit_layers": layers}
 
 
 def run(spec: dict[str, Any], rt: Any) -> None:
@@ -120,8 +169,8 @@ def run(spec: dict[str, Any], rt: Any) -> None:
     if unknown:
         rt.emit("warning", message=f"the transformers engine ignores unknown arguments: {', '.join(unknown)}")
     method = args["method"]
-    if method not in ("lora", "full"):
-        raise JobFailure("UNKNOWN_ERROR", f"method {method} is not available in this worker (lora, full)")
+    if method not in ("lora", "qlora", "full"):
+        raise JobFailure("UNKNOWN_ERROR", f"method {method} is not available in this worker (lora, qlora, full)")
     model_dir = spec.get("model")
     if not isinstance(model_dir, str) or not os.path.isabs(model_dir) or not (Path(model_dir) / "config.json").is_file():
         raise JobFailure("MODEL_DOWNLOAD_FAILED",
@@ -179,13 +228,27 @@ def run(spec: dict[str, Any], rt: Any) -> None:
     train_data, val_data = task.build_data(splits, tok, spec["data"], int(args["max_length"]), rt)
     rt.check_stop()
 
-    model = task.load_model(model_dir)
-    model.config.use_cache = False
-    if args["gradient_checkpointing"]:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if method == "lora":
-            model.enable_input_require_grads()
-    if method == "lora":
+    quantization = None
+    if method == "qlora":
+        quantization = qlora_config(device, task.QLORA_KEEP)
+        model = task.load_model(model_dir, quantization_config=quantization, device_map={"": device})
+        model.config.use_cache = False
+        from peft import prepare_model_for_kbit_training
+
+        # Freezes the base, casts its remaining non-quantized weights (norms, embeddings, lm_head) to
+        # float32 for stable training, and turns on gradient checkpointing when asked (with the
+        # input embeddings' outputs requiring grad, so checkpointed blocks still get gradients).
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=bool(args["gradient_checkpointing"]),
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model = task.load_model(model_dir)
+        model.config.use_cache = False
+        if args["gradient_checkpointing"]:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if method == "lora":
+                model.enable_input_require_grads()
+    if method in ("lora", "qlora"):
         from peft import LoraConfig, get_peft_model
 
         try:
@@ -197,12 +260,19 @@ def run(spec: dict[str, Any], rt: Any) -> None:
                              {"argument": "target_modules"}) from e
     else:
         task.freeze(model)
-    model.to(device)
+    if quantization is None:
+        # A quantized model was placed on the device as it loaded (device_map): bitsandbytes packs
+        # its weights there, and moving it again is refused for 4-bit weights on some versions.
+        model.to(device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     trainable = sum(p.numel() for p in params)
     total = sum(p.numel() for p in model.parameters())
     rt.log(f"{method}: {trainable:,} trainable parameters of {total:,} ({100 * trainable / max(1, total):.2f} %){task.FROZEN_NOTE}")
+    quantized = quantization_summary(model, quantization) if quantization is not None else None
+    if quantized is not None:
+        rt.log(f"qlora: {quantized['linear4bit_layers']} Linear4bit layers ({quantized['quant_type']}, "
+               f"double quantization, compute {quantized['compute_dtype']})")
 
     epochs, batch_size, accum = int(args["epochs"]), int(args["batch_size"]), int(args["grad_accum_steps"])
     batches_per_epoch = math.ceil(len(train_data) / batch_size)
@@ -237,7 +307,7 @@ def run(spec: dict[str, Any], rt: Any) -> None:
     rt.emit("started", pid=os.getpid(), device=device, versions=versions(), resumed_from_epoch=resumed)
     if resumed is not None:
         resend_epochs(rt, state, spec)
-    write_config(run_dir, spec, args, len(train_data), len(val_data), trainable, total)
+    write_config(run_dir, spec, args, len(train_data), len(val_data), trainable, total, quantized)
     # A resumed run drops what an earlier process logged past the checkpoint's step.
     tb = TrainingLog(run_dir, purge_step=state["global_step"] + 1 if resumed is not None else None, every=1)
     save_steps = int(args["save_steps"]) if args.get("save_steps") else 0
@@ -448,10 +518,10 @@ def append_csv(path: Path, epoch: int, metrics: dict[str, float], seconds: float
 
 
 def write_config(run_dir: Path, spec: dict[str, Any], args: dict[str, Any], n_train: int, n_val: int,
-                 trainable: int, total: int) -> None:
+                 trainable: int, total: int, quantized: dict[str, Any] | None = None) -> None:
     config = {"base_model": spec.get("model"), "task": spec.get("task"), "args": args, "device": spec.get("device"),
               "samples": {"train": n_train, "val": n_val}, "parameters": {"trainable": trainable, "total": total},
-              "versions": versions()}
+              "versions": versions(), **({"quantization": quantized} if quantized is not None else {})}
     (run_dir / "training_config.json").write_text(json.dumps(config, indent=2, default=str), encoding="utf-8")
 
 

@@ -38,6 +38,11 @@ FROZEN_NOTE = ", the vision tower frozen"
 IGNORE = text.IGNORE
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 VISION_TOWER = "vision_tower"
+# Method qlora keeps these in full precision (bitsandbytes' skip list, patterns matched against
+# module names): the vision tower (frozen, small next to the language model, and its image
+# features are what every answer rests on), the projector into the language model, and the
+# output layer (what transformers leaves unquantized by default, which naming a list replaces).
+QLORA_KEEP = [rf".*\b{VISION_TOWER}", r".*\bmulti_modal_projector", "lm_head"]
 
 
 def target_pattern(names: list[str] | None) -> str:
@@ -116,9 +121,10 @@ def build_data(splits: tuple[list[dict[str, Any]], list[dict[str, Any]]], proces
     return out
 
 
-def load_model(model_dir: str) -> Any:
+def load_model(model_dir: str, **quantized: Any) -> Any:
+    """As text.load_model: float32, or the quantization_config and device_map of method qlora."""
     try:
-        return inf.load_model(model_dir)
+        return inf.load_model(model_dir, **quantized)
     except Exception as e:  # noqa: BLE001
         raise JobFailure("MODEL_DOWNLOAD_FAILED", f"the base model does not load as a vision-language model: {type(e).__name__}: {e}",
                          {"path": model_dir}) from e

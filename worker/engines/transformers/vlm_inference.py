@@ -88,11 +88,11 @@ def load_processor(folder: str | Path) -> Any:
     return AutoProcessor.from_pretrained(folder, local_files_only=True)
 
 
-def load_model(folder: str | Path, dtype: Any = None) -> Any:
+def load_model(folder: str | Path, dtype: Any = None, **quantized: Any) -> Any:
     import torch
     from transformers import AutoModelForImageTextToText
 
-    return AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True, dtype=dtype or torch.float32)
+    return AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True, dtype=dtype or torch.float32, **quantized)
 
 
 def load(folder: str | Path, base: str | Path | None = None) -> tuple[Any, Any, str]:
