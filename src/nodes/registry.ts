@@ -65,14 +65,7 @@ export interface NodeJob {
   leaseExpiresAt: Date | null;
 }
 
-export interface ClusterNode {
-  id: string;
-  hostname: string;
-  pid: number;
-  version: string;
-  runJobs: boolean;
-  devices: NodeDevice[];
-  leaseSeconds: number;
+export interface ClusterNode extends NodeAnnouncement {
   startedAt: Date;
   lastSeenAt: Date;
   leftAt: Date | null;

@@ -17,6 +17,7 @@ import { pipeline } from 'node:stream/promises';
 import { PNG } from 'pngjs';
 import yazl from 'yazl';
 import { encodeJpeg } from './jpeg-encode.js';
+import { rng } from '../../src/datasets/prepare/split.js';
 
 export type SyntheticTask = 'detect' | 'segment' | 'pose' | 'obb';
 
@@ -38,17 +39,8 @@ export const POSE_KEYPOINTS = ['top', 'right', 'bottom', 'left'] as const;
 /** Mirroring an image left-right swaps the right and left keypoints. */
 export const POSE_FLIP_IDX = [0, 3, 2, 1] as const;
 
-/** mulberry32: small, fast, good enough for test pictures; seeded so output is reproducible. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded, so the pictures are reproducible: the split's own generator. */
+export const prng = rng;
 
 const PALETTE: readonly [number, number, number][] = [
   [230, 25, 25], [25, 200, 40], [30, 60, 235], [245, 220, 20], [220, 30, 220],

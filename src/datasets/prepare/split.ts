@@ -34,8 +34,8 @@ export type SplitStats = {
   class_distribution: Record<string, Record<Part, number>>;
 };
 
-/** mulberry32: small, fast, and the same sequence on every platform. */
-function rng(seed: number): () => number {
+/** mulberry32: small, fast, and the same sequence on every platform (test data is drawn with it too). */
+export function rng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
