@@ -24,7 +24,7 @@ import { serveFile, startFileServer, type FileServer } from './helpers/file-serv
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { api, startTestServer, tempDir, trainBody, type TestServer } from './helpers/server.js';
 import { zipDirectory } from './helpers/synthetic-dataset.js';
-import { readScalars } from './helpers/tfevents.js';
+import { readScalars, tfEvents } from './helpers/tfevents.js';
 import { waitFor } from './helpers/wait.js';
 import { workerPid } from './helpers/worker-pid.js';
 
@@ -142,6 +142,9 @@ describe('transformers: save_steps, mid-epoch resume, TensorBoard events', { tim
     assert.equal(unzip.status, 0, unzip.stderr);
     const events = fs.readdirSync(path.join(out, 'tensorboard')).filter((f) => f.startsWith('events.out.tfevents.')).sort();
     assert.equal(events.length, 2, `one events file per worker process: ${events.join(', ')}`);
+    // The resumed worker's file opens with a session START at the step after its checkpoint:
+    // what makes TensorBoard drop the killed worker's events past it.
+    assert.deepEqual(tfEvents(path.join(out, 'tensorboard', events[1]!)).filter((e) => e.start).map((e) => e.step), [resumed.step + 1]);
     const scalars = readScalars(events.map((f) => path.join(out, 'tensorboard', f)));
     const total = 3 * STEPS_PER_EPOCH;
     const steps = (tag: string) => (scalars.get(tag) ?? []).map(([s]) => s).sort((a, b) => a - b);

@@ -2,7 +2,7 @@
  * Reads TensorBoard events files without TensorBoard: the TFRecord framing (length, masked
  * CRC-32C of the length, data, masked CRC-32C of the data; both checked) and the few protobuf
  * fields a scalar needs (Event.step = 2, Event.summary = 5 → Summary.value = 1 → Value.tag = 1,
- * Value.simple_value = 2; Event.session_log = 6 → SessionLog.status = 1, START = 1).
+ * Value.simple_value = 2; Event.session_log = 7 → SessionLog.status = 1, START = 1).
  *
  * `readScalars` applies TensorBoard's purge rule across the files of a run, oldest first: a
  * session START at step P drops the earlier files' events at step ≥ P (what a resumed writer
@@ -103,7 +103,7 @@ export function tfEvents(file: string): TfEvent[] {
           if (tag && value !== undefined) event.scalars.push({ tag: tag.toString('utf8'), value });
         }
       }
-      if (f.no === 6 && f.wire === 2) event.start = fields(f.value as Buffer).some((p) => p.no === 1 && p.value === 1);
+      if (f.no === 7 && f.wire === 2) event.start = fields(f.value as Buffer).some((p) => p.no === 1 && p.value === 1);
     }
     return event;
   });
