@@ -14,7 +14,7 @@ import { loadConfig } from '../src/core/config.js';
 import { DatasetStore } from '../src/datasets/store.js';
 import { createLoggers } from '../src/core/logger.js';
 import { BUILTIN_ENGINES, Engines } from '../src/engines/index.js';
-import { jobFilesPrefix, jobLogPrefix } from '../src/jobs/file-sync.js';
+import { isTorn, jobFilesPrefix, jobLogPrefix } from '../src/jobs/file-sync.js';
 import { JobFiles } from '../src/jobs/files.js';
 import { createStorage, LocalStorage, type S3Storage, type Storage } from '../src/storage/index.js';
 import { startS3Server, type S3Server } from './helpers/s3-server.js';
@@ -329,4 +329,17 @@ test('an upload that keeps failing is retried, then reported by flush(); the nex
   await storage.ensureBucket();
   await sync.flush();
   assert.equal((await storage.head(`jobs/${job.id}/files/weights/last.pt`))?.size, 1);
+});
+
+test('a checkpoint caught half-written is torn: empty, or a ZIP without its end record; a whole ZIP or another file is not', async () => {
+  const dir = tempDir('trainhook-storage-torn-');
+  fs.writeFileSync(path.join(dir, 'a.txt'), 'a');
+  await zipDirectory(dir, path.join(dir, '..', `${path.basename(dir)}.zip`));
+  const zip = fs.readFileSync(path.join(dir, '..', `${path.basename(dir)}.zip`));
+  fs.rmSync(path.join(dir, '..', `${path.basename(dir)}.zip`));
+  const write = (name: string, data: Buffer | string) => (fs.writeFileSync(path.join(dir, name), data), path.join(dir, name));
+  assert.equal(isTorn(write('whole.pt', zip)), false);
+  assert.equal(isTorn(write('cut.pt', zip.subarray(0, Math.floor(zip.length / 2)))), true);
+  assert.equal(isTorn(write('empty.pt', '')), true);
+  assert.equal(isTorn(write('state.json', '{"epoch": 3}')), false);
 });

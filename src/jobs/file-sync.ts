@@ -74,6 +74,27 @@ export function matchGlob(root: string, pattern: string): string[] {
   }
 }
 
+/**
+ * A checkpoint caught half-written: empty, or a ZIP (torch.save writes one) whose end-of-central-
+ * directory record is not in its last 64 KiB, where a finished archive always has it.
+ */
+export function isTorn(file: string): boolean {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const size = fs.fstatSync(fd).size;
+    if (size === 0) return true;
+    const head = Buffer.alloc(4);
+    fs.readSync(fd, head, 0, 4, 0);
+    if (head.readUInt32LE(0) !== 0x04034b50) return false;
+    const tailSize = Math.min(size, 65_557);
+    const tail = Buffer.alloc(tailSize);
+    fs.readSync(fd, tail, 0, tailSize, size - tailSize);
+    return tail.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06])) < 0;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 export interface FileSyncOptions {
   storage: Storage;
   jobId: string;
@@ -94,6 +115,8 @@ type Item = { kind: 'file'; rel: string } | { kind: 'log' };
 
 export class JobFileSync {
   private readonly pending = new Map<string, Item>();
+  /** Snapshots taken so far (their names). */
+  private snapshots = 0;
   /** Size and mtime of each file as last uploaded. */
   private readonly uploaded = new Map<string, string>();
   private readonly failed = new Set<string>();
@@ -295,18 +318,25 @@ export class JobFileSync {
     if (!before?.isFile()) return;
     const stamp = `${before.size}:${before.mtimeMs}`;
     if (this.uploaded.get(rel) === stamp) return;
-    const t0 = performance.now();
-    await this.opts.storage.putFile(`${jobFilesPrefix(this.opts.jobId)}${rel}`, file);
-    this.stats.ms += performance.now() - t0;
-    this.stats.uploads++;
-    this.stats.bytes += before.size;
-    this.stats.byFile[rel] = (this.stats.byFile[rel] ?? 0) + 1;
-    this.opts.logger.debug({ file: rel, bytes: before.size, ms: Math.round(performance.now() - t0) }, 'uploaded to storage');
-    const after = fs.statSync(file, { throwIfNoEntry: false });
-    // Rewritten while it went up (the worker saves in place): what is stored may be torn, send it again.
-    if (after && `${after.size}:${after.mtimeMs}` !== stamp) {
-      this.pending.set(rel, { kind: 'file', rel });
-      return;
+    // A copy first, and only a whole one goes up: the worker rewrites checkpoints in place, and
+    // bytes read while it writes would sit torn in the bucket until the next upload, which is
+    // what a node taking the job over would resume from if this one died meanwhile.
+    const snapshot = path.join(this.opts.dir, `.upload-${process.pid}-${++this.snapshots}`);
+    try {
+      await fs.promises.copyFile(file, snapshot);
+      const copied = fs.statSync(file, { throwIfNoEntry: false });
+      // Being written: the next scan (each epoch, and the flush at the end) sends it finished.
+      // Not queued again now, which would spin on a file torn for good (a worker killed mid-save).
+      if (!copied || `${copied.size}:${copied.mtimeMs}` !== stamp || isTorn(snapshot)) return;
+      const t0 = performance.now();
+      await this.opts.storage.putFile(`${jobFilesPrefix(this.opts.jobId)}${rel}`, snapshot);
+      this.stats.ms += performance.now() - t0;
+      this.stats.uploads++;
+      this.stats.bytes += before.size;
+      this.stats.byFile[rel] = (this.stats.byFile[rel] ?? 0) + 1;
+      this.opts.logger.debug({ file: rel, bytes: before.size, ms: Math.round(performance.now() - t0) }, 'uploaded to storage');
+    } finally {
+      await fs.promises.rm(snapshot, { force: true });
     }
     this.uploaded.set(rel, stamp);
   }
