@@ -281,7 +281,8 @@ export interface NodeDevice {
 }
 
 /**
- * Every node sharing this database, API-only ones too (issue 13): written at start, touched at
+ * Every node sharing this database, API-only ones too, so that any node can show the whole
+ * cluster (its devices, its jobs, who stopped renewing): written at start, touched at
  * each lease-renewal tick (last_seen_at), and marked left on a graceful stop. A node whose
  * last_seen_at is older than its own lease period is stale: it died or lost the database. The
  * migration is hand-written (migrations/0007_nodes.sql).
