@@ -25,7 +25,7 @@ import { transformersEngine } from '../src/engines/transformers/index.js';
 import { serveFile, startFileServer, type FileServer } from './helpers/file-server.js';
 import { api, startTestServer, tempDir, trainBody, type TestServer } from './helpers/server.js';
 import { zipDirectory } from './helpers/synthetic-dataset.js';
-import { waitFor } from './helpers/wait.js';
+import { jobEnded, waitFor } from './helpers/wait.js';
 
 const MAKE_MODEL = fileURLToPath(new URL('./engines/transformers/make_tiny_llama.py', import.meta.url));
 const TOKEN = 'hf_test_token_0123456789';
@@ -68,11 +68,7 @@ describe('transformers base models from a Hugging Face Hub', { timeout: 10 * 60_
         dataset: { url: host.url('/memorise.zip') },
       }),
     });
-  const finishedOn = (c: ReturnType<typeof api>, id: string) =>
-    waitFor(`job ${id}`, async () => {
-      const j = await c(`/api/v1/jobs/${id}`);
-      return ['completed', 'failed', 'cancelled'].includes(j.json.status) && j.json;
-    }, 300_000);
+  const finishedOn = (c: ReturnType<typeof api>, id: string) => jobEnded(c, id);
 
   before(async () => {
     process.env['OMP_NUM_THREADS'] = '1';

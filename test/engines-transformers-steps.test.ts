@@ -25,7 +25,7 @@ import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { api, startTestServer, tempDir, trainBody, type TestServer } from './helpers/server.js';
 import { zipDirectory } from './helpers/synthetic-dataset.js';
 import { readScalars, tfEvents } from './helpers/tfevents.js';
-import { waitFor } from './helpers/wait.js';
+import { jobEnded, retryWhenStopped, waitFor } from './helpers/wait.js';
 import { workerPid } from './helpers/worker-pid.js';
 
 const SECRET = `whsec_${Buffer.alloc(32, 9).toString('base64')}`;
@@ -60,11 +60,7 @@ describe('transformers: save_steps, mid-epoch resume, TensorBoard events', { tim
       }),
     });
   const log = async (id: string) => (await call(`/api/v1/jobs/${id}/logs/download`)).text;
-  const finished = (id: string) =>
-    waitFor(`job ${id}`, async () => {
-      const j = await call(`/api/v1/jobs/${id}`);
-      return ['completed', 'failed', 'cancelled'].includes(j.json.status) && j.json;
-    }, 300_000);
+  const finished = (id: string) => jobEnded(call, id);
   /** The first mid-epoch save of epoch 2 early in it (so the worker is still well inside the epoch when acted on). */
   const earlySaveInEpoch2 = (id: string) =>
     waitFor(`a save_steps save early in epoch 2 of ${id}`, async () => {
@@ -174,10 +170,7 @@ describe('transformers: save_steps, mid-epoch resume, TensorBoard events', { tim
     const id = r.json.job_id;
     await earlySaveInEpoch2(id);
     assert.equal((await call(`/api/v1/jobs/${id}`, { method: 'DELETE' })).status, 200);
-    const retried = await waitFor('the retry to be accepted', async () => {
-      const again = await call(`/api/v1/jobs/${id}/retry`, { method: 'POST' });
-      return !(again.status === 409 && again.json.error.code === 'JOB_STOPPING') && again;
-    }, 60_000);
+    const retried = await retryWhenStopped(call, id);
     assert.equal(retried.status, 202, retried.text);
     const job = await finished(id);
     assert.equal(job.status, 'completed', JSON.stringify(job.error));

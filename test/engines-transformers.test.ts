@@ -34,7 +34,7 @@ import { serveFile, startFileServer, type FileServer } from './helpers/file-serv
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { api, startTestServer, tempDir, trainBody, type TestServer } from './helpers/server.js';
 import { zipDirectory } from './helpers/synthetic-dataset.js';
-import { waitFor } from './helpers/wait.js';
+import { jobEnded, retryWhenStopped, waitFor } from './helpers/wait.js';
 
 const execFileAsync = promisify(execFile);
 const SECRET = `whsec_${Buffer.alloc(32, 7).toString('base64')}`;
@@ -81,11 +81,7 @@ describe('transformers (causal-lm, LoRA) through the API', { timeout: 15 * 60_00
         ...(hook ? { callback_url: `${receiver.url}/${hook}`, callback_secret: SECRET } : {}),
       }),
     });
-  const finished = (id: string) =>
-    waitFor(`job ${id}`, async () => {
-      const j = await call(`/api/v1/jobs/${id}`);
-      return ['completed', 'failed', 'cancelled'].includes(j.json.status) && j.json;
-    }, 300_000);
+  const finished = (id: string) => jobEnded(call, id);
 
   before(async () => {
     // Two torch threads on a busy 2-core machine spin against each other (the worker inherits this).
@@ -432,10 +428,7 @@ describe('transformers (causal-lm, LoRA) through the API', { timeout: 15 * 60_00
     const id = r.json.job_id;
     await waitFor('epoch 3', async () => (await call(`/api/v1/jobs/${id}`)).json.current_epoch >= 3, 120_000);
     assert.equal((await call(`/api/v1/jobs/${id}`, { method: 'DELETE' })).status, 200);
-    const retried = await waitFor('the retry to be accepted', async () => {
-      const again = await call(`/api/v1/jobs/${id}/retry`, { method: 'POST' });
-      return !(again.status === 409 && again.json.error.code === 'JOB_STOPPING') && again;
-    }, 60_000);
+    const retried = await retryWhenStopped(call, id);
     assert.equal(retried.status, 202, retried.text);
     const job = await finished(id);
     assert.equal(job.status, 'completed', JSON.stringify(job.error));

@@ -42,7 +42,7 @@ import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { api, startTestServer, tempDir, trainBody, type TestServer } from './helpers/server.js';
 import { zipDirectory } from './helpers/synthetic-dataset.js';
 import { readScalars } from './helpers/tfevents.js';
-import { waitFor } from './helpers/wait.js';
+import { jobEnded, retryWhenStopped, waitFor } from './helpers/wait.js';
 import { workerPid } from './helpers/worker-pid.js';
 
 const execFileAsync = promisify(execFile);
@@ -144,11 +144,7 @@ for (const [index, backend] of backends().entries()) {
           ...(hook ? { callback_url: `${receiver.url}/${hook}`, callback_secret: SECRET } : {}),
         }),
       });
-    const finished = (id: string) =>
-      waitFor(`job ${id}`, async () => {
-        const j = await call(`/api/v1/jobs/${id}`);
-        return ['completed', 'failed', 'cancelled'].includes(j.json.status) && j.json;
-      }, 300_000);
+    const finished = (id: string) => jobEnded(call, id);
 
     before(async () => {
       ({ files, python, host } = await prepare());
@@ -255,10 +251,7 @@ for (const [index, backend] of backends().entries()) {
         const id = r.json.job_id;
         await waitFor('epoch 3', async () => (await call(`/api/v1/jobs/${id}`)).json.current_epoch >= 3, 120_000);
         assert.equal((await call(`/api/v1/jobs/${id}`, { method: 'DELETE' })).status, 200);
-        const retried = await waitFor('the retry to be accepted', async () => {
-          const again = await call(`/api/v1/jobs/${id}/retry`, { method: 'POST' });
-          return !(again.status === 409 && again.json.error.code === 'JOB_STOPPING') && again;
-        }, 60_000);
+        const retried = await retryWhenStopped(call, id);
         assert.equal(retried.status, 202, retried.text);
         const job = await finished(id);
         assert.equal(job.status, 'completed', JSON.stringify(job.error));

@@ -19,7 +19,7 @@ import { transformersEngine } from '../src/engines/transformers/index.js';
 import { writeSam2Export } from './helpers/sam2-export.js';
 import { api, startTestServer, tempDir, trainBody, type TestServer } from './helpers/server.js';
 import { zipDirectory } from './helpers/synthetic-dataset.js';
-import { waitFor } from './helpers/wait.js';
+import { jobEnded, waitFor } from './helpers/wait.js';
 
 const MAKE_LLAVA = fileURLToPath(new URL('./engines/transformers/make_tiny_llava.py', import.meta.url));
 
@@ -79,10 +79,7 @@ describe('SAM2 export → convert → temporal split → LoRA on a tiny LLaVA �
     });
     assert.equal(submitted.status, 202, submitted.text);
     const id = submitted.json.job_id;
-    const job = await waitFor(`job ${id}`, async () => {
-      const j = await call(`/api/v1/jobs/${id}`);
-      return ['completed', 'failed', 'cancelled'].includes(j.json.status) && j.json;
-    }, 600_000);
+    const job = await jobEnded(call, id, 600_000);
     assert.equal(job.status, 'completed', JSON.stringify(job.error));
     const epochs = (await call(`/api/v1/jobs/${id}/metrics`)).json.epochs;
     const first = epochs[0].metrics.train_loss;
