@@ -123,6 +123,8 @@ const authHeaders = (opts: HubOptions): Record<string, string> => (opts.token ? 
 
 /** Redirects the model info request follows (the Hub answers a renamed repo with a 307 to its new name). */
 export const MAX_INFO_REDIRECTS = 5;
+/** The model info answer's cap. */
+const INFO_MAX_BYTES = 16 * 1024 * 1024;
 
 /**
  * The repo's commit and file names at the revision (the Hub's model info API). Redirects are
@@ -180,9 +182,19 @@ async function listFiles(ref: HubRef, opts: HubOptions): Promise<{ sha: string |
           : `HTTP ${status} from the model info API`;
     throw fail(ref, opts, why, { url: redactUrl(url), status, transient: status >= 500 || status === 429 });
   }
-  // The answer lists every file of the repo: a few MB at most even for large repos.
-  const text = await res.body.text();
-  if (text.length > 16 * 1024 * 1024) throw fail(ref, opts, 'the model info answer is over 16 MB');
+  // The answer lists every file of the repo: a few MB at most even for large repos. Counted as it
+  // arrives, so an endpoint that sends without end is cut off at the cap, not held in memory.
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of res.body) {
+    size += (chunk as Buffer).length;
+    if (size > INFO_MAX_BYTES) {
+      res.body.destroy();
+      throw fail(ref, opts, 'the model info answer is over 16 MB');
+    }
+    chunks.push(chunk as Buffer);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
   let info: { sha?: unknown; siblings?: unknown };
   try {
     info = JSON.parse(text) as typeof info;
