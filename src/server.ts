@@ -6,6 +6,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import type { Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import { serve, type ServerType } from '@hono/node-server';
@@ -50,6 +51,9 @@ import { pruneSeenSignatures } from './security/replay-guard.js';
 import { VERSION } from './core/version.js';
 import { NodePresence } from './nodes/presence.js';
 import { listNodes, pruneNodes } from './nodes/registry.js';
+
+/** Idle keep-alive connections are held this long (see where it is set). */
+const KEEP_ALIVE_MS = 65_000;
 
 /** How long the registry keeps a node that left or went silent. */
 const NODE_FORGET_DAYS = 7;
@@ -260,6 +264,10 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
   const server: ServerType = await new Promise((resolve) => {
     const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s));
   });
+  // Node closes an idle keep-alive connection after 5 s, while clients (undici, load
+  // balancers with a 60 s idle timeout) may send on it at that moment and get a reset. Holding
+  // it longer than they do moves the race to the client's side, where it is handled.
+  (server as HttpServer).keepAliveTimeout = KEEP_ALIVE_MS;
   const port = (server.address() as AddressInfo).port;
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   listenUrl = url;
