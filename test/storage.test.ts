@@ -63,7 +63,13 @@ test('STORAGE_URL is parsed into a storage config, and bad values are refused wi
     assert.equal(s3c.forcePathStyle, true, 'path style by default with an endpoint');
     assert.equal(s3c.public, true);
     assert.equal(s3c.region, 'us-east-1');
+    assert.deepEqual(s3c.checksums, { request: 'WHEN_REQUIRED', response: 'WHEN_REQUIRED' }, 'an S3-compatible store gets no optional checksums');
   }
+  const aws = loadConfig({ STORAGE_URL: 's3://my-bucket' }).storage;
+  assert.deepEqual(aws.kind === 's3' && aws.checksums, { request: 'WHEN_SUPPORTED', response: 'WHEN_SUPPORTED' }, 'AWS keeps the SDK default');
+  const chosen = loadConfig({ STORAGE_URL: 's3://my-bucket', S3_ENDPOINT: 'http://10.0.0.5:9000', AWS_REQUEST_CHECKSUM_CALCULATION: 'WHEN_SUPPORTED' }).storage;
+  assert.deepEqual(chosen.kind === 's3' && chosen.checksums, { request: 'WHEN_SUPPORTED', response: 'WHEN_REQUIRED' });
+  assert.throws(() => loadConfig({ AWS_REQUEST_CHECKSUM_CALCULATION: 'ALWAYS' }), /AWS_REQUEST_CHECKSUM_CALCULATION/);
   const file = loadConfig({ STORAGE_URL: 'file:///mnt/shared/th' }).storage;
   assert.deepEqual(file, { kind: 'local', path: '/mnt/shared/th' });
   assert.equal(createStorage(loadConfig({ WORKDIR: '/tmp/x' })).remote, false, 'the default storage is the workdir: nothing copied');
@@ -72,6 +78,29 @@ test('STORAGE_URL is parsed into a storage config, and bad values are refused wi
   assert.throws(() => loadConfig({ STORAGE_URL: 's3://bucket/../x' }), /STORAGE_URL: the prefix/);
   assert.throws(() => loadConfig({ STORAGE_URL: 's3://bucket', AWS_ACCESS_KEY_ID: 'k' }), /AWS_SECRET_ACCESS_KEY/);
   assert.throws(() => loadConfig({ S3_ENDPOINT: 'ftp://x' }), /S3_ENDPOINT/);
+});
+
+test('uploads carry a CRC checksum by default, and none with WHEN_REQUIRED (what S3-compatible stores get)', async () => {
+  const file = path.join(tempDir('trainhook-cksum-'), 'last.pt');
+  fs.writeFileSync(file, crypto.randomBytes(100_000));
+  const { S3Client, HeadObjectCommand } = await import('@aws-sdk/client-s3');
+  const raw = new S3Client({ endpoint: s3.endpoint, forcePathStyle: true, region: 'us-east-1', credentials: { accessKeyId: 'testing', secretAccessKey: 'testing' } });
+  const stored: Record<string, string | undefined> = {};
+  for (const request of ['WHEN_SUPPORTED', 'WHEN_REQUIRED'] as const) {
+    const prefix = `cksum-${request.toLowerCase()}`;
+    const storage = s3.storage('trainhook-test', prefix, { checksums: { request, response: request } });
+    await storage.ensureBucket();
+    await storage.putFile('last.pt', file);
+    const head = await raw.send(new HeadObjectCommand({ Bucket: 'trainhook-test', Key: `${prefix}/last.pt`, ChecksumMode: 'ENABLED' }));
+    stored[request] = head.ChecksumCRC32 ?? head.ChecksumCRC32C ?? head.ChecksumCRC64NVME;
+    const back = await storage.getStream('last.pt');
+    const chunks: Buffer[] = [];
+    for await (const c of back!.body) chunks.push(c as Buffer);
+    assert.ok(Buffer.concat(chunks).equals(fs.readFileSync(file)), `${request}: the object comes back whole`);
+  }
+  raw.destroy();
+  assert.ok(stored['WHEN_SUPPORTED'], 'the default sends a checksum the store keeps');
+  assert.equal(stored['WHEN_REQUIRED'], undefined);
 });
 
 for (const backend of BACKENDS) {

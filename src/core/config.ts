@@ -151,6 +151,13 @@ const EnvSchema = z.object({
   AWS_SECRET_ACCESS_KEY: z.string().optional(),
   AWS_SESSION_TOKEN: z.string().optional(),
   AWS_REGION: z.string().default('us-east-1'),
+  /**
+   * The SDK's own settings for the CRC checksums it adds to uploads and checks on downloads.
+   * Default: WHEN_SUPPORTED on AWS; WHEN_REQUIRED with S3_ENDPOINT, since many S3-compatible
+   * stores refuse those checksums' headers or aws-chunked bodies.
+   */
+  AWS_REQUEST_CHECKSUM_CALCULATION: z.enum(['WHEN_SUPPORTED', 'WHEN_REQUIRED']).optional(),
+  AWS_RESPONSE_CHECKSUM_VALIDATION: z.enum(['WHEN_SUPPORTED', 'WHEN_REQUIRED']).optional(),
   /** Alerts: where fired/resolved events go (a Standard Webhooks receiver, or a Slack incoming webhook). */
   ALERT_WEBHOOK_URL: z.string().url().refine((u) => /^https?:\/\//.test(u), 'must be an http(s) URL').optional(),
   /** Signs alert events as callbacks are signed (`whsec_…` or a plain string of 24+ characters). */
@@ -246,6 +253,9 @@ export type Config = Readonly<{
   }>;
 }>;
 
+/** When the S3 SDK adds checksums to uploads (request) and checks them on downloads (response). */
+export type S3Checksums = Readonly<{ request: 'WHEN_SUPPORTED' | 'WHEN_REQUIRED'; response: 'WHEN_SUPPORTED' | 'WHEN_REQUIRED' }>;
+
 export type StorageConfig = Readonly<
   | { kind: 'local'; /** Unset: the workdir itself. */ path: string | undefined }
   | {
@@ -255,6 +265,7 @@ export type StorageConfig = Readonly<
       endpoint: string | undefined;
       region: string;
       forcePathStyle: boolean;
+      checksums: S3Checksums;
       /** Unset: the SDK's default chain (instance role, shared config files). */
       credentials: { accessKeyId: string; secretAccessKey: string; sessionToken: string | undefined } | undefined;
       public: boolean;
@@ -409,6 +420,10 @@ function storageConfig(e: z.infer<typeof EnvSchema>): StorageConfig {
     endpoint: e.S3_ENDPOINT,
     region: e.AWS_REGION,
     forcePathStyle: e.S3_FORCE_PATH_STYLE ?? !!e.S3_ENDPOINT,
+    checksums: Object.freeze({
+      request: e.AWS_REQUEST_CHECKSUM_CALCULATION ?? (e.S3_ENDPOINT ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED'),
+      response: e.AWS_RESPONSE_CHECKSUM_VALIDATION ?? (e.S3_ENDPOINT ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED'),
+    }),
     credentials:
       e.AWS_ACCESS_KEY_ID && e.AWS_SECRET_ACCESS_KEY
         ? Object.freeze({ accessKeyId: e.AWS_ACCESS_KEY_ID, secretAccessKey: e.AWS_SECRET_ACCESS_KEY, sessionToken: e.AWS_SESSION_TOKEN })

@@ -21,6 +21,7 @@ export function createStorage(config: Config): Storage {
     endpoint: s.endpoint,
     region: s.region,
     forcePathStyle: s.forcePathStyle,
+    checksums: s.checksums,
     credentials: s.credentials,
     public: s.public,
   });

@@ -24,6 +24,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import type { S3Checksums } from '../core/config.js';
 import { storageKey, type LinkOptions, type Storage, type StoredObject } from './types.js';
 
 export interface S3Options {
@@ -33,6 +34,8 @@ export interface S3Options {
   endpoint: string | undefined;
   region: string;
   forcePathStyle: boolean;
+  /** Default: the SDK's (WHEN_SUPPORTED). */
+  checksums?: S3Checksums;
   credentials: { accessKeyId: string; secretAccessKey: string; sessionToken?: string | undefined } | undefined;
   /** Presigned links for clients (true), or downloads streamed through trainhook (false). */
   public: boolean;
@@ -64,6 +67,10 @@ export class S3Storage implements Storage {
       // Uploads retry on their own schedule (jobs/file-sync.ts); the SDK's three tries stay for reads.
       maxAttempts: 3,
     };
+    if (opts.checksums) {
+      config.requestChecksumCalculation = opts.checksums.request;
+      config.responseChecksumValidation = opts.checksums.response;
+    }
     if (opts.endpoint) config.endpoint = opts.endpoint;
     // A copy: the SDK writes into the credentials it is given, and the config's are frozen.
     if (opts.credentials) config.credentials = { ...opts.credentials };
