@@ -41,6 +41,8 @@ before(async () => {
   });
   srv.route('/redirect', (_req, res) => res.writeHead(302, { location: '/ok.zip' }).end());
   srv.route('/redirect-loop', (_req, res) => res.writeHead(302, { location: '/redirect-loop' }).end());
+  srv.route('/redirect-broken', (_req, res) => res.writeHead(302, { location: 'http://[::1' }).end());
+  srv.route('/redirect-ftp', (_req, res) => res.writeHead(302, { location: 'ftp://127.0.0.1/x.zip' }).end());
   srv.route('/redirect-metadata', (_req, res) => res.writeHead(302, { location: 'http://169.254.169.254/latest/meta-data/' }).end());
   srv.route('/silent', () => {}); // never answers
   srv.route('/stall', (_req, res) => {
@@ -159,6 +161,14 @@ describe('downloadToFile', () => {
     await expectFail(downloadToFile(srv.url('/redirect-loop'), dest(), opts({ maxRedirects: 3 })), (e) =>
       assert.match(e.message, /too many redirects/),
     );
+    // A Location that is no URL, or not http(s), fails at once: another attempt gets the same.
+    for (const [route, why] of [['/redirect-broken', /redirect to an invalid URL/], ['/redirect-ftp', /unsupported scheme ftp:/]] as const) {
+      await expectFail(downloadToFile(srv.url(route), dest(), opts()), (e) => {
+        assert.match(e.message, why);
+        assert.equal(details(e).attempt, 1);
+      });
+      assert.equal(srv.hits(route), 1);
+    }
   });
 
   it('refuses 127.0.0.1 when it is not allow-listed, without retrying', async () => {

@@ -15,9 +15,10 @@ import { rename, rm } from 'node:fs/promises';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import { JobError, toJobError, type JobErrorCode } from '../core/errors.js';
 import { isOutboundBlockedError } from '../net/outbound.js';
+import { getFollowingRedirects, RedirectError } from '../net/redirects.js';
 
 export type DownloadOptions = {
   dispatcher: Dispatcher;
@@ -110,52 +111,38 @@ function validatorsOf(headers: Record<string, string | string[] | undefined>): V
 type AttemptResult = { bytes: number; sha256: string; validators: Validators; notModified: boolean };
 
 async function attempt(url: URL, dest: string, opts: DownloadOptions): Promise<AttemptResult> {
-  let current = url;
   const conditional: Record<string, string> = {};
   if (opts.validators?.etag) conditional['if-none-match'] = opts.validators.etag;
   if (opts.validators?.lastModified) conditional['if-modified-since'] = opts.validators.lastModified;
-  for (let hop = 0; ; hop++) {
-    let res: Dispatcher.ResponseData;
-    try {
-      res = await request(current, {
-        dispatcher: opts.dispatcher,
-        method: 'GET',
-        headersTimeout: opts.timeoutMs,
-        bodyTimeout: opts.timeoutMs,
-        signal: opts.signal,
-        headers: { 'accept-encoding': 'identity', 'user-agent': 'trainhook', ...conditional, ...(current.origin === url.origin ? opts.headers : {}) },
-      });
-    } catch (err) {
-      throw classify(err);
-    }
-    const status = res.statusCode;
-    if (status === 304 && Object.keys(conditional).length > 0) {
-      await res.body.dump();
-      return { bytes: 0, sha256: '', validators: opts.validators!, notModified: true };
-    }
-    if (status >= 300 && status < 400 && status !== 304) {
-      await res.body.dump();
-      const location = res.headers.location;
-      const loc = Array.isArray(location) ? location[0] : location;
-      if (!loc) throw new AttemptError(`HTTP ${status} redirect without a Location header`, false, { status });
-      if (hop >= (opts.maxRedirects ?? 5)) throw new AttemptError(`too many redirects (more than ${opts.maxRedirects ?? 5})`, false, { status });
-      const next = new URL(loc, current);
-      if (next.protocol !== 'http:' && next.protocol !== 'https:') {
-        throw new AttemptError(`redirect to an unsupported scheme ${next.protocol}`, false, { status });
-      }
-      current = next; // the next hop's address is judged by the dispatcher at connect time
-      continue;
-    }
-    if (status < 200 || status >= 300) {
-      await res.body.dump().catch(() => {});
-      const retryable = status >= 500 || status === 408 || status === 429;
-      throw new AttemptError(`HTTP ${status} from ${redactUrl(current)} (${hint(status)})`, retryable, {
-        status,
-        retryAfterMs: retryAfterMs(res.headers),
-      });
-    }
-    return save(res, current, dest, opts);
+  let res: Dispatcher.ResponseData;
+  let current: URL;
+  try {
+    ({ res, url: current } = await getFollowingRedirects(url, {
+      dispatcher: opts.dispatcher,
+      timeoutMs: opts.timeoutMs,
+      signal: opts.signal,
+      headers: { 'accept-encoding': 'identity', 'user-agent': 'trainhook', ...conditional },
+      originHeaders: opts.headers,
+      maxRedirects: opts.maxRedirects ?? 5,
+    }));
+  } catch (err) {
+    if (err instanceof RedirectError) throw new AttemptError(err.message, false, { status: err.status });
+    throw classify(err);
   }
+  const status = res.statusCode;
+  if (status === 304 && Object.keys(conditional).length > 0) {
+    await res.body.dump();
+    return { bytes: 0, sha256: '', validators: opts.validators!, notModified: true };
+  }
+  if (status < 200 || status >= 300) {
+    await res.body.dump().catch(() => {});
+    const retryable = status >= 500 || status === 408 || status === 429;
+    throw new AttemptError(`HTTP ${status} from ${redactUrl(current)} (${hint(status)})`, retryable, {
+      status,
+      retryAfterMs: retryAfterMs(res.headers),
+    });
+  }
+  return save(res, current, dest, opts);
 }
 
 /**

@@ -196,7 +196,7 @@ describe('hubSnapshot against a Hub on 127.0.0.1', () => {
       const loop = await hubSnapshot({ repo: 'org/loop', revision: 'main' }, options(workdir)).then(() => null, (e: unknown) => e);
       assert.ok(loop instanceof JobError, String(loop));
       assert.equal(loop.code, 'MODEL_DOWNLOAD_FAILED');
-      assert.match(loop.message, new RegExp(`too many redirects from the model info API \\(more than ${MAX_INFO_REDIRECTS}\\)`));
+      assert.match(loop.message, new RegExp(`too many redirects \\(more than ${MAX_INFO_REDIRECTS}\\) from the model info API`));
       assert.equal(requests.length, MAX_INFO_REDIRECTS + 1);
 
       const inside = await hubSnapshot({ repo: 'org/inside', revision: 'main' }, options(workdir)).then(() => null, (e: unknown) => e);

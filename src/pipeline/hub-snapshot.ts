@@ -22,7 +22,8 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+import { getFollowingRedirects, RedirectError } from '../net/redirects.js';
 import { JobError } from '../core/errors.js';
 import { downloadToFile, redactUrl } from '../datasets/download.js';
 import { SNAPSHOT_RECORD, hubCacheDir, type HubRef } from '../engines/hub.js';
@@ -133,43 +134,24 @@ const INFO_MAX_BYTES = 16 * 1024 * 1024;
  */
 async function listFiles(ref: HubRef, opts: HubOptions): Promise<{ sha: string | null; siblings: string[] }> {
   const url = `${opts.endpoint}/api/models/${ref.repo}/revision/${encodeURIComponent(ref.revision)}`;
-  const origin = new URL(opts.endpoint).origin;
-  let current = new URL(url);
   let res: Dispatcher.ResponseData;
-  for (let hop = 0; ; hop++) {
-    try {
-      res = await request(current, {
-        dispatcher: opts.dispatcher,
-        method: 'GET',
-        headersTimeout: opts.timeoutMs,
-        bodyTimeout: opts.timeoutMs,
-        signal: opts.signal,
-        headers: { accept: 'application/json', 'user-agent': 'trainhook', ...(current.origin === origin ? authHeaders(opts) : {}) },
-      });
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      const message = err instanceof Error ? err.message : String(err);
-      // The SSRF guard's refusal would come back the same; anything else on the wire may not.
-      throw fail(ref, opts, `network error: ${code ? `${code} ` : ''}${message}`, { url: redactUrl(current.href), transient: code !== 'SSRF_BLOCKED' }, err);
+  try {
+    ({ res } = await getFollowingRedirects(new URL(url), {
+      dispatcher: opts.dispatcher,
+      timeoutMs: opts.timeoutMs,
+      signal: opts.signal,
+      headers: { accept: 'application/json', 'user-agent': 'trainhook' },
+      originHeaders: authHeaders(opts),
+      maxRedirects: MAX_INFO_REDIRECTS,
+    }));
+  } catch (err) {
+    if (err instanceof RedirectError) {
+      throw fail(ref, opts, `${err.message} from the model info API`, { url: redactUrl(err.url.href), status: err.status }, err);
     }
-    const status = res.statusCode;
-    if (status < 300 || status >= 400 || status === 304) break;
-    await res.body.dump().catch(() => {});
-    const location = Array.isArray(res.headers.location) ? res.headers.location[0] : res.headers.location;
-    if (!location) throw fail(ref, opts, `HTTP ${status} redirect without a Location header from the model info API`, { url: redactUrl(current.href), status });
-    if (hop >= MAX_INFO_REDIRECTS) {
-      throw fail(ref, opts, `too many redirects from the model info API (more than ${MAX_INFO_REDIRECTS})`, { url: redactUrl(url), status });
-    }
-    let next: URL;
-    try {
-      next = new URL(location, current);
-    } catch (err) {
-      throw fail(ref, opts, `HTTP ${status} redirect to an invalid URL`, { url: redactUrl(current.href), status }, err);
-    }
-    if (next.protocol !== 'http:' && next.protocol !== 'https:') {
-      throw fail(ref, opts, `HTTP ${status} redirect to an unsupported scheme ${next.protocol}`, { url: redactUrl(current.href), status });
-    }
-    current = next;
+    const code = (err as { code?: string }).code;
+    const message = err instanceof Error ? err.message : String(err);
+    // The SSRF guard's refusal would come back the same; anything else on the wire may not.
+    throw fail(ref, opts, `network error: ${code ? `${code} ` : ''}${message}`, { url: redactUrl(url), transient: code !== 'SSRF_BLOCKED' }, err);
   }
   if (res.statusCode !== 200) {
     await res.body.dump().catch(() => {});
