@@ -211,6 +211,7 @@ export async function startServer(config: Config, overrides: ServerOverrides = {
     hook,
     engines,
     gpuAvailable,
+    modelsDir: config.hfModelsDir,
     maxQueueLength: config.maxQueueLength,
     cacheSize: config.jobCacheSize,
     logger,

@@ -99,11 +99,12 @@ describe('transformers engine, method qlora (worker level, CPU)', () => {
     fs.writeFileSync(path.join(data, 'val.jsonl'), jsonl(SAMPLES));
   });
 
-  test('submit: qlora is refused without CUDA (QLORA_NEEDS_CUDA) and accepted on a CUDA server', () => {
+  test('submit: qlora is refused without CUDA (QLORA_NEEDS_CUDA) and accepted on a CUDA server', async () => {
     const mc = TransformersModelConfigSchema.parse({ framework: 'transformers', name: 'q', task: 'causal-lm', base_model: 'tiny-llama', method: 'qlora' });
-    const refused = transformersEngine.refuse!(mc, { gpuAvailable: false });
+    const modelsDir = path.dirname(model);
+    const refused = await transformersEngine.refuse!(mc, { gpuAvailable: false, modelsDir });
     assert.equal(typeof refused === 'object' && refused?.code, 'QLORA_NEEDS_CUDA');
-    assert.equal(transformersEngine.refuse!(mc, { gpuAvailable: true }), null);
+    assert.equal(await transformersEngine.refuse!(mc, { gpuAvailable: true, modelsDir }), null);
   });
 
   test('trains LoRA on the 4-bit base (bitsandbytes Linear4bit, nf4), resumes after a stop, exports merged', async () => {

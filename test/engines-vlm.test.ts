@@ -17,8 +17,9 @@
  *   artifact holding every optimizer step once;
  * - lines whose image is missing, outside the archive (.., absolute), not an image, or absent fail
  *   the job with DATASET_INVALID naming file and line;
- * - a causal-LM folder for vision-lm, and a vision-language folder for causal-lm, fail the job
- *   with MODEL_DOWNLOAD_FAILED (reason BASE_MODEL_TASK_MISMATCH) naming the task to use;
+ * - a causal-LM folder for vision-lm, and a vision-language folder for causal-lm, are refused at
+ *   submit (400 BASE_MODEL_TASK_MISMATCH) naming the task to use; a folder that arrives only after
+ *   submit fails the job in the worker (MODEL_DOWNLOAD_FAILED, reason BASE_MODEL_TASK_MISMATCH);
  * - the model exports (merged; on the first backend adapter and int8 too): the model card says
  *   vision-lm, the package's inference.py answers `--image … --prompt …` with the memorised colour;
  * - POST /models/{id}/generate with a base64 image answers each image's colour; without an image
@@ -326,16 +327,29 @@ for (const [index, backend] of backends().entries()) {
       assert.match(problems[4].message, /"image" is missing/);
     });
 
-    test('a causal LM folder for vision-lm, and a vision-language folder for causal-lm, fail naming the task to use', async () => {
+    test('a causal LM folder for vision-lm, and a vision-language folder for causal-lm, are refused naming the task to use', async () => {
+      // At submit, while the folder is on this node: 400.
       for (const [task, base, use] of [['vision-lm', 'tiny-llama', 'causal-lm'], ['causal-lm', 'tiny-llava', 'vision-lm']] as const) {
         const r = await submit({ name: `mismatch-${task}`, task, base_model: base, ...FAST, epochs: 1 }, 'colours.zip');
-        assert.equal(r.status, 202, r.text);
-        const job = await finished(r.json.job_id);
-        assert.equal(job.status, 'failed');
-        assert.equal(job.error.code, 'MODEL_DOWNLOAD_FAILED', JSON.stringify(job.error));
-        assert.equal(job.error.details.reason, 'BASE_MODEL_TASK_MISMATCH', JSON.stringify(job.error));
-        assert.ok(job.error.message.includes(`use task ${use}`), job.error.message);
+        assert.equal(r.status, 400, r.text);
+        assert.equal(r.json.error.code, 'BASE_MODEL_TASK_MISMATCH', r.text);
+        assert.ok(r.json.error.message.includes(`use task ${use}`), r.json.error.message);
       }
+      // A folder that arrives after submit (or lives only on the training node) is judged by the
+      // worker as it loads it: the job fails. The dataset is held back until the folder is there.
+      const late = `late-llava-${index}`;
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      host.route(`/${late}.zip`, (req, res, hit) => void released.then(() => serveFile(path.join(files, 'colours.zip'))(req, res, hit)));
+      const r = await submit({ name: 'mismatch-late', task: 'causal-lm', base_model: late, ...FAST, epochs: 1 }, `${late}.zip`);
+      assert.equal(r.status, 202, r.text);
+      fs.cpSync(path.join(files, 'hf-models', 'tiny-llava'), path.join(files, 'hf-models', late), { recursive: true });
+      release();
+      const job = await finished(r.json.job_id);
+      assert.equal(job.status, 'failed');
+      assert.equal(job.error.code, 'MODEL_DOWNLOAD_FAILED', JSON.stringify(job.error));
+      assert.equal(job.error.details.reason, 'BASE_MODEL_TASK_MISMATCH', JSON.stringify(job.error));
+      assert.ok(job.error.message.includes('use task vision-lm'), job.error.message);
     });
 
     const imagePath = (colour: string) => path.join(files, 'colours', 'images', `${colour}.png`);

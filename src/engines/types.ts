@@ -116,6 +116,16 @@ export interface ResolvedPreset {
 export type ConfigMode = 'user' | 'developer';
 
 /** Seed-style User and Developer presets: base configs, checked overrides, resolved YAML. */
+/** What an engine's refuse() knows of the node a request arrives at. */
+export interface RefuseContext {
+  gpuAvailable: boolean;
+  /** HF_MODELS_DIR: local base model folders, as the pipeline resolves them. */
+  modelsDir: string;
+}
+
+/** A string is answered as 400 VALIDATION_ERROR; `{code, message}` as 400 with that code. */
+export type Refusal = string | { code: string; message: string } | null;
+
 export interface EnginePresets {
   /** The tasks that have a base config. */
   tasks: string[];
@@ -169,7 +179,7 @@ export interface Engine<MC extends ModelConfigBase = ModelConfigBase> {
    * A problem that makes a request impossible on this node (e.g. a GPU-only method), or null.
    * A string is answered as 400 VALIDATION_ERROR; `{code, message}` as 400 with that code.
    */
-  refuse?(config: MC, ctx: { gpuAvailable: boolean }): string | { code: string; message: string } | null;
+  refuse?(config: MC, ctx: RefuseContext): Refusal | Promise<Refusal>;
   /** The worker's arguments for a job: stored with the job as what it trained with. */
   trainArgs(config: MC, ctx: TrainArgsContext): Record<string, unknown>;
   /**

@@ -52,6 +52,8 @@ export class JobService {
       engines: Engines;
       /** Whether this node trains on a GPU (an engine may refuse GPU-only requests otherwise). */
       gpuAvailable: boolean;
+      /** HF_MODELS_DIR, for engines that judge a local base model folder at submit. */
+      modelsDir: string;
       maxQueueLength: number;
       /** Jobs kept in memory for status reads (0: none). */
       cacheSize: number;
@@ -170,7 +172,7 @@ export class JobService {
       ]);
     }
     const engine = this.opts.engines.require(req.model_config.framework);
-    const refusal = engine.refuse?.(req.model_config, { gpuAvailable: this.opts.gpuAvailable });
+    const refusal = await engine.refuse?.(req.model_config, { gpuAvailable: this.opts.gpuAvailable, modelsDir: this.opts.modelsDir });
     if (refusal) {
       const { code, message } = typeof refusal === 'string' ? { code: 'VALIDATION_ERROR', message: refusal } : refusal;
       throw new HttpError(400, code, message, [{ path: ['model_config'], message }]);

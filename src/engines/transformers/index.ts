@@ -10,11 +10,21 @@
  * model takes an image with the prompt there (takesImage).
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseHubId } from '../hub.js';
 import { schemaPresets } from '../presets.js';
-import type { Engine, MetricsSpec } from '../types.js';
+import type { BaseModelSource, Engine, MetricsSpec } from '../types.js';
+import { folderTask } from './base-folder.js';
 import { TRANSFORMERS_TASKS, TransformersModelConfigSchema, type TransformersModelConfig } from './request.js';
+
+/** A base_model that names one folder (the pipeline refuses anything else, with its own message). */
+const FOLDER_NAME = /^\w[\w.-]*$/;
+
+function engineBase(mc: TransformersModelConfig): BaseModelSource {
+  const hub = parseHubId(mc.base_model);
+  return hub ? { kind: 'hub', ...hub } : { kind: 'directory', name: mc.base_model };
+}
 
 const WORKER = fileURLToPath(new URL('../../../worker/engines/transformers/', import.meta.url));
 
@@ -72,12 +82,9 @@ export const transformersEngine: Engine<TransformersModelConfig> = {
     },
   }),
   models: () => [],
-  baseModel: (mc) => {
-    const hub = parseHubId(mc.base_model);
-    return hub ? { kind: 'hub', ...hub } : { kind: 'directory', name: mc.base_model };
-  },
+  baseModel: (mc) => engineBase(mc),
   datasetFormats: () => ['jsonl'],
-  refuse(mc, { gpuAvailable }) {
+  async refuse(mc, { gpuAvailable, modelsDir }) {
     // QLoRA is a GPU method (4-bit weights to fit a large base in GPU memory). The worker's
     // bitsandbytes also runs on the CPU, which its tests use on a tiny model, but a CPU-only server
     // refuses qlora at submit: lora trains there without quantization's dequantize-per-matmul cost.
@@ -86,6 +93,18 @@ export const transformersEngine: Engine<TransformersModelConfig> = {
     }
     if (mc.mixed_precision === 'fp16' && !gpuAvailable) {
       return { code: 'FP16_NEEDS_CUDA', message: 'mixed_precision fp16 needs a CUDA GPU and this server has none: use bf16 or no' };
+    }
+    // A folder on this node is judged now; a Hub model, or a folder only the training node has,
+    // when the worker loads it (the same check, failing the job).
+    const base = engineBase(mc);
+    if (base.kind === 'directory' && FOLDER_NAME.test(base.name)) {
+      const found = await folderTask(path.join(modelsDir, base.name));
+      if (found && found !== mc.task) {
+        return {
+          code: 'BASE_MODEL_TASK_MISMATCH',
+          message: `base model ${base.name} is a ${found === 'vision-lm' ? 'vision-language' : 'causal language'} model, and task ${mc.task} needs ${mc.task === 'vision-lm' ? 'a vision-language' : 'a causal language'} one: use task ${found} with it, or name another base_model`,
+        };
+      }
     }
     return null;
   },
