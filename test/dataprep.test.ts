@@ -261,6 +261,14 @@ for (const backend of backends()) {
         assert.deepEqual(r.json.statistics.videos, { train: videos['train']!.size, val: videos['val']!.size, test: videos['test']!.size });
         assert.equal(r.json.statistics.train_samples, parts.train.length);
         for (const l of [...parts.train, ...parts.val, ...parts.test]) assert.ok(fs.existsSync(path.join(files(d), l.image!)), l.image);
+        // Each split also as LLaVA conversations, in the same order.
+        for (const p of ['train', 'val', 'test'] as const) {
+          const llava = JSON.parse(fs.readFileSync(path.join(files(d), `llava_${p}.json`), 'utf8'));
+          assert.deepEqual(
+            llava.map((e: any) => [e.image, e.conversations[0].value, e.conversations[1].value]),
+            parts[p].map((l) => [l.image, `<image>\n${l.prompt}`, l.completion]),
+          );
+        }
         // Checked as a jsonl dataset: train.jsonl and val.jsonl (test.jsonl beside them).
         assert.equal(d.info.samples_per_split.train, parts.train.length);
         assert.equal(d.info.samples_per_split.val, parts.val.length);

@@ -4,7 +4,8 @@
  * on them by id work the same way.
  *
  *   convert   a SAM2 annotation export ZIP → a vision-language jsonl dataset (sam2/convert.ts)
- *   split     a stored jsonl dataset → a new one with train/val(/test) files and the same
+ *   split     a stored jsonl dataset → a new one with train/val(/test) files (and each as LLaVA
+ *             conversations, llava_<split>.json) and the same
  *             images, its parent_id the dataset it came from
  *   validate  a stored jsonl dataset → a quality report, kept on its row
  */
@@ -24,6 +25,7 @@ import { convertSam2Export } from './sam2/convert.js';
 import type { Template } from './sam2/templates.js';
 import type { DatasetStore } from './store.js';
 import type { UploadedDatasets, UploadResult } from './uploads.js';
+import { llavaEntry, llavaJson } from './llava.js';
 
 /** Token counts of texts by a base model folder's tokenizer (a Python worker, given by the composition root). */
 export type CountTokens = (baseModelFolder: string, texts: string[]) => Promise<number[]>;
@@ -118,6 +120,7 @@ export class PreparedDatasets {
           copied.add(s.image);
         }
         await writeFile(path.join(out, `${part}.jsonl`), `${list.map((s) => JSON.stringify(s.value)).join('\n')}\n`);
+        await writeFile(path.join(out, `llava_${part}.json`), llavaJson(list.map((s, i) => llavaEntry(`${part}-${i}`, s))));
       }
       const result = await this.store(out, {
         ...opts,

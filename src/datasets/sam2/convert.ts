@@ -15,6 +15,7 @@
 import { copyFile, mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { checkImage, extensionOf, imageScratch } from '../images.js';
+import { llavaEntry, llavaJson, type LlavaEntry } from '../llava.js';
 import { PrepareError } from '../prepare/errors.js';
 import { safeImagePath } from '../prepare/samples.js';
 import { ANNOTATIONS_FILE, Sam2Export, type Sam2Object } from './format.js';
@@ -89,8 +90,6 @@ function boxOf(o: Sam2Object, width: number, height: number, field: string): Fra
   return [clamp(x, width), clamp(y, height), clamp(x + w, width), clamp(y + h, height)];
 }
 
-type LlavaEntry = { id: string; image: string; conversations: [{ from: 'human'; value: string }, { from: 'gpt'; value: string }] };
-
 export async function convertSam2Export(
   extracted: string,
   outDir: string,
@@ -135,14 +134,7 @@ export async function convertSam2Export(
       for (const s of frameSamples({ objects, width: image.width, height: image.height, previous, videoClasses }, templates)) {
         const meta = { video: video.id, frame: f.index, classes: s.classes, template: s.template };
         lines.push(JSON.stringify({ image: imagePath, prompt: s.prompt, completion: s.completion, meta }));
-        llava.push({
-          id: `${video.id}-${f.index}-${stats.samples}`,
-          image: imagePath,
-          conversations: [
-            { from: 'human', value: `<image>\n${s.prompt}` },
-            { from: 'gpt', value: s.completion },
-          ],
-        });
+        llava.push(llavaEntry(`${video.id}-${f.index}-${stats.samples}`, { image: imagePath, prompt: s.prompt, completion: s.completion }));
         stats.samples++;
         stats.samples_per_template[s.template] = (stats.samples_per_template[s.template] ?? 0) + 1;
       }
@@ -152,6 +144,6 @@ export async function convertSam2Export(
   if (stats.samples < 2) throw invalid(ANNOTATIONS_FILE, 'videos', `the export gives ${stats.samples} sample(s): at least 2 are needed to train and validate`);
   stats.classes = Object.keys(stats.class_distribution).sort();
   await writeFile(path.join(outDir, 'data.jsonl'), `${lines.join('\n')}\n`);
-  await writeFile(path.join(outDir, 'llava.json'), JSON.stringify(llava, null, 1));
+  await writeFile(path.join(outDir, 'llava.json'), llavaJson(llava));
   return stats;
 }
