@@ -10,19 +10,21 @@ mapping and Trainer's checkpoint-folder layout there; the loop is also what a ba
 transformers/peft script does, so trainhook's overhead over one stays small.
 
 Everything lands in spec.run_dir:
-- last.pt: the training state after the last optimizer step saved (at each epoch's end, every
-  save_steps optimizer steps when set, and when a stop arrives mid-epoch): the trainable weights
+- last.pt: the training state after the last optimizer step saved (at an epoch's end, paced so
+  that saving takes at most 2 % of the time (SavePacer); every save_steps optimizer steps when set;
+  and when a stop arrives mid-epoch): the trainable weights
   (the LoRA adapter, or every weight with method full), the optimizer, the scheduler, the step,
   the epoch and its position in it, the running sums, the best so far and every epoch's metrics.
   Resume continues from it.
 - adapter.zip (method lora or qlora) / model.zip (method full): the save_pretrained folder of the epoch with
   the lowest val_loss (adapter_model.safetensors + adapter_config.json; or the model and its
   tokenizer): what `done.best` names and the registry keeps.
-- checkpoint-<epoch>.zip: the same for each epoch, the newest save_total_limit kept.
+- checkpoint-<epoch>.zip: the same for each epoch that saved, the newest save_total_limit kept.
 - metrics.csv, training_config.json.
 - tensorboard/ and, at the end, tensorboard.zip: the TensorBoard events (tensorboard_log.py).
 
-The epoch event means "this epoch is in last.pt": it is sent after the epoch's save. A mid-epoch
+An epoch event is sent after the epoch's save, when it saves; an epoch paced out is in the next
+last.pt, and a crash before then repeats it (recorded once by the service). A mid-epoch
 save (save_steps, or a stop) records the epoch, the batch group reached in it and the global
 step; a resumed worker skips the groups already done (each epoch's order is fixed by the seed
 and the epoch) and sends no epoch twice.
@@ -327,6 +329,7 @@ def run(spec: dict[str, Any], rt: Any) -> None:
     rt.emit("phase", phase="training")
     rt.interruptible = False
     every = max(1.0, float(spec.get("progress_every_pct") or 5))
+    pacer = SavePacer()
     while state["epoch"] <= epochs:
         epoch = state["epoch"]
         rt.current_epoch = epoch
@@ -388,12 +391,18 @@ def run(spec: dict[str, Any], rt: Any) -> None:
         metrics = {"train_loss": train_loss, "val_loss": val_loss, "val_token_accuracy": accuracy,
                    "learning_rate": scheduler.get_last_lr()[0]}
         improved = state["best_val_loss"] is None or val_loss < state["best_val_loss"]
-        save_model(model, tok, method, run_dir / f"checkpoint-{epoch}.zip", run_dir)
         if improved:
             state["best_val_loss"], state["best_epoch"], state["best_metrics"] = val_loss, epoch, metrics
-            shutil.copyfile(run_dir / f"checkpoint-{epoch}.zip", run_dir / ".best.zip.tmp")
-            os.replace(run_dir / ".best.zip.tmp", run_dir / best_name(method))
-        prune_checkpoints(run_dir, int(args["save_total_limit"]))
+        saving = pacer.due(final=epoch == epochs)
+        if saving:
+            save_model(model, tok, method, run_dir / f"checkpoint-{epoch}.zip", run_dir)
+            if improved:
+                shutil.copyfile(run_dir / f"checkpoint-{epoch}.zip", run_dir / ".best.zip.tmp")
+                os.replace(run_dir / ".best.zip.tmp", run_dir / best_name(method))
+            prune_checkpoints(run_dir, int(args["save_total_limit"]))
+        elif improved:
+            # The best is what the job delivers: written whenever it improves, paced or not.
+            save_model(model, tok, method, run_dir / best_name(method), run_dir)
         seconds = time.time() - started
         payload = {"epoch": epoch, "epochs": epochs, "metrics": metrics, "epoch_seconds": seconds,
                    "fitness": -val_loss, "best_fitness": -state["best_val_loss"], "best_epoch": state["best_epoch"]}
@@ -401,11 +410,14 @@ def run(spec: dict[str, Any], rt: Any) -> None:
         append_csv(run_dir / "metrics.csv", epoch, metrics, seconds)
         tb.epoch(state["global_step"], epoch, metrics)
         state.update(epoch=epoch + 1, group=0, loss_sum=0.0, tokens=0, epochs_completed=epoch)
-        save_last()
-        rt.stopped_state = {"epochs_completed": epoch, "last": str(last)}
+        if saving:
+            save_last()
+            pacer.saved()
+            rt.stopped_state = {"epochs_completed": epoch, "last": str(last)}
         if improved:
             rt.emit("checkpoint", kind="best", path=str(run_dir / best_name(method)), epoch=epoch)
-        rt.emit("checkpoint", kind="last", path=str(last), epoch=epoch)
+        if saving:
+            rt.emit("checkpoint", kind="last", path=str(last), epoch=epoch)
         rt.emit("epoch", **payload)
 
     rt.emit("phase", phase="finalizing")
@@ -459,6 +471,36 @@ def autocast(device_type: str, dtype: Any) -> Any:
 def best_name(method: str) -> str:
     return "model.zip" if method == "full" else "adapter.zip"
 
+
+class SavePacer:
+    """When an epoch's end saves its checkpoint ZIP and last.pt: each time, unless the last such
+    save took more than SAVE_BUDGET of the time since it ended. Epochs of a second or less (a small
+    model on a small set) would otherwise spend a tenth of their time writing; at realistic epoch
+    lengths every epoch saves. The first and the last epoch always save, as do save_steps saves and
+    a stop, and a new best model is written whenever it improves. An epoch not saved is recorded
+    all the same; a crash before the next save repeats it from the previous last.pt, and the
+    service keeps one row per epoch."""
+
+    def __init__(self) -> None:
+        self.cost = 0.0
+        self.ended = 0.0
+        self.started = 0.0
+
+    def due(self, final: bool) -> bool:
+        now = time.monotonic()
+        if final or self.ended == 0.0 or self.cost <= SAVE_BUDGET * (now - self.ended):
+            self.started = now
+            return True
+        return False
+
+    def saved(self) -> None:
+        self.ended = time.monotonic()
+        self.cost = self.ended - self.started
+
+
+# The share of training time epoch-end saves may take (the same 2 % the service allows its
+# uploads of those files).
+SAVE_BUDGET = 0.02
 
 SAVE_DIR = ".save"
 KEPT_IN_SAVE_DIR = "README.md"
