@@ -18,10 +18,9 @@
  * - the engine's submit-time rule: qlora refused without CUDA, accepted with it.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { before, describe, test } from 'node:test';
 import { PNG } from 'pngjs';
@@ -29,9 +28,8 @@ import { setupPython } from '../scripts/setup-python.mjs';
 import { transformersEngine } from '../src/engines/transformers/index.js';
 import { TransformersModelConfigSchema } from '../src/engines/transformers/request.js';
 import { tempDir } from './helpers/server.js';
+import { runWorker, type WorkerEvent } from './helpers/worker-run.js';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const MAIN = path.join(ROOT, 'worker', 'main.py');
 const TRAIN = transformersEngine.python.train;
 const EXPORT = transformersEngine.python.export!;
 const MAKE_MODEL = fileURLToPath(new URL('./engines/transformers/make_tiny_llama.py', import.meta.url));
@@ -46,27 +44,7 @@ const ARGS = {
   target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj', 'lm_head'],
 };
 
-type Event = { type: string; [k: string]: any };
-
-/** One worker run: its stdout events, its exit code and stderr; `onEvent` may stop it (SIGTERM). */
-function runWorker(python: string, entry: string, spec: object, specFile: string, onEvent?: (e: Event, stop: () => void) => void) {
-  fs.writeFileSync(specFile, JSON.stringify(spec));
-  return new Promise<{ events: Event[]; code: number | null; stderr: string }>((resolve, reject) => {
-    const child = spawn(python, [MAIN, '--entry', entry, '--spec', specFile], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
-    const events: Event[] = [];
-    let stderr = '';
-    child.stderr.on('data', (d) => (stderr += d));
-    readline.createInterface({ input: child.stdout }).on('line', (line) => {
-      const e = JSON.parse(line) as Event;
-      events.push(e);
-      onEvent?.(e, () => child.kill('SIGTERM'));
-    });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ events, code, stderr }));
-  });
-}
-
-const epochsOf = (events: Event[]) => events.filter((e) => e.type === 'epoch');
+const epochsOf = (events: WorkerEvent[]) => events.filter((e) => e.type === 'epoch');
 const jsonl = (rows: object[]) => rows.map((r) => JSON.stringify(r) + '\n').join('');
 
 function png([r, g, b]: [number, number, number]): Buffer {
