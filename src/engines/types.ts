@@ -115,7 +115,6 @@ export interface ResolvedPreset {
 
 export type ConfigMode = 'user' | 'developer';
 
-/** Seed-style User and Developer presets: base configs, checked overrides, resolved YAML. */
 /** What an engine's refuse() knows of the node a request arrives at. */
 export interface RefuseContext {
   gpuAvailable: boolean;
@@ -126,6 +125,7 @@ export interface RefuseContext {
 /** A string is answered as 400 VALIDATION_ERROR; `{code, message}` as 400 with that code. */
 export type Refusal = string | { code: string; message: string } | null;
 
+/** Seed-style User and Developer presets: base configs, checked overrides, resolved YAML. */
 export interface EnginePresets {
   /** The tasks that have a base config. */
   tasks: string[];

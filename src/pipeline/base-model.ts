@@ -18,6 +18,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Dispatcher } from 'undici';
+import { modelFolder } from '../engines/model-folder.js';
 import { JobError } from '../core/errors.js';
 import { downloadToFile } from '../datasets/download.js';
 import type { BaseModelSource } from '../engines/types.js';
@@ -104,10 +105,8 @@ export async function resolveBaseModel(source: BaseModelSource, opts: BaseModelO
     case 'none':
       return { model: null, source: null, sha256: null };
     case 'directory': {
-      const root = path.resolve(opts.modelDirs ?? path.join(opts.workdir, 'hf-models'));
-      const dir = path.join(root, source.name);
-      // One path segment: the request names a folder of this server's, never a path of its disk.
-      if (!/^[\w][\w.-]*$/.test(source.name) || source.name.includes('..') || path.dirname(dir) !== root) {
+      const dir = modelFolder(opts.modelDirs ?? path.join(opts.workdir, 'hf-models'), source.name);
+      if (!dir) {
         throw new JobError('MODEL_DOWNLOAD_FAILED', `base model ${JSON.stringify(source.name)} is not a folder name`, { base_model: source.name });
       }
       if (!fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory()) {

@@ -10,16 +10,13 @@
  * model takes an image with the prompt there (takesImage).
  */
 import fs from 'node:fs';
-import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseHubId } from '../hub.js';
+import { modelFolder } from '../model-folder.js';
 import { schemaPresets } from '../presets.js';
 import type { BaseModelSource, Engine, MetricsSpec } from '../types.js';
 import { folderTask } from './base-folder.js';
 import { TRANSFORMERS_TASKS, TransformersModelConfigSchema, type TransformersModelConfig } from './request.js';
-
-/** A base_model that names one folder (the pipeline refuses anything else, with its own message). */
-const FOLDER_NAME = /^\w[\w.-]*$/;
 
 function engineBase(mc: TransformersModelConfig): BaseModelSource {
   const hub = parseHubId(mc.base_model);
@@ -97,12 +94,14 @@ export const transformersEngine: Engine<TransformersModelConfig> = {
     // A folder on this node is judged now; a Hub model, or a folder only the training node has,
     // when the worker loads it (the same check, failing the job).
     const base = engineBase(mc);
-    if (base.kind === 'directory' && FOLDER_NAME.test(base.name)) {
-      const found = await folderTask(path.join(modelsDir, base.name));
+    // A name that is no single folder is refused by the pipeline, with its own message.
+    const dir = base.kind === 'directory' ? modelFolder(modelsDir, base.name) : null;
+    if (dir) {
+      const found = await folderTask(dir);
       if (found && found !== mc.task) {
         return {
           code: 'BASE_MODEL_TASK_MISMATCH',
-          message: `base model ${base.name} is a ${found === 'vision-lm' ? 'vision-language' : 'causal language'} model, and task ${mc.task} needs ${mc.task === 'vision-lm' ? 'a vision-language' : 'a causal language'} one: use task ${found} with it, or name another base_model`,
+          message: `base model ${mc.base_model} is a ${found === 'vision-lm' ? 'vision-language' : 'causal language'} model, and task ${mc.task} needs ${mc.task === 'vision-lm' ? 'a vision-language' : 'a causal language'} one: use task ${found} with it, or name another base_model`,
         };
       }
     }
