@@ -5,21 +5,20 @@
  * on by id and deleted like uploads.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { setupPython } from '../scripts/setup-python.mjs';
 import { transformersEngine } from '../src/engines/transformers/index.js';
 import { backends } from './helpers/database.js';
 import { rawZip } from './helpers/raw-zip.js';
 import { writeSam2Export, type DrawnFrame } from './helpers/sam2-export.js';
 import { api, startTestServer, tempDir, type TestServer } from './helpers/server.js';
+import { makeTinyLlama } from './helpers/tiny-models.js';
 import { writeSyntheticDataset, zipDirectory } from './helpers/synthetic-dataset.js';
 
-const MAKE_MODEL = fileURLToPath(new URL('./engines/transformers/make_tiny_llama.py', import.meta.url));
 
 type Line = { image?: string; prompt: string; completion: string; meta?: { video: string; frame: number; classes: string[]; template: string } };
 
@@ -63,9 +62,7 @@ for (const backend of backends()) {
       fs.writeFileSync(path.join(models, 'tiny-context', 'config.json'), JSON.stringify({ model_type: 'llama', max_position_embeddings: 64 }));
       process.env['OMP_NUM_THREADS'] = '1';
       python = await setupPython({ requirementsFile: transformersEngine.python.requirements });
-      fs.writeFileSync(path.join(dir, 'texts.json'), JSON.stringify(['Which objects are in this image? The image shows 1 car and 2 persons.', 'Where is the dog?']));
-      const built = spawnSync(python, [MAKE_MODEL, path.join(models, 'tiny-llama'), path.join(dir, 'texts.json')], { encoding: 'utf8' });
-      assert.equal(built.status, 0, built.stderr);
+      makeTinyLlama(python, path.join(models, 'tiny-llama'), ['Which objects are in this image? The image shows 1 car and 2 persons.', 'Where is the dog?']);
       server = await startTestServer({ backend, env: { RUN_JOBS: 'false', HF_MODELS_DIR: path.join(dir, 'hf-models') } });
       call = api(server.url);
     });

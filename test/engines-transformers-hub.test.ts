@@ -14,20 +14,18 @@
  *   naming the repo and the cause.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import type http from 'node:http';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { setupPython } from '../scripts/setup-python.mjs';
 import { transformersEngine } from '../src/engines/transformers/index.js';
 import { serveFile, startFileServer, type FileServer } from './helpers/file-server.js';
 import { api, startTestServer, tempDir, trainBody, type TestServer } from './helpers/server.js';
+import { makeTinyLlama } from './helpers/tiny-models.js';
 import { zipDirectory } from './helpers/synthetic-dataset.js';
 import { jobEnded, waitFor } from './helpers/wait.js';
 
-const MAKE_MODEL = fileURLToPath(new URL('./engines/transformers/make_tiny_llama.py', import.meta.url));
 const TOKEN = 'hf_test_token_0123456789';
 const SHA = 'a'.repeat(40);
 const REPO = 'tiny-org/tiny-llama';
@@ -75,10 +73,7 @@ describe('transformers base models from a Hugging Face Hub', { timeout: 10 * 60_
     const python = await setupPython({ requirementsFile: transformersEngine.python.requirements });
     files = tempDir('trainhook-hub-');
     const model = path.join(files, 'tiny-llama');
-    const texts = path.join(files, 'texts.json');
-    fs.writeFileSync(texts, JSON.stringify(SAMPLES.map((s) => s.prompt + s.completion)));
-    const built = spawnSync(python, [MAKE_MODEL, model, texts], { encoding: 'utf8', env: { ...process.env } });
-    assert.equal(built.status, 0, built.stderr);
+    makeTinyLlama(python, model, SAMPLES.map((s) => s.prompt + s.completion));
     modelFiles = fs.readdirSync(model).sort();
     assert.ok(modelFiles.includes('model.safetensors') && modelFiles.includes('config.json'), modelFiles.join(', '));
 

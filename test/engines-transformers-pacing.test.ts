@@ -8,18 +8,16 @@
  *   repeats the epochs since with the same metrics (the same seed and state), and finishes.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { before, describe, test } from 'node:test';
 import { setupPython } from '../scripts/setup-python.mjs';
 import { transformersEngine } from '../src/engines/transformers/index.js';
 import { tempDir } from './helpers/server.js';
+import { makeTinyLlama } from './helpers/tiny-models.js';
 import { runWorker, type WorkerEvent } from './helpers/worker-run.js';
 
 const TRAIN = transformersEngine.python.train;
-const MAKE_MODEL = fileURLToPath(new URL('./engines/transformers/make_tiny_llama.py', import.meta.url));
 const SAMPLES = [['cat', 'red'], ['dog', 'blue'], ['fox', 'green'], ['owl', 'yellow']].map(([a, c]) => ({ prompt: `What colour is the ${a}? `, completion: `The ${a} is ${c}.` }));
 const EPOCHS = 40;
 /** The four samples in one batch: one optimizer step an epoch, tens of milliseconds. */
@@ -38,10 +36,7 @@ describe('transformers: epoch-end saves paced on short epochs (worker level)', {
     python = await setupPython({ requirementsFile: transformersEngine.python.requirements });
     dir = tempDir('trainhook-pacing-');
     const model = path.join(dir, 'tiny-llama');
-    const texts = path.join(dir, 'texts.json');
-    fs.writeFileSync(texts, JSON.stringify(SAMPLES.map((s) => s.prompt + s.completion)));
-    const built = spawnSync(python, [MAKE_MODEL, model, texts], { encoding: 'utf8' });
-    assert.equal(built.status, 0, built.stderr);
+    makeTinyLlama(python, model, SAMPLES.map((s) => s.prompt + s.completion));
     const data = path.join(dir, 'data');
     fs.mkdirSync(data);
     const jsonl = SAMPLES.map((s) => JSON.stringify(s)).join('\n') + '\n';

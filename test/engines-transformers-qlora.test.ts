@@ -28,11 +28,11 @@ import { setupPython } from '../scripts/setup-python.mjs';
 import { transformersEngine } from '../src/engines/transformers/index.js';
 import { TransformersModelConfigSchema } from '../src/engines/transformers/request.js';
 import { tempDir } from './helpers/server.js';
+import { makeTinyLlama } from './helpers/tiny-models.js';
 import { runWorker, type WorkerEvent } from './helpers/worker-run.js';
 
 const TRAIN = transformersEngine.python.train;
 const EXPORT = transformersEngine.python.export!;
-const MAKE_MODEL = fileURLToPath(new URL('./engines/transformers/make_tiny_llama.py', import.meta.url));
 const MAKE_VLM = fileURLToPath(new URL('./engines/transformers/make_tiny_llava.py', import.meta.url));
 const COLOURS: Record<string, [number, number, number]> = { red: [255, 0, 0], blue: [0, 0, 255], green: [0, 255, 0], yellow: [255, 255, 0] };
 const PAIRS = [['cat', 'red'], ['dog', 'blue'], ['fox', 'green'], ['owl', 'yellow'], ['bee', 'purple'], ['cow', 'orange'], ['pig', 'black'], ['hen', 'white']];
@@ -67,10 +67,7 @@ describe('transformers engine, method qlora (worker level, CPU)', () => {
     python = await setupPython({ requirementsFile: transformersEngine.python.requirements });
     dir = tempDir('trainhook-qlora-');
     model = path.join(dir, 'tiny-llama');
-    const texts = path.join(dir, 'texts.json');
-    fs.writeFileSync(texts, JSON.stringify(SAMPLES.map((s) => s.prompt + s.completion)));
-    const built = spawnSync(python, [MAKE_MODEL, model, texts], { encoding: 'utf8' });
-    assert.equal(built.status, 0, built.stderr);
+    makeTinyLlama(python, model, SAMPLES.map((s) => s.prompt + s.completion));
     data = path.join(dir, 'data');
     fs.mkdirSync(data);
     fs.writeFileSync(path.join(data, 'train.jsonl'), jsonl([...SAMPLES, ...SAMPLES]));

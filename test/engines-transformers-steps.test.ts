@@ -15,7 +15,6 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { Webhook } from 'standardwebhooks';
 import { setupPython } from '../scripts/setup-python.mjs';
@@ -23,13 +22,13 @@ import { transformersEngine } from '../src/engines/transformers/index.js';
 import { serveFile, startFileServer, type FileServer } from './helpers/file-server.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { api, startTestServer, tempDir, trainBody, type TestServer } from './helpers/server.js';
+import { makeTinyLlama } from './helpers/tiny-models.js';
 import { zipDirectory } from './helpers/synthetic-dataset.js';
 import { readScalars, tfEvents } from './helpers/tfevents.js';
 import { jobEnded, retryWhenStopped, waitFor } from './helpers/wait.js';
 import { workerPid } from './helpers/worker-pid.js';
 
 const SECRET = `whsec_${Buffer.alloc(32, 9).toString('base64')}`;
-const MAKE_MODEL = fileURLToPath(new URL('./engines/transformers/make_tiny_llama.py', import.meta.url));
 const PAIRS = [['cat', 'red'], ['dog', 'blue'], ['fox', 'green'], ['owl', 'yellow'], ['bee', 'purple'], ['cow', 'orange'], ['pig', 'black'], ['hen', 'white']];
 const SAMPLES = PAIRS.map(([a, c]) => ({ prompt: `What colour is the ${a}? `, completion: `The ${a} is ${c}.` }));
 /** 48 training samples at batch 1: 48 optimizer steps an epoch. */
@@ -84,10 +83,7 @@ describe('transformers: save_steps, mid-epoch resume, TensorBoard events', { tim
     files = tempDir('trainhook-steps-');
     const models = path.join(files, 'hf-models');
     fs.mkdirSync(models);
-    const texts = path.join(files, 'texts.json');
-    fs.writeFileSync(texts, JSON.stringify(SAMPLES.map((s) => s.prompt + s.completion)));
-    const built = spawnSync(python, [MAKE_MODEL, path.join(models, 'tiny-llama'), texts], { encoding: 'utf8', env: { ...process.env } });
-    assert.equal(built.status, 0, built.stderr);
+    makeTinyLlama(python, path.join(models, 'tiny-llama'), SAMPLES.map((s) => s.prompt + s.completion));
     const set = path.join(files, 'set');
     fs.mkdirSync(set);
     fs.writeFileSync(path.join(set, 'train.jsonl'), jsonl(Array.from({ length: STEPS_PER_EPOCH }, (_, i) => SAMPLES[i % SAMPLES.length])));

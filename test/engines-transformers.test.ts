@@ -19,11 +19,10 @@
  *   a model trained in full exports merged and int8, not adapter.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { PNG } from 'pngjs';
@@ -33,13 +32,13 @@ import { transformersEngine } from '../src/engines/transformers/index.js';
 import { serveFile, startFileServer, type FileServer } from './helpers/file-server.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { api, startTestServer, tempDir, trainBody, type TestServer } from './helpers/server.js';
+import { makeTinyLlama } from './helpers/tiny-models.js';
 import { zipDirectory } from './helpers/synthetic-dataset.js';
 import { jobEnded, retryWhenStopped, waitFor } from './helpers/wait.js';
 
 const execFileAsync = promisify(execFile);
 const SECRET = `whsec_${Buffer.alloc(32, 7).toString('base64')}`;
 const verifier = new Webhook(SECRET);
-const MAKE_MODEL = fileURLToPath(new URL('./engines/transformers/make_tiny_llama.py', import.meta.url));
 const PAIRS = [
   ['cat', 'red'], ['dog', 'blue'], ['fox', 'green'], ['owl', 'yellow'],
   ['bee', 'purple'], ['cow', 'orange'], ['pig', 'black'], ['hen', 'white'],
@@ -90,10 +89,7 @@ describe('transformers (causal-lm, LoRA) through the API', { timeout: 15 * 60_00
     files = tempDir('trainhook-transformers-');
     const models = path.join(files, 'hf-models');
     fs.mkdirSync(models, { recursive: true });
-    const texts = path.join(files, 'texts.json');
-    fs.writeFileSync(texts, JSON.stringify(SAMPLES.map((s) => s.prompt + s.completion)));
-    const built = spawnSync(python, [MAKE_MODEL, path.join(models, 'tiny-llama'), texts], { encoding: 'utf8', env: { ...process.env } });
-    assert.equal(built.status, 0, built.stderr);
+    makeTinyLlama(python, path.join(models, 'tiny-llama'), SAMPLES.map((s) => s.prompt + s.completion));
 
     const write = (name: string, contents: Record<string, string>) => {
       const dir = path.join(files, name);

@@ -17,17 +17,18 @@ import { BUILTIN_ENGINES, Engines } from '../src/engines/index.js';
 import { isTorn, jobFilesPrefix, jobLogPrefix } from '../src/jobs/file-sync.js';
 import { JobFiles } from '../src/jobs/files.js';
 import { createStorage, LocalStorage, type S3Storage, type Storage } from '../src/storage/index.js';
-import { startS3Server, type S3Server } from './helpers/s3-server.js';
+import { S3_TEST_CREDENTIALS, startS3Server, type S3Server } from './helpers/s3-server.js';
 import { tempDir } from './helpers/server.js';
 import { zipDirectory } from './helpers/synthetic-dataset.js';
 
 const { logger } = createLoggers('silent');
 
-async function text(r: Readable): Promise<string> {
+async function bytes(r: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of r) chunks.push(c as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
+  return Buffer.concat(chunks);
 }
+const text = async (r: Readable): Promise<string> => (await bytes(r)).toString('utf8');
 
 let s3: S3Server;
 before(async () => {
@@ -84,7 +85,8 @@ test('uploads carry a CRC checksum by default, and none with WHEN_REQUIRED (what
   const file = path.join(tempDir('trainhook-cksum-'), 'last.pt');
   fs.writeFileSync(file, crypto.randomBytes(100_000));
   const { S3Client, HeadObjectCommand } = await import('@aws-sdk/client-s3');
-  const raw = new S3Client({ endpoint: s3.endpoint, forcePathStyle: true, region: 'us-east-1', credentials: { accessKeyId: 'testing', secretAccessKey: 'testing' } });
+  const { region, ...credentials } = S3_TEST_CREDENTIALS;
+  const raw = new S3Client({ endpoint: s3.endpoint, forcePathStyle: true, region, credentials });
   const stored: Record<string, string | undefined> = {};
   for (const request of ['WHEN_SUPPORTED', 'WHEN_REQUIRED'] as const) {
     const prefix = `cksum-${request.toLowerCase()}`;
@@ -94,9 +96,7 @@ test('uploads carry a CRC checksum by default, and none with WHEN_REQUIRED (what
     const head = await raw.send(new HeadObjectCommand({ Bucket: 'trainhook-test', Key: `${prefix}/last.pt`, ChecksumMode: 'ENABLED' }));
     stored[request] = head.ChecksumCRC32 ?? head.ChecksumCRC32C ?? head.ChecksumCRC64NVME;
     const back = await storage.getStream('last.pt');
-    const chunks: Buffer[] = [];
-    for await (const c of back!.body) chunks.push(c as Buffer);
-    assert.ok(Buffer.concat(chunks).equals(fs.readFileSync(file)), `${request}: the object comes back whole`);
+    assert.ok((await bytes(back!.body)).equals(fs.readFileSync(file)), `${request}: the object comes back whole`);
   }
   raw.destroy();
   assert.ok(stored['WHEN_SUPPORTED'], 'the default sends a checksum the store keeps');
